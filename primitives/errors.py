@@ -1,0 +1,45 @@
+"""The package's error hierarchy.
+
+One base, :class:`PrimitivesError`; each subclass also derives from the builtin whose meaning it
+shares, so ``except ValueError`` keeps working for callers that do not know this package.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PrimitivesError",
+    "InvalidInputError",
+    "InvalidRecordError",
+    "InvalidRecordTypeError",
+    "InvalidFilterError",
+    "ConfigurationError",
+    "CompositionError",
+]
+
+
+class PrimitivesError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidInputError(PrimitivesError, ValueError):
+    """An argument at the public edge has a value that is not accepted (e.g. ``limit`` < 1)."""
+
+
+class InvalidRecordError(InvalidInputError):
+    """A memory record has a field value that is not accepted (empty id, negative ttl, ...)."""
+
+
+class InvalidRecordTypeError(InvalidRecordError, TypeError):
+    """A memory record field has the wrong type (e.g. ``text`` that is not a ``str``)."""
+
+
+class InvalidFilterError(InvalidInputError):
+    """A search filter names an unknown field or gives a value of the wrong shape."""
+
+
+class ConfigurationError(PrimitivesError, ValueError):
+    """The environment or constructor arguments describe a configuration that cannot work."""
+
+
+class CompositionError(PrimitivesError, TypeError):
+    """An object given to ``>>`` or ``|`` has no ``async execute(input, context)`` method."""

@@ -1,0 +1,204 @@
+"""The memory seam: :class:`MemoryBackend`, the one interface every backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from primitives.errors import InvalidFilterError, InvalidInputError
+from primitives.memory.record import MemoryRecord, Message, SearchHit
+
+__all__ = [
+    "FILTER_FIELDS",
+    "Health",
+    "MemoryBackend",
+    "SearchResult",
+    "normalize_filter",
+    "check_limit",
+    "check_query",
+]
+
+#: Fields a search filter may name. Each takes a string or a sequence of strings ("any of").
+FILTER_FIELDS: frozenset[str] = frozenset(
+    {"user_id", "session_id", "namespace", "memory_type", "topics"}
+)
+
+
+def normalize_filter(filter: Mapping[str, Any] | None) -> dict[str, tuple[str, ...]]:
+    """Validate a search filter and return it as ``{field: (value, ...)}``.
+
+    ``None`` values are dropped (no restriction on that field). A ``MemoryType`` is taken by its
+    value.
+
+    Raises:
+        InvalidFilterError: ``filter`` is not a mapping, names a field outside
+            :data:`FILTER_FIELDS`, or gives a value that is not a string or a non-empty
+            sequence of strings.
+    """
+    if filter is None:
+        return {}
+    if not isinstance(filter, Mapping):
+        raise InvalidFilterError(f"filter must be a mapping, got {type(filter).__name__}")
+    out: dict[str, tuple[str, ...]] = {}
+    for key, value in filter.items():
+        if key not in FILTER_FIELDS:
+            raise InvalidFilterError(
+                f"unknown filter field {key!r}; accepted: {', '.join(sorted(FILTER_FIELDS))}"
+            )
+        if value is None:
+            continue
+        if isinstance(value, str):
+            values: tuple[Any, ...] = (value,)
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            values = tuple(value)
+        else:
+            raise InvalidFilterError(
+                f"filter {key!r} takes a str or a list of str, got {type(value).__name__}"
+            )
+        if not values or not all(isinstance(v, str) and v for v in values):
+            raise InvalidFilterError(
+                f"filter {key!r} takes a non-empty str or a non-empty list of them, got {value!r}"
+            )
+        out[key] = tuple(str(v) for v in values)  # str() turns a MemoryType into its value
+    return out
+
+
+def check_limit(limit: object) -> int:
+    """Return ``limit`` if it is an ``int >= 1``.
+
+    Raises:
+        InvalidInputError: otherwise.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidInputError(f"limit must be an int >= 1, got {limit!r}")
+    return limit
+
+
+def check_query(query: object) -> str:
+    """Return ``query`` if it is a ``str``.
+
+    Raises:
+        InvalidInputError: (also a ``TypeError``) otherwise.
+    """
+    if not isinstance(query, str):
+        raise _QueryTypeError(f"query must be a str, got {type(query).__name__}")
+    return query
+
+
+class _QueryTypeError(InvalidInputError, TypeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """Hits of one search and who served it.
+
+    Attributes:
+        hits: Best first.
+        backend: Name of the backend that actually served the call (``"in-memory"``, ...).
+        degraded: ``True`` when the configured backend was unreachable and a fallback served it.
+    """
+
+    hits: list[SearchHit]
+    backend: str
+    degraded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Result of :meth:`MemoryBackend.health`.
+
+    Attributes:
+        ok: The backend can serve reads and writes now.
+        backend: Its name.
+        detail: Facts worth showing a person (counts, versions, the error seen).
+    """
+
+    ok: bool
+    backend: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class MemoryBackend(ABC):
+    """Where memories live. Async only; one instance per store; close with :meth:`aclose`.
+
+    Capability flags tell callers what a backend can do; a method for a missing capability raises
+    ``NotImplementedError`` naming what to use instead. Every backend passes the same contract
+    test suite (``tests/contract.py``).
+    """
+
+    #: Name reported as ``memory_backend`` in outputs.
+    name: ClassVar[str]
+    #: Records expire after their ``ttl`` seconds.
+    supports_ttl: ClassVar[bool] = False
+    #: Records can be searched by embedding.
+    supports_vectors: ClassVar[bool] = False
+    #: Per-session working memory (``append_messages`` / ``get_messages``).
+    supports_working_memory: ClassVar[bool] = False
+
+    @abstractmethod
+    async def add(self, records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
+        """Insert or replace (by ``id``) ``records``, in order.
+
+        Returns:
+            The stored records, in the input order, with ``created_at`` (kept from the stored
+            version on replace) and ``updated_at`` (now) filled in.
+
+        Raises:
+            InvalidRecordTypeError: an item is not a ``MemoryRecord``; nothing is stored.
+        """
+
+    @abstractmethod
+    async def get(self, id: str) -> MemoryRecord | None:
+        """The live record with ``id``, or ``None``."""
+
+    @abstractmethod
+    async def delete(self, ids: Sequence[str]) -> int:
+        """Delete records by id; returns how many existed. Unknown ids are ignored."""
+
+    @abstractmethod
+    async def search(
+        self, query: str, *, filter: Mapping[str, Any] | None = None, limit: int = 10
+    ) -> SearchResult:
+        """Records relevant to ``query`` that match ``filter``, best first.
+
+        Args:
+            query: Natural-language text. Empty, whitespace or all-stop-word queries return no hits.
+            filter: See :func:`normalize_filter`.
+            limit: Maximum number of hits, ``>= 1``.
+
+        Raises:
+            InvalidInputError: ``query`` is not a ``str`` or ``limit`` < 1.
+            InvalidFilterError: see :func:`normalize_filter`.
+        """
+
+    @abstractmethod
+    async def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        """Number of live records matching ``filter`` (all when ``None``)."""
+
+    async def append_messages(self, session_id: str, messages: Sequence[Message]) -> None:
+        """Append ``messages`` to a session's working memory (oldest first)."""
+        raise NotImplementedError(
+            f"{self.name} has no working memory; keep messages in long-term memory with "
+            "memory_type='working' or use the in-memory, Redis or Agent Memory Server backend"
+        )
+
+    async def get_messages(self, session_id: str, limit: int | None = None) -> list[Message]:
+        """The last ``limit`` (all when ``None``) messages of a session, oldest first."""
+        raise NotImplementedError(
+            f"{self.name} has no working memory; search long-term memory with "
+            "filter={'session_id': ...} instead"
+        )
+
+    async def clear_session(self, session_id: str) -> None:
+        """Forget a session's working memory."""
+        raise NotImplementedError(f"{self.name} has no working memory")
+
+    @abstractmethod
+    async def health(self) -> Health:
+        """Whether the backend can serve calls now; never raises for an unreachable server."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, default no-op
+        """Release connections and files. The backend is unusable afterwards."""

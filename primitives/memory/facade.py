@@ -1,0 +1,233 @@
+"""``Memory``: the facade pipelines and applications talk to, over one configured backend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from primitives.errors import ConfigurationError
+from primitives.memory.backend import Health, MemoryBackend, SearchResult
+from primitives.memory.inmemory import InMemoryBackend
+from primitives.memory.record import DEFAULT_NAMESPACE, MemoryRecord, MemoryType, Message, SearchHit
+
+__all__ = ["Memory", "Recall", "BACKEND_CHOICES"]
+
+#: Values accepted by ``MEMORY_BACKEND`` (and ``--backend``).
+BACKEND_CHOICES = ("auto", "inmemory")
+
+
+@dataclass(frozen=True, slots=True)
+class Recall:
+    """What :meth:`Memory.recall` found for one query.
+
+    Attributes:
+        working_memory: The session's recent messages, oldest first (empty without a session).
+        hits: Long-term memories relevant to the query, best first.
+        backend: Name of the backend that served the call.
+        degraded: ``True`` when a fallback served it because the configured backend was down.
+    """
+
+    working_memory: list[Message]
+    hits: list[SearchHit]
+    backend: str
+    degraded: bool = False
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise ConfigurationError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+class Memory:
+    """Long-term and working memory for agents, over one :class:`MemoryBackend`.
+
+    Args:
+        backend: Where memories live.
+        namespace: Namespace for writes and searches that do not name one.
+
+    Use ``async with Memory.from_env() as memory: ...`` or call :meth:`aclose`.
+    """
+
+    def __init__(self, backend: MemoryBackend, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+        if not isinstance(backend, MemoryBackend):
+            raise TypeError(f"backend must be a MemoryBackend, got {type(backend).__name__}")
+        self.backend = backend
+        self.namespace = namespace
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Memory:
+        """Build the memory the environment describes.
+
+        Variables: ``MEMORY_BACKEND`` (``auto`` default, or ``inmemory``), ``MEMORY_NAMESPACE``
+        (default ``"default"``), ``MEMORY_MAXSIZE`` (records kept in process, default 100000),
+        ``MEMORY_WORKING_MEMORY_SIZE`` (messages kept per session, default 50). ``auto`` gives
+        the in-process backend; this version has no other backend yet.
+
+        Args:
+            env: Variables to read instead of ``os.environ``.
+
+        Raises:
+            ConfigurationError: a variable has a value that is not accepted.
+        """
+        env = os.environ if env is None else env
+        choice = (env.get("MEMORY_BACKEND") or "auto").strip().lower().replace("-", "")
+        if choice not in BACKEND_CHOICES:
+            raise ConfigurationError(
+                f"MEMORY_BACKEND={env.get('MEMORY_BACKEND')!r} is not supported; "
+                f"accepted: {', '.join(BACKEND_CHOICES)}"
+            )
+        backend = InMemoryBackend(
+            maxsize=_env_int(env, "MEMORY_MAXSIZE", 100_000),
+            working_memory_size=_env_int(env, "MEMORY_WORKING_MEMORY_SIZE", 50),
+        )
+        return cls(backend, namespace=env.get("MEMORY_NAMESPACE") or DEFAULT_NAMESPACE)
+
+    @property
+    def backend_name(self) -> str:
+        """The configured backend's name (what serves calls while it is healthy)."""
+        return self.backend.name
+
+    # -- long-term memory --------------------------------------------------------------------
+
+    async def remember(
+        self,
+        text: str,
+        *,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        namespace: str | None = None,
+        memory_type: MemoryType | str = MemoryType.EPISODIC,
+        topics: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        ttl: float | None = None,
+        created_at: datetime | None = None,
+        id: str | None = None,
+    ) -> MemoryRecord:
+        """Store one memory and return it as stored (see :class:`MemoryRecord` for the fields).
+
+        Raises:
+            InvalidRecordError: a field is not accepted (``InvalidRecordTypeError`` for wrong types).
+        """
+        kwargs: dict[str, Any] = {} if id is None else {"id": id}
+        record = MemoryRecord(
+            text=text,
+            user_id=user_id,
+            session_id=session_id,
+            namespace=namespace or self.namespace,
+            memory_type=memory_type,  # type: ignore[arg-type]
+            topics=tuple(topics),
+            metadata=dict(metadata) if metadata else {},
+            ttl=ttl,
+            created_at=created_at,
+            **kwargs,
+        )
+        (stored,) = await self.backend.add([record])
+        return stored
+
+    async def add(self, records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
+        """Insert or replace records; see :meth:`MemoryBackend.add`."""
+        return await self.backend.add(records)
+
+    async def get(self, id: str) -> MemoryRecord | None:
+        """The record with ``id``, or ``None``."""
+        return await self.backend.get(id)
+
+    async def delete(self, ids: Sequence[str]) -> int:
+        """Delete records by id; returns how many existed."""
+        return await self.backend.delete(ids)
+
+    def _filter(
+        self,
+        user_id: str | None,
+        session_id: str | None,
+        namespace: str | None,
+        memory_type: MemoryType | str | Sequence[str] | None,
+        topics: Sequence[str] | None,
+    ) -> dict[str, Any]:
+        return {
+            "namespace": namespace or self.namespace,
+            "user_id": user_id,
+            "session_id": session_id,
+            "memory_type": memory_type,
+            "topics": topics,
+        }
+
+    async def search(
+        self,
+        query: str,
+        *,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        namespace: str | None = None,
+        memory_type: MemoryType | str | Sequence[str] | None = None,
+        topics: Sequence[str] | None = None,
+        limit: int = 10,
+    ) -> SearchResult:
+        """Long-term memories relevant to ``query`` in one namespace (the memory's by default).
+
+        ``None`` arguments do not restrict; ``topics`` and a list of memory types match any of
+        the given values. See :meth:`MemoryBackend.search` for ordering, scores and errors.
+        """
+        flt = self._filter(user_id, session_id, namespace, memory_type, topics)
+        return await self.backend.search(query, filter=flt, limit=limit)
+
+    async def count(self, *, namespace: str | None = None, user_id: str | None = None) -> int:
+        """Number of live records in ``namespace`` (the memory's by default), optionally one user's."""
+        return await self.backend.count({"namespace": namespace or self.namespace, "user_id": user_id})
+
+    # -- working memory ----------------------------------------------------------------------
+
+    async def append_messages(self, session_id: str, messages: Sequence[Message]) -> None:
+        """Append messages to a session's working memory."""
+        await self.backend.append_messages(session_id, messages)
+
+    async def get_messages(self, session_id: str, limit: int | None = None) -> list[Message]:
+        """The session's last ``limit`` messages (all when ``None``), oldest first."""
+        return await self.backend.get_messages(session_id, limit)
+
+    async def recall(
+        self,
+        query: str,
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        namespace: str | None = None,
+        limit: int = 5,
+        working_memory_limit: int = 20,
+    ) -> Recall:
+        """Working memory of ``session_id`` plus long-term hits for ``query`` (one user's when
+        ``user_id`` is given), in one call; what :class:`MemoryPrimitive` outputs."""
+        messages = (
+            await self.backend.get_messages(session_id, working_memory_limit)
+            if session_id is not None
+            else []
+        )
+        result = await self.search(query, user_id=user_id, namespace=namespace, limit=limit)
+        return Recall(messages, result.hits, result.backend, result.degraded)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def health(self) -> Health:
+        """The backend's health; see :meth:`MemoryBackend.health`."""
+        return await self.backend.health()
+
+    async def aclose(self) -> None:
+        """Close the backend."""
+        await self.backend.aclose()
+
+    async def __aenter__(self) -> Memory:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,304 @@
+"""``InMemoryBackend``: the zero-setup default, a bounded in-process store with BM25 search."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from cachetools import TLRUCache, TTLCache
+
+from primitives.errors import InvalidInputError, InvalidRecordTypeError
+from primitives.memory.analysis import Analyzer
+from primitives.memory.backend import (
+    Health,
+    MemoryBackend,
+    SearchResult,
+    check_limit,
+    check_query,
+    normalize_filter,
+)
+from primitives.memory.index import InvertedIndex
+from primitives.memory.record import (
+    DEFAULT_TTLS,
+    INDEXED_METADATA_KEYS,
+    MemoryRecord,
+    MemoryType,
+    Message,
+    SearchHit,
+    utc_from_timestamp,
+)
+
+__all__ = ["InMemoryBackend"]
+
+_MONTHS = (
+    "", "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
+)
+
+
+class _RecordCache(TLRUCache):
+    """A TLRUCache that reports every record it drops on its own (LRU eviction or expiry).
+
+    cachetools removes items behind the caller's back in two places: ``popitem()`` (size
+    eviction, called by ``__setitem__``) and ``expire()`` (called by ``__setitem__``,
+    ``popitem()``, ``__len__``...). Both are overridden, so the inverted index hears of every
+    removal exactly once. Explicit ``del`` is not reported: the backend removes from the index
+    itself.
+    """
+
+    def __init__(
+        self,
+        maxsize: int,
+        ttu: Callable[[str, MemoryRecord, float], float],
+        timer: Callable[[], float],
+        on_drop: Callable[[str, MemoryRecord], None],
+    ) -> None:
+        super().__init__(maxsize, ttu, timer)
+        self._on_drop = on_drop
+
+    def expire(self, time: float | None = None) -> list[tuple[str, MemoryRecord]]:
+        expired = super().expire(time)
+        for key, record in expired:
+            self._on_drop(key, record)
+        return expired
+
+    def popitem(self) -> tuple[str, MemoryRecord]:
+        key, record = super().popitem()
+        self._on_drop(key, record)
+        return key, record
+
+
+class InMemoryBackend(MemoryBackend):
+    """Records in process memory, searched with BM25 over analysed text.
+
+    Storage is a cachetools ``TLRUCache``: at most ``maxsize`` records (the least recently used
+    one, by ``get``, ``search`` hit or write, is evicted to make room), each expiring ``ttl``
+    seconds after its last write (``ttl=None`` takes the memory type's default from
+    ``default_ttls``). An :class:`~primitives.memory.index.InvertedIndex` is updated on every add,
+    replace, delete, eviction and expiry, so search sees exactly the live records. Every public
+    call first purges what has expired by the injected ``clock``.
+
+    What a record is indexed with: its ``text``, the string values of its metadata keys in
+    :data:`~primitives.memory.record.INDEXED_METADATA_KEYS` (``speaker``, ``context``) and, when
+    ``index_dates``, its ``created_at`` date written out ("8 May 2023"). Why: docs/in-memory-backend.md.
+
+    Working memory: per ``session_id`` a deque of the last ``working_memory_size`` messages,
+    oldest first; a session untouched for ``default_ttls[WORKING]`` seconds (1 h) is forgotten,
+    and at most ``max_sessions`` sessions are kept (least recently written dropped first).
+
+    Not thread-safe: use it from one event loop. Each call runs without awaiting, so concurrent
+    tasks on that loop see every call as atomic.
+
+    Args:
+        maxsize: Maximum number of long-term records, ``>= 1``.
+        default_ttls: Seconds per memory type when a record's ``ttl`` is ``None``; a missing type
+            or ``None`` means never expires.
+        working_memory_size: Messages kept per session, ``>= 1``.
+        max_sessions: Sessions kept in working memory, ``>= 1``.
+        analyzer: Turns text into terms; the English :class:`Analyzer` by default.
+        index_dates: Index the written-out ``created_at`` date with the text.
+        k1, b: BM25 parameters (see :class:`InvertedIndex`).
+        clock: Seconds since the epoch (``time.time`` by default); drives expiry and timestamps.
+
+    Raises:
+        InvalidInputError: a size argument is < 1.
+    """
+
+    name = "in-memory"
+    supports_ttl = True
+    supports_vectors = False
+    supports_working_memory = True
+
+    def __init__(
+        self,
+        *,
+        maxsize: int = 100_000,
+        default_ttls: Mapping[MemoryType, float | None] = DEFAULT_TTLS,
+        working_memory_size: int = 50,
+        max_sessions: int = 10_000,
+        analyzer: Analyzer | None = None,
+        index_dates: bool = True,
+        k1: float = 1.2,
+        b: float = 0.75,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        for arg, value in (
+            ("maxsize", maxsize),
+            ("working_memory_size", working_memory_size),
+            ("max_sessions", max_sessions),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"{arg} must be an int >= 1, got {value!r}")
+        self.maxsize = maxsize
+        self.default_ttls: dict[MemoryType, float] = {
+            t: (math.inf if default_ttls.get(t) is None else float(default_ttls[t]))  # type: ignore[arg-type]
+            for t in MemoryType
+        }
+        self.working_memory_size = working_memory_size
+        self.analyzer = analyzer or Analyzer()
+        self.index_dates = index_dates
+        self._clock = clock
+        self._index = InvertedIndex(k1=k1, b=b)
+        self._records = _RecordCache(maxsize, self._expires_at, clock, self._drop)
+        self._sessions: TTLCache[str, deque[Message]] = TTLCache(
+            max_sessions, self.default_ttls[MemoryType.WORKING], timer=clock
+        )
+
+    # -- cache hooks -------------------------------------------------------------------------
+
+    def _expires_at(self, key: str, record: MemoryRecord, now: float) -> float:
+        ttl = record.ttl if record.ttl is not None else self.default_ttls[record.memory_type]
+        return now + ttl
+
+    def _drop(self, key: str, record: MemoryRecord) -> None:
+        self._index.remove(key)
+
+    # -- indexing ----------------------------------------------------------------------------
+
+    def indexed_text(self, record: MemoryRecord) -> str:
+        """The text a record is indexed with: ``text``, speaker, context and written-out date."""
+        parts = [record.text]
+        metadata = record.metadata
+        if metadata:
+            for key in INDEXED_METADATA_KEYS:
+                value = metadata.get(key)
+                if isinstance(value, str):
+                    parts.append(value)
+        if self.index_dates and record.created_at is not None:
+            d = record.created_at
+            parts.append(f"{d.day} {_MONTHS[d.month]} {d.year}")
+        return "\n".join(parts)
+
+    @staticmethod
+    def _tags(record: MemoryRecord) -> dict[str, tuple[str, ...]]:
+        tags: dict[str, tuple[str, ...]] = {
+            "namespace": (record.namespace,),
+            "memory_type": (record.memory_type.value,),
+        }
+        if record.user_id is not None:
+            tags["user_id"] = (record.user_id,)
+        if record.session_id is not None:
+            tags["session_id"] = (record.session_id,)
+        if record.topics:
+            tags["topics"] = record.topics
+        return tags
+
+    # -- long-term memory --------------------------------------------------------------------
+
+    async def add(self, records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
+        for record in records:
+            if not isinstance(record, MemoryRecord):
+                raise InvalidRecordTypeError(
+                    f"add() takes MemoryRecord objects, got {type(record).__name__}; nothing stored"
+                )
+        cache = self._records
+        cache.expire()
+        now = utc_from_timestamp(self._clock())
+        stored: list[MemoryRecord] = []
+        for record in records:
+            previous = cache.get(record.id)
+            created_at = (
+                previous.created_at if previous is not None else (record.created_at or now)
+            )
+            record = replace(record, created_at=created_at, updated_at=now)
+            cache[record.id] = record
+            if record.id not in cache:  # a ttl so small it expired on arrival replaces nothing
+                self._index.remove(record.id)
+                continue
+            self._index.add(
+                record.id, self.analyzer.terms(self.indexed_text(record)), self._tags(record)
+            )
+            stored.append(record)
+        return stored
+
+    async def get(self, id: str) -> MemoryRecord | None:
+        self._records.expire()
+        return self._records.get(id)
+
+    async def delete(self, ids: Sequence[str]) -> int:
+        if isinstance(ids, str):
+            raise InvalidInputError("delete() takes a list of ids, got a single str")
+        cache = self._records
+        cache.expire()
+        deleted = 0
+        for id in ids:
+            if cache.pop(id, None) is not None:
+                self._index.remove(id)
+                deleted += 1
+        return deleted
+
+    async def search(
+        self, query: str, *, filter: Mapping[str, Any] | None = None, limit: int = 10
+    ) -> SearchResult:
+        """BM25 search; see :meth:`MemoryBackend.search`. Scores are BM25, ``>= 0``, unbounded;
+        ties put the most recently written record first."""
+        check_query(query)
+        check_limit(limit)
+        tag_filter = normalize_filter(filter)
+        cache = self._records
+        cache.expire()
+        terms = self.analyzer.terms(query)
+        if not terms:
+            return SearchResult([], self.name)
+        ranked = self._index.search(terms, tag_filter=tag_filter, limit=limit)
+        return SearchResult([SearchHit(cache[key], score) for key, score in ranked], self.name)
+
+    async def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        tag_filter = normalize_filter(filter)
+        self._records.expire()
+        return self._index.count(tag_filter)
+
+    # -- working memory ----------------------------------------------------------------------
+
+    async def append_messages(self, session_id: str, messages: Sequence[Message]) -> None:
+        _check_session(session_id)
+        for message in messages:
+            if not isinstance(message, Message):
+                raise InvalidRecordTypeError(
+                    f"append_messages() takes Message objects, got {type(message).__name__}"
+                )
+        now = utc_from_timestamp(self._clock())
+        history = self._sessions.get(session_id)
+        if history is None:
+            history = deque(maxlen=self.working_memory_size)
+        for message in messages:
+            history.append(
+                message if message.created_at is not None else replace(message, created_at=now)
+            )
+        self._sessions[session_id] = history  # re-setting refreshes the sliding TTL
+
+    async def get_messages(self, session_id: str, limit: int | None = None) -> list[Message]:
+        _check_session(session_id)
+        if limit is not None:
+            check_limit(limit)
+        history = self._sessions.get(session_id)
+        if history is None:
+            return []
+        items = list(history)
+        return items[-limit:] if limit is not None else items
+
+    async def clear_session(self, session_id: str) -> None:
+        _check_session(session_id)
+        self._sessions.pop(session_id, None)
+
+    async def health(self) -> Health:
+        self._records.expire()
+        return Health(
+            ok=True,
+            backend=self.name,
+            detail={"records": len(self._index), "maxsize": self.maxsize, "sessions": len(self._sessions)},
+        )
+
+    async def aclose(self) -> None:
+        self._records.clear()
+        self._index.clear()
+        self._sessions.clear()
+
+
+def _check_session(session_id: object) -> None:
+    if not isinstance(session_id, str) or not session_id.strip():
+        raise InvalidInputError(f"session_id must be a non-empty str, got {session_id!r}")

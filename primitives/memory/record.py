@@ -1,0 +1,239 @@
+"""The canonical memory record, working-memory messages and search hits.
+
+Field names are the ones every backend and the data-cloud sync use: ``id, text, user_id,
+session_id, namespace, memory_type, topics, metadata, embedding, created_at, updated_at, ttl``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+from primitives.errors import InvalidRecordError, InvalidRecordTypeError
+
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "DEFAULT_TTLS",
+    "INDEXED_METADATA_KEYS",
+    "MemoryRecord",
+    "MemoryType",
+    "Message",
+    "SearchHit",
+]
+
+DEFAULT_NAMESPACE = "default"
+
+#: Metadata keys whose string values are indexed for keyword search together with ``text``:
+#: ``speaker`` (who said it) and ``context`` (the turn that preceded it in its session, set by
+#: ``RememberPrimitive``). Measured on LoCoMo: see docs/in-memory-backend.md.
+INDEXED_METADATA_KEYS: tuple[str, ...] = ("speaker", "context")
+
+
+class MemoryType(StrEnum):
+    """Kinds of memory, each with its own default lifetime (:data:`DEFAULT_TTLS`)."""
+
+    WORKING = "working"
+    EPISODIC = "episodic"
+    SEMANTIC = "semantic"
+    SKILL = "skill"
+
+
+#: Default ``ttl`` in seconds per memory type, applied when a record's ``ttl`` is ``None``:
+#: working 1 h, episodic 30 d, semantic 90 d, skill 180 d. ``None`` would mean "never expires".
+DEFAULT_TTLS: Mapping[MemoryType, float | None] = {
+    MemoryType.WORKING: 3600.0,
+    MemoryType.EPISODIC: 30 * 86400.0,
+    MemoryType.SEMANTIC: 90 * 86400.0,
+    MemoryType.SKILL: 180 * 86400.0,
+}
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _check_str(name: str, value: object, *, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        accepted = "a str or None" if optional else "a str"
+        raise InvalidRecordTypeError(f"{name} must be {accepted}, got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidRecordError(f"{name} must be a non-empty string, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRecord:
+    """One long-term memory.
+
+    Attributes:
+        text: What is remembered; any ``str`` (unicode, up to the backend's size limit; may be
+            empty of indexable words, it is still stored).
+        id: Unique key within a store; a random UUID4 hex string by default. Adding a record whose
+            id exists replaces it (upsert) and keeps the stored ``created_at``.
+        user_id, session_id: Who and which conversation it belongs to; ``None`` for shared.
+        namespace: A hard partition (tenant, app, conversation); ``"default"`` by default.
+        memory_type: A :class:`MemoryType` (or its string value); ``episodic`` by default.
+        topics: Tags for filtering, a tuple of non-empty strings (a list is converted).
+        metadata: A JSON object (``dict`` with ``str`` keys); string values under
+            :data:`INDEXED_METADATA_KEYS` are searchable.
+        embedding: Optional ``tuple[float, ...]`` of length ``dims``.
+        created_at, updated_at: UTC datetimes; set by the backend when ``None``.
+        ttl: Lifetime in seconds from the last write, ``> 0``; ``None`` takes the memory type's
+            default from the backend (see :data:`DEFAULT_TTLS`); ``math.inf`` never expires.
+
+    Raises:
+        InvalidRecordTypeError: A field has the wrong type (a ``TypeError``).
+        InvalidRecordError: A field has a value that is not accepted (a ``ValueError``).
+    """
+
+    text: str
+    id: str = field(default_factory=_new_id)
+    user_id: str | None = None
+    session_id: str | None = None
+    namespace: str = DEFAULT_NAMESPACE
+    memory_type: MemoryType = MemoryType.EPISODIC
+    topics: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    embedding: tuple[float, ...] | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    ttl: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise InvalidRecordTypeError(f"text must be a str, got {type(self.text).__name__}")
+        _check_str("id", self.id, optional=False)
+        _check_str("user_id", self.user_id, optional=True)
+        _check_str("session_id", self.session_id, optional=True)
+        _check_str("namespace", self.namespace, optional=False)
+        if type(self.memory_type) is not MemoryType:
+            try:
+                object.__setattr__(self, "memory_type", MemoryType(self.memory_type))
+            except ValueError:
+                accepted = ", ".join(m.value for m in MemoryType)
+                raise InvalidRecordError(
+                    f"memory_type must be one of {accepted}; got {self.memory_type!r}"
+                ) from None
+        if type(self.topics) is not tuple:
+            if isinstance(self.topics, str) or not hasattr(self.topics, "__iter__"):
+                raise InvalidRecordTypeError(
+                    f"topics must be a list or tuple of str, got {type(self.topics).__name__}"
+                )
+            object.__setattr__(self, "topics", tuple(self.topics))
+        for topic in self.topics:
+            _check_str("each topic", topic, optional=False)
+        if not isinstance(self.metadata, Mapping) or not all(
+            isinstance(k, str) for k in self.metadata
+        ):
+            raise InvalidRecordTypeError("metadata must be a JSON object: a dict with str keys")
+        if self.embedding is not None:
+            if isinstance(self.embedding, (str, bytes)) or not hasattr(self.embedding, "__iter__"):
+                raise InvalidRecordTypeError("embedding must be a sequence of floats or None")
+            object.__setattr__(self, "embedding", tuple(float(x) for x in self.embedding))
+        for name in ("created_at", "updated_at"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+                raise InvalidRecordTypeError(f"{name} must be a timezone-aware datetime or None")
+        if self.ttl is not None:
+            if isinstance(self.ttl, bool) or not isinstance(self.ttl, (int, float)):
+                raise InvalidRecordTypeError(
+                    f"ttl must be a number of seconds or None, got {type(self.ttl).__name__}"
+                )
+            if not self.ttl > 0:  # also rejects NaN
+                raise InvalidRecordError(f"ttl must be > 0 seconds (or None), got {self.ttl!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field: datetimes as ISO 8601 strings (UTC offset kept),
+        ``memory_type`` as its string value, ``topics`` and ``embedding`` as lists."""
+        return {
+            "id": self.id,
+            "text": self.text,
+            "user_id": self.user_id,
+            "session_id": self.session_id,
+            "namespace": self.namespace,
+            "memory_type": self.memory_type.value,
+            "topics": list(self.topics),
+            "metadata": dict(self.metadata),
+            "embedding": list(self.embedding) if self.embedding is not None else None,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+            "ttl": self.ttl,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One working-memory message of a session.
+
+    Attributes:
+        role: ``"user"``, ``"assistant"``, ``"system"`` or ``"tool"`` (any non-empty string is kept).
+        content: The message text.
+        created_at: UTC time the backend stored it; set by the backend when ``None``.
+        metadata: A JSON object of extra facts (speaker name, ids, ...).
+    """
+
+    role: str
+    content: str
+    created_at: datetime | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.role, str) or not self.role:
+            raise InvalidRecordTypeError("message role must be a non-empty str")
+        if not isinstance(self.content, str):
+            raise InvalidRecordTypeError(
+                f"message content must be a str, got {type(self.content).__name__}"
+            )
+        if not isinstance(self.metadata, Mapping):
+            raise InvalidRecordTypeError("message metadata must be a dict with str keys")
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"role", "content", "created_at" (ISO 8601 or None), "metadata"}``."""
+        return {
+            "role": self.role,
+            "content": self.content,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "metadata": dict(self.metadata),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One search result.
+
+    Attributes:
+        record: The stored record.
+        score: Relevance, higher is better; its scale depends on the ranking (BM25 scores are
+            ``>= 0`` and unbounded, see the backend's docs), so compare scores within one result only.
+    """
+
+    record: MemoryRecord
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"id", "text", "score", "metadata", "memory_type", "namespace", "user_id",
+        "session_id", "topics", "created_at"}``: what ``MemoryPrimitive`` outputs per hit."""
+        r = self.record
+        return {
+            "id": r.id,
+            "text": r.text,
+            "score": self.score,
+            "metadata": dict(r.metadata),
+            "memory_type": r.memory_type.value,
+            "namespace": r.namespace,
+            "user_id": r.user_id,
+            "session_id": r.session_id,
+            "topics": list(r.topics),
+            "created_at": r.created_at.isoformat() if r.created_at else None,
+        }
+
+
+def utc_from_timestamp(ts: float) -> datetime:
+    """UTC datetime for a POSIX timestamp in seconds."""
+    return datetime.fromtimestamp(ts, timezone.utc)
+

@@ -1,0 +1,231 @@
+"""``MemoryPrimitive`` and ``RememberPrimitive``: memory as steps of a pipeline.
+
+``MemoryPrimitive(memory) >> responder >> RememberPrimitive(memory)``: the first step recalls, the
+responder answers from what was recalled, the last step stores the turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from primitives.core.context import WorkflowContext
+from primitives.core.instrumented import InstrumentedPrimitive
+from primitives.errors import InvalidInputError
+from primitives.memory.facade import Memory
+from primitives.memory.record import MemoryRecord, MemoryType, Message
+
+__all__ = ["MemoryPrimitive", "RememberPrimitive", "QUERY_STATE_KEY"]
+
+#: ``context.state`` key under which ``MemoryPrimitive`` leaves the user's query for
+#: ``RememberPrimitive`` (which removes it once the turn is stored).
+QUERY_STATE_KEY = "memory.query"
+
+
+def _namespace(context: WorkflowContext) -> str | None:
+    value = context.metadata.get("namespace")
+    return value if isinstance(value, str) and value else None
+
+
+class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
+    """Recalls working memory and relevant long-term memories for the input's query.
+
+    Input: a ``str`` (the query) or a mapping with the query under ``query_key``.
+    Scope: ``context.session_id`` selects working memory; ``context.metadata["user_id"]``, when
+    set, restricts long-term hits to that user; ``context.metadata["namespace"]`` overrides the
+    memory's namespace.
+
+    Output, a plain dict:
+        ``input``: the input, unchanged.
+        ``working_memory``: the session's last ``working_memory_limit`` messages, oldest first,
+        each ``{"role", "content", "created_at", "metadata"}``.
+        ``relevant_memories``: up to ``limit`` hits, best first, each ``{"id", "text", "score",
+        "metadata", ...}`` (see :meth:`SearchHit.to_dict`).
+        ``memory_backend``: the backend that actually served the call.
+        ``degraded``: ``True`` when a fallback served it because the configured backend was down.
+
+    Args:
+        memory: The memory to read.
+        limit: Long-term hits to return, ``>= 1``.
+        working_memory_limit: Session messages to return, ``>= 1``.
+        query_key: Where the query is when the input is a mapping.
+
+    Raises:
+        InvalidInputError: (from ``execute``) the input has no string query.
+    """
+
+    def __init__(
+        self,
+        memory: Memory,
+        *,
+        limit: int = 5,
+        working_memory_limit: int = 20,
+        query_key: str = "query",
+        **instrumentation: Any,
+    ) -> None:
+        super().__init__(**instrumentation)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInputError(f"limit must be an int >= 1, got {limit!r}")
+        if (
+            isinstance(working_memory_limit, bool)
+            or not isinstance(working_memory_limit, int)
+            or working_memory_limit < 1
+        ):
+            raise InvalidInputError(
+                f"working_memory_limit must be an int >= 1, got {working_memory_limit!r}"
+            )
+        self.memory = memory
+        self.limit = limit
+        self.working_memory_limit = working_memory_limit
+        self.query_key = query_key
+
+    def _query(self, input: Any) -> str:
+        if isinstance(input, str):
+            return input
+        if isinstance(input, Mapping):
+            query = input.get(self.query_key)
+            if isinstance(query, str):
+                return query
+        raise InvalidInputError(
+            f"MemoryPrimitive takes a str or a mapping with a str under {self.query_key!r}, "
+            f"got {type(input).__name__}"
+        )
+
+    async def _execute_impl(self, input: Any, context: WorkflowContext) -> dict[str, Any]:
+        query = self._query(input)
+        context.state[QUERY_STATE_KEY] = query
+        recall = await self.memory.recall(
+            query,
+            session_id=context.session_id,
+            user_id=context.user_id,
+            namespace=_namespace(context),
+            limit=self.limit,
+            working_memory_limit=self.working_memory_limit,
+        )
+        return {
+            "input": input,
+            "working_memory": [m.to_dict() for m in recall.working_memory],
+            "relevant_memories": [h.to_dict() for h in recall.hits],
+            "memory_backend": recall.backend,
+            "degraded": recall.degraded,
+        }
+
+
+class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
+    """Stores one conversation turn in working and long-term memory, then passes its input on.
+
+    What is stored:
+        The user message: ``context.state["memory.query"]`` (left by an earlier
+        ``MemoryPrimitive``), or else the input itself when it is a ``str``, or the input's
+        ``"query"`` when it is a mapping (a mapping's ``"query"`` wins over the state).
+        The response (optional): the input when it is a ``str`` and a user message came from
+        the state, or the input's ``response_key`` when it is a mapping.
+        A mapping input may also give ``"speaker"`` (str), ``"metadata"`` (dict, merged into each
+        record's metadata) and ``"created_at"`` (aware ``datetime``, when the turn happened).
+
+    Each message is appended to the session's working memory (when ``context.session_id`` is set)
+    and stored as a long-term record of ``memory_type`` in the context's namespace and user,
+    with ``metadata`` ``{"role", "speaker"?, "context"?}``: ``context`` is the message that came
+    just before it in the session, indexed with it so a question about an answer finds the
+    answer (measured in docs/in-memory-backend.md).
+
+    Args:
+        memory: Where to store.
+        memory_type: Type of the long-term records (``episodic`` by default).
+        response_key: Where the response is when the input is a mapping.
+        remember_response: Store the response in long-term memory too (always in working memory).
+
+    Raises:
+        InvalidInputError: (from ``execute``) there is no user message to store.
+    """
+
+    def __init__(
+        self,
+        memory: Memory,
+        *,
+        memory_type: MemoryType | str = MemoryType.EPISODIC,
+        response_key: str = "response",
+        remember_response: bool = True,
+        **instrumentation: Any,
+    ) -> None:
+        super().__init__(**instrumentation)
+        self.memory = memory
+        self.memory_type = MemoryType(memory_type)
+        self.response_key = response_key
+        self.remember_response = remember_response
+
+    def _turn(
+        self, input: Any, state_query: str | None
+    ) -> tuple[str, str | None, str | None, dict[str, Any], datetime | None]:
+        speaker: str | None = None
+        extra: dict[str, Any] = {}
+        created_at: datetime | None = None
+        if isinstance(input, str):
+            user, response = (input, None) if state_query is None else (state_query, input)
+        elif isinstance(input, Mapping):
+            user = input.get("query", state_query)
+            response = input.get(self.response_key)
+            speaker = input.get("speaker")
+            extra = dict(input.get("metadata") or {})
+            created_at = input.get("created_at")
+        else:
+            user, response = state_query, None
+        if not isinstance(user, str):
+            raise InvalidInputError(
+                "RememberPrimitive found no user message: run MemoryPrimitive earlier in the "
+                "pipeline, or pass a str or a mapping with a str under 'query'"
+            )
+        if response is not None and not isinstance(response, str):
+            response = None  # a structured output is passed on, not stored as text
+        if speaker is not None and not isinstance(speaker, str):
+            raise InvalidInputError(f"speaker must be a str, got {type(speaker).__name__}")
+        return user, response, speaker, extra, created_at
+
+    async def _execute_impl(self, input: Any, context: WorkflowContext) -> Any:
+        state_query = context.state.get(QUERY_STATE_KEY)
+        user, response, speaker, extra, created_at = self._turn(input, state_query)
+        session_id = context.session_id
+        memory = self.memory
+        previous: str | None = None
+        if session_id is not None:
+            last = await memory.get_messages(session_id, 1)
+            previous = last[0].content if last else None
+        user_meta: dict[str, Any] = {**extra, "role": "user"}
+        if speaker:
+            user_meta["speaker"] = speaker
+        if previous:
+            user_meta["context"] = previous
+        messages = [Message("user", user, metadata=user_meta)]
+        if response is not None:
+            messages.append(Message("assistant", response, metadata={**extra, "role": "assistant"}))
+        namespace = _namespace(context) or memory.namespace
+        user_id = context.user_id
+        records = [
+            MemoryRecord(
+                text=user,
+                user_id=user_id,
+                session_id=session_id,
+                namespace=namespace,
+                memory_type=self.memory_type,
+                metadata=user_meta,
+                created_at=created_at,
+            )
+        ]
+        if response is not None and self.remember_response:
+            records.append(
+                MemoryRecord(
+                    text=response,
+                    user_id=user_id,
+                    session_id=session_id,
+                    namespace=namespace,
+                    memory_type=self.memory_type,
+                    metadata={**extra, "role": "assistant", "context": user},
+                    created_at=created_at,
+                )
+            )
+        await memory.add(records)
+        if session_id is not None:
+            await memory.append_messages(session_id, messages)
+        context.state.pop(QUERY_STATE_KEY, None)
+        return input
