@@ -7,6 +7,7 @@ query, so a query word and a stored word meet only as the same stem.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable
 
 import Stemmer  # PyStemmer: the Snowball stemmers compiled from C
@@ -37,6 +38,9 @@ ENGLISH_STOP_WORDS: frozenset[str] = frozenset(
 
 # Words of letters/digits, keeping inner apostrophes ("i'm", "caroline's") so contractions meet
 # the stop list whole and possessives reach the stemmer, which strips "'s".
+#: Words whose stem is remembered; the cache is emptied when it grows past this.
+_STEM_CACHE_SIZE = 500_000
+
 _TOKEN = re.compile(r"\w+(?:['’]\w+)*")
 
 
@@ -65,15 +69,33 @@ class Analyzer:
     ) -> None:
         self.language = language
         self.stop_words = frozenset(stop_words)
-        self._stemmer = Stemmer.Stemmer(language) if stem else None
+        # PyStemmer's own cache is off. Ours maps each word seen to its interned stem (so every
+        # occurrence of a stem in an index is one shared str object) and each stop word to "",
+        # so filtering and stemming are one C-level dict lookup a word.
+        self._stemmer = Stemmer.Stemmer(language, 0) if stem else None
+        self._lookup: dict[str, str] = dict.fromkeys(self.stop_words, "")
 
     def terms(self, text: str) -> list[str]:
         """Index terms of ``text`` in order of appearance, repeats kept (for term frequency).
 
         Returns an empty list for text with no words or only stop words.
         """
-        stop = self.stop_words
-        words = [w for w in _TOKEN.findall(text.casefold()) if w not in stop]
-        if self._stemmer is None or not words:
-            return words
-        return self._stemmer.stemWords(words)
+        words = _TOKEN.findall(text.casefold())
+        out = list(map(self._lookup.get, words))
+        if None in out:
+            self._learn(words, out)
+        return [t for t in out if t]
+
+    def _learn(self, words: list[str], out: list[str | None]) -> None:
+        lookup = self._lookup
+        if len(lookup) > _STEM_CACHE_SIZE:
+            # bounded: a stream of unique tokens cannot grow it without limit
+            lookup.clear()
+            lookup.update(dict.fromkeys(self.stop_words, ""))
+        missing = [w for w, t in zip(words, out) if t is None]
+        stems = self._stemmer.stemWords(missing) if self._stemmer is not None else missing
+        for word, stem in zip(missing, stems):
+            lookup[word] = sys.intern(stem)
+        for i, t in enumerate(out):
+            if t is None:
+                out[i] = lookup[words[i]]

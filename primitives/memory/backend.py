@@ -49,6 +49,9 @@ def normalize_filter(filter: Mapping[str, Any] | None) -> dict[str, tuple[str, .
             )
         if value is None:
             continue
+        if type(value) is str and value:
+            out[key] = (value,)
+            continue
         if isinstance(value, str):
             values: tuple[Any, ...] = (value,)
         elif isinstance(value, (list, tuple, set, frozenset)):

@@ -155,13 +155,16 @@ class Memory:
         memory_type: MemoryType | str | Sequence[str] | None,
         topics: Sequence[str] | None,
     ) -> dict[str, Any]:
-        return {
-            "namespace": namespace or self.namespace,
-            "user_id": user_id,
-            "session_id": session_id,
-            "memory_type": memory_type,
-            "topics": topics,
-        }
+        flt: dict[str, Any] = {"namespace": namespace or self.namespace}
+        if user_id is not None:
+            flt["user_id"] = user_id
+        if session_id is not None:
+            flt["session_id"] = session_id
+        if memory_type is not None:
+            flt["memory_type"] = memory_type
+        if topics is not None:
+            flt["topics"] = topics
+        return flt
 
     async def search(
         self,

@@ -2,33 +2,28 @@
 
 Documents are added, replaced and removed one at a time; after every call the index describes
 exactly the live documents (document count, lengths, document frequencies, tag sets), so scores
-never count a removed, evicted or expired record. Posting lists are compact ``array`` columns
-(8-byte document number, 4-byte term frequency, 4-byte document length): a removal marks its
-entries dead and a list is rewritten once its dead entries outnumber the live ones, so removal is
-amortised O(terms of the document).
+never count a removed, evicted or expired record.
+
+Layout, chosen for memory (100,000 records of 30 words stay well under 250 MB with the store):
+a term's posting list is a list of document numbers (8 bytes an entry: the number's int object
+is shared by all of a document's entries), with a sparse
+dict for the rare term frequencies above 1 and a count of dead entries; a term's document
+frequency is the list's length less its dead entries; document lengths live once per document. A removal
+marks the document's entries dead (the document number is no longer live) and a list is rewritten
+once its dead entries outnumber its live ones, so removal is amortised O(terms of the document).
+Document numbers are never reused, so a dead entry can never be mistaken for a new document.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from array import array
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = ["InvertedIndex"]
 
 _COMPACT_MIN_DEAD = 16
-
-
-class _Postings:
-    __slots__ = ("docnos", "tfs", "lengths", "df", "dead")
-
-    def __init__(self) -> None:
-        self.docnos = array("q")
-        self.tfs = array("I")
-        self.lengths = array("I")
-        self.df = 0  # live documents containing the term
-        self.dead = 0  # entries whose document was removed
 
 
 class _Doc:
@@ -69,8 +64,11 @@ class InvertedIndex:
         self._next_docno = 0
         self._docno_by_key: dict[str, int] = {}
         self._docs: dict[int, _Doc] = {}
-        self._postings: dict[str, _Postings] = {}
+        self._postings: dict[str, list[int]] = {}  # term -> docnos, live and dead
+        self._dead: dict[str, int] = {}  # term -> dead entries in its posting list, when > 0
+        self._tfs: dict[str, dict[int, int]] = {}  # term -> {docno: tf} where tf > 1
         self._tags: dict[tuple[str, str], set[int]] = {}
+        self._tag_pairs: dict[tuple[str, str], tuple[str, str]] = {}  # one shared tuple per pair
         self._total_length = 0
 
     def __len__(self) -> int:
@@ -87,7 +85,12 @@ class InvertedIndex:
     def document_frequency(self, term: str) -> int:
         """Number of live documents that contain ``term`` (an analysed term)."""
         postings = self._postings.get(term)
-        return postings.df if postings is not None else 0
+        return len(postings) - self._dead.get(term, 0) if postings is not None else 0
+
+    def posting_entries(self, term: str) -> int:
+        """Entries, live and dead, in ``term``'s posting list (what a query for it scans)."""
+        postings = self._postings.get(term)
+        return len(postings) if postings is not None else 0
 
     def keys_with_tag(self, field: str, value: str) -> frozenset[str]:
         """Keys of the live documents tagged ``field=value``."""
@@ -99,35 +102,43 @@ class InvertedIndex:
 
         Args:
             key: The document's key.
-            terms: Analysed terms in any order; may be empty (the document is then findable by
-                no query, but its tags are kept).
+            terms: Analysed terms in any order; may be empty (the document is then found by no
+                query, but counts for filters and ``len``).
             tags: Field name to the values the document carries for it.
         """
         if key in self._docno_by_key:
             self.remove(key)
         docno = self._next_docno
         self._next_docno = docno + 1
-        tf: dict[str, int] = {}
-        for term in terms:
-            tf[term] = tf.get(term, 0) + 1
-        length = len(terms)
+        unique = dict.fromkeys(terms)
         postings = self._postings
-        for term, count in tf.items():
-            p = postings.get(term)
-            if p is None:
-                p = postings[term] = _Postings()
-            p.docnos.append(docno)
-            p.tfs.append(count)
-            p.lengths.append(length)
-            p.df += 1
-        tag_pairs = tuple((f, v) for f, values in tags.items() for v in values)
+        get = postings.get
+        for term in unique:
+            docnos = get(term)
+            if docnos is None:
+                docnos = postings[term] = []
+            docnos.append(docno)
+        if len(unique) != len(terms):  # some term occurs more than once
+            tfs = self._tfs
+            for term, count in Counter(terms).items():
+                if count > 1:
+                    tfs.setdefault(term, {})[docno] = count
         index = self._tags
-        for pair in tag_pairs:
-            members = index.get(pair)
-            if members is None:
-                members = index[pair] = set()
-            members.add(docno)
-        self._docs[docno] = _Doc(key, length, tuple(tf), tag_pairs)
+        canonical = self._tag_pairs
+        pairs = []
+        for field, values in tags.items():
+            for value in values:
+                pair = (field, value)
+                members = index.get(pair)
+                if members is None:
+                    members = index[pair] = set()
+                    canonical[pair] = pair
+                else:
+                    pair = canonical[pair]
+                members.add(docno)
+                pairs.append(pair)
+        length = len(terms)
+        self._docs[docno] = _Doc(key, length, tuple(unique), tuple(pairs))
         self._docno_by_key[key] = docno
         self._total_length += length
 
@@ -139,64 +150,71 @@ class InvertedIndex:
         doc = self._docs.pop(docno)
         self._total_length -= doc.length
         postings = self._postings
+        dead = self._dead
+        tfs = self._tfs
         for term in doc.terms:
-            p = postings[term]
-            p.df -= 1
-            if p.df == 0:
+            docnos = postings[term]
+            n_dead = dead.get(term, 0) + 1
+            if n_dead == len(docnos):  # no live document has the term any more
                 del postings[term]
+                dead.pop(term, None)
+                tfs.pop(term, None)
                 continue
-            p.dead += 1
-            if p.dead >= _COMPACT_MIN_DEAD and p.dead > p.df:
-                self._compact(p)
+            term_tfs = tfs.get(term)
+            if term_tfs is not None and term_tfs.pop(docno, None) is not None and not term_tfs:
+                del tfs[term]
+            if n_dead >= _COMPACT_MIN_DEAD and 2 * n_dead > len(docnos):
+                docs = self._docs
+                postings[term] = [d for d in docnos if d in docs]
+                dead.pop(term, None)
+            else:
+                dead[term] = n_dead
         index = self._tags
         for pair in doc.tags:
             members = index[pair]
             members.discard(docno)
             if not members:
                 del index[pair]
+                del self._tag_pairs[pair]
         return True
-
-    def _compact(self, p: _Postings) -> None:
-        docs = self._docs
-        keep = [i for i, d in enumerate(p.docnos) if d in docs]
-        p.docnos = array("q", (p.docnos[i] for i in keep))
-        p.tfs = array("I", (p.tfs[i] for i in keep))
-        p.lengths = array("I", (p.lengths[i] for i in keep))
-        p.dead = 0
 
     def clear(self) -> None:
         """Remove every document."""
         self._docno_by_key.clear()
         self._docs.clear()
         self._postings.clear()
+        self._dead.clear()
+        self._tfs.clear()
         self._tags.clear()
+        self._tag_pairs.clear()
         self._total_length = 0
 
-    def _allowed(self, tag_filter: Mapping[str, Sequence[str]]) -> set[int] | None:
-        """Docnos matching every field (any of its values); ``None`` means no restriction."""
+    def _groups(self, tag_filter: Mapping[str, Sequence[str]]) -> list[set[int]] | None:
+        """One docno set per filtered field (a document must be in every set), smallest first;
+        ``None`` when some field matches no document. Single-value fields share the index's own
+        set (never modified here), so a filter costs nothing until a candidate is checked."""
         groups: list[set[int]] = []
         index = self._tags
         for field, values in tag_filter.items():
-            group: set[int] = set()
-            for value in values:
-                group |= index.get((field, value), set())
+            if len(values) == 1:
+                group = index.get((field, values[0]))
+            else:
+                group = set().union(*(index.get((field, v), ()) for v in values))
             if not group:
-                return set()
+                return None
             groups.append(group)
-        if not groups:
-            return None
         groups.sort(key=len)
-        allowed = set(groups[0])
-        for group in groups[1:]:
-            allowed &= group
-        return allowed
+        return groups
 
     def count(self, tag_filter: Mapping[str, Sequence[str]] | None = None) -> int:
         """Number of live documents matching ``tag_filter`` (all when ``None`` or empty)."""
         if not tag_filter:
             return len(self._docs)
-        allowed = self._allowed(tag_filter)
-        return len(self._docs) if allowed is None else len(allowed)
+        groups = self._groups(tag_filter)
+        if groups is None:
+            return 0
+        first, rest = groups[0], groups[1:]
+        return sum(1 for d in first if all(d in g for g in rest))
 
     def search(
         self,
@@ -221,33 +239,36 @@ class InvertedIndex:
         n_docs = len(docs)
         if n_docs == 0:
             return []
-        allowed = self._allowed(tag_filter) if tag_filter else None
-        if allowed is not None and not allowed:
+        groups = self._groups(tag_filter) if tag_filter else []
+        if groups is None:
             return []
+        allowed = groups[0] if len(groups) == 1 else None
         k1, b = self.k1, self.b
         c1 = k1 * (1 - b)
         c2 = k1 * b * n_docs / self._total_length if self._total_length else 0.0
-        k1p1 = k1 + 1
         scores: dict[int, float] = {}
-        get = scores.get
+        get_score = scores.get
+        get_doc = docs.get
         postings = self._postings
+        dead = self._dead
+        no_tfs: dict[int, int] = {}
         for term in set(terms):
-            p = postings.get(term)
-            if p is None:
+            docnos = postings.get(term)
+            if docnos is None:
                 continue
-            idf = math.log(1 + (n_docs - p.df + 0.5) / (p.df + 0.5)) * k1p1
-            if p.dead == 0 and allowed is None:
-                for d, tf, dl in zip(p.docnos, p.tfs, p.lengths):
-                    scores[d] = get(d, 0.0) + idf * tf / (tf + c1 + c2 * dl)
-            else:
-                for d, tf, dl in zip(p.docnos, p.tfs, p.lengths):
-                    if d in docs and (allowed is None or d in allowed):
-                        scores[d] = get(d, 0.0) + idf * tf / (tf + c1 + c2 * dl)
+            df = len(docnos) - dead.get(term, 0)
+            idf = math.log(1 + (n_docs - df + 0.5) / (df + 0.5)) * (k1 + 1)
+            get_tf = self._tfs.get(term, no_tfs).get
+            for d in docnos:
+                doc = get_doc(d)
+                if doc is None or (allowed is not None and d not in allowed):
+                    continue
+                if len(groups) > 1 and not all(d in g for g in groups):
+                    continue
+                tf = get_tf(d, 1)
+                scores[d] = get_score(d, 0.0) + idf * tf / (tf + c1 + c2 * doc.length)
         if not scores:
             return []
-        best = heapq.nlargest(limit, scores.items(), key=_score_then_docno)
-        return [(docs[d].key, s) for d, s in best]
-
-
-def _score_then_docno(item: tuple[int, float]) -> tuple[float, int]:
-    return item[1], item[0]
+        # (score, docno) pairs compare in C: best score first, then the newest document.
+        best = heapq.nlargest(limit, zip(scores.values(), scores.keys()))
+        return [(docs[d].key, s) for s, d in best]

@@ -30,6 +30,7 @@ from primitives.memory.record import (
     Message,
     SearchHit,
     utc_from_timestamp,
+    with_timestamps,
 )
 
 __all__ = ["InMemoryBackend"]
@@ -200,13 +201,14 @@ class InMemoryBackend(MemoryBackend):
         now = utc_from_timestamp(self._clock())
         stored: list[MemoryRecord] = []
         for record in records:
-            previous = cache.get(record.id)
+            previous = cache.get(record.id) if record.id in self._index else None
             created_at = (
                 previous.created_at if previous is not None else (record.created_at or now)
             )
-            record = replace(record, created_at=created_at, updated_at=now)
+            record = with_timestamps(record, created_at, now)  # type: ignore[arg-type]
             cache[record.id] = record
-            if record.id not in cache:  # a ttl so small it expired on arrival replaces nothing
+            if record.ttl is not None and record.id not in cache:
+                # a ttl so small that it expired on arrival: cachetools dropped the old version
                 self._index.remove(record.id)
                 continue
             self._index.add(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
@@ -231,6 +231,23 @@ class SearchHit:
             "topics": list(r.topics),
             "created_at": r.created_at.isoformat() if r.created_at else None,
         }
+
+
+def with_timestamps(record: MemoryRecord, created_at: datetime, updated_at: datetime) -> MemoryRecord:
+    """A copy of ``record`` with the given timestamps, for backends stamping what they store.
+
+    Equivalent to ``dataclasses.replace(record, created_at=..., updated_at=...)`` but skips the
+    re-validation of fields that were validated when ``record`` was built (half the cost).
+    """
+    copy = object.__new__(MemoryRecord)
+    for slot in _SLOTS:
+        slot.__set__(copy, slot.__get__(record))
+    object.__setattr__(copy, "created_at", created_at)
+    object.__setattr__(copy, "updated_at", updated_at)
+    return copy
+
+
+_SLOTS = tuple(getattr(MemoryRecord, f.name) for f in fields(MemoryRecord))
 
 
 def utc_from_timestamp(ts: float) -> datetime:

@@ -39,9 +39,10 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
     Output, a plain dict:
         ``input``: the input, unchanged.
         ``working_memory``: the session's last ``working_memory_limit`` messages, oldest first,
-        each ``{"role", "content", "created_at", "metadata"}``.
-        ``relevant_memories``: up to ``limit`` hits, best first, each ``{"id", "text", "score",
-        "metadata", ...}`` (see :meth:`SearchHit.to_dict`).
+        each ``{"role", "content", "created_at" (UTC datetime), "metadata"}``.
+        ``relevant_memories``: up to ``limit`` hits, best first, each ``{"id", "text", "score"
+        (higher is better; BM25 for keyword search), "metadata", "memory_type",
+        "created_at" (UTC datetime)}``.
         ``memory_backend``: the backend that actually served the call.
         ``degraded``: ``True`` when a fallback served it because the configured backend was down.
 
@@ -105,8 +106,26 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
         )
         return {
             "input": input,
-            "working_memory": [m.to_dict() for m in recall.working_memory],
-            "relevant_memories": [h.to_dict() for h in recall.hits],
+            "working_memory": [
+                {
+                    "role": m.role,
+                    "content": m.content,
+                    "created_at": m.created_at,
+                    "metadata": dict(m.metadata),
+                }
+                for m in recall.working_memory
+            ],
+            "relevant_memories": [
+                {
+                    "id": h.record.id,
+                    "text": h.record.text,
+                    "score": h.score,
+                    "metadata": dict(h.record.metadata),
+                    "memory_type": h.record.memory_type.value,
+                    "created_at": h.record.created_at,
+                }
+                for h in recall.hits
+            ],
             "memory_backend": recall.backend,
             "degraded": recall.degraded,
         }

@@ -1,0 +1,152 @@
+"""The ``memory-primitives`` command line: ``eval locomo`` and ``bench inmemory``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from primitives.errors import PrimitivesError
+from primitives.evaluation.bench import run_inmemory_bench
+from primitives.evaluation.locomo import evaluate_locomo, load_conversations
+from primitives.memory.facade import BACKEND_CHOICES, Memory
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memory-primitives", description="Memory primitives for AI agents: evaluation and benchmarks."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser("eval", help="measure retrieval quality on real conversations")
+    ev_sub = ev.add_subparsers(dest="dataset", required=True)
+    lo = ev_sub.add_parser("locomo", help="evidence recall@k on LoCoMo conversation files")
+    lo.add_argument("--data", required=True, help="directory of LoCoMo *.json conversation files")
+    lo.add_argument("--k", type=int, nargs="+", default=[5, 10], help="cut-offs (default: 5 10)")
+    lo.add_argument(
+        "--backend",
+        choices=[c for c in BACKEND_CHOICES if c != "auto"],
+        default=None,
+        help="backend to fill (default: what Memory.from_env() gives)",
+    )
+    lo.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+
+    be = sub.add_parser("bench", help="speed and memory benchmarks")
+    be_sub = be.add_subparsers(dest="target", required=True)
+    im = be_sub.add_parser("inmemory", help="the in-process backend on synthetic memories")
+    im.add_argument("--memories", type=int, default=100_000, help="records to add (default 100000)")
+    im.add_argument("--queries", type=int, default=1000, help="searches to time (default 1000)")
+    im.add_argument(
+        "--baseline", action="store_true", help="also run the naive substring store side by side"
+    )
+    im.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
+    im.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _print_locomo(report: dict[str, Any], console: Console) -> None:
+    console.print(
+        f"LoCoMo evidence recall on [bold]{report['backend']}[/]: {report['conversations']} "
+        f"conversations, {report['turns']} turns, {report['questions']} questions "
+        f"({report['questions_skipped']} without valid evidence skipped, "
+        f"{report['malformed_evidence']} malformed evidence ids)"
+    )
+    ks = list(report["recall_at_k"])
+    table = Table("category", "questions", *[f"recall@{k}" for k in ks])
+    for cat, values in report["recall_at_k_by_category"].items():
+        table.add_row(cat, str(report["questions_by_category"][cat]), *[f"{values[k]:.3f}" for k in ks])
+    table.add_row(
+        "[bold]all[/]", str(report["questions"]), *[f"[bold]{report['recall_at_k'][k]:.3f}[/]" for k in ks]
+    )
+    console.print(table)
+    console.print(
+        f"ingest {report['ingest_per_s']:.0f} turns/s; search p50 {report['search_ms']['p50']:.3f} ms, "
+        f"p99 {report['search_ms']['p99']:.3f} ms"
+    )
+
+
+def _print_bench(report: dict[str, Any], console: Console) -> None:
+    table = Table("measure", "in-memory backend", *(["naive store"] if "baseline" in report else []))
+    base = report.get("baseline")
+
+    def row(name: str, ours: str, theirs: str | None = None) -> None:
+        table.add_row(name, ours, *([theirs or "-"] if base else []))
+
+    row("memories", str(report["memories"]))
+    row("add, µs per record", f"{report['add_us']:.1f}", f"{base['add_us']:.1f}" if base else None)
+    row("add one record, µs", f"{report['add_one_us']:.1f}")
+    row(
+        "search p50 / p99, ms",
+        f"{report['search_ms']['p50']:.3f} / {report['search_ms']['p99']:.3f}",
+        f"{base['search_ms']['p50']:.1f} / {base['search_ms']['p99']:.1f}" if base else None,
+    )
+    row("queries with a hit", f"{report['hit_rate']:.0%}", f"{base['hit_rate']:.0%}" if base else None)
+    row("resident memory added, MB", f"{report['rss_mb']:.1f}", f"{base['rss_mb']:.1f}" if base else None)
+    row("pipeline overhead, µs per execute", f"{report['pipeline_overhead_us']:.1f}")
+    console.print(table)
+    if base:
+        console.print(f"search p50 speed-up over the naive store: {report['search_p50_speedup']}x")
+
+
+async def _eval_locomo(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    conversations = load_conversations(args.data)
+    env = dict(os.environ)
+    if args.backend:
+        env["MEMORY_BACKEND"] = args.backend
+    Memory.from_env(env)  # fail on bad configuration before any work
+    total = sum(len(c.turns) + len(c.questions) for c in conversations)
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=args.json and not sys.stderr.isatty(),
+    ) as progress:
+        task = progress.add_task("LoCoMo turns and questions", total=total)
+        return await evaluate_locomo(
+            conversations,
+            lambda: Memory.from_env(env),
+            ks=args.k,
+            progress=lambda n: progress.advance(task, n),
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 success, 2 bad input or configuration)."""
+    args = _parser().parse_args(argv)
+    console = Console()
+    try:
+        if args.command == "eval":
+            report = asyncio.run(_eval_locomo(args, console))
+            printer = _print_locomo
+        else:
+            if args.memories < 1 or args.queries < 1:
+                raise PrimitivesError("--memories and --queries must be >= 1")
+            report = asyncio.run(
+                run_inmemory_bench(args.memories, queries=args.queries, baseline=args.baseline, seed=args.seed)
+            )
+            printer = _print_bench
+    except PrimitivesError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        return 2
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        printer(report, console)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
