@@ -27,6 +27,7 @@ from primitives.memory.workflow import MemoryPrimitive, RememberPrimitive
 __all__ = ["run_inmemory_bench", "make_vocabulary", "rss_mb"]
 
 VOCABULARY_SIZE = 20_000
+_ONE_RECORD_ADDS = 2_000
 WORDS_PER_TEXT = 30
 USERS = 50
 _FRAMES = (
@@ -56,17 +57,23 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _queries(rng: random.Random, texts_sample: list[str], unknown: list[str], n: int) -> list[tuple[str, str | None]]:
+def _queries(
+    rng: random.Random, sample: list[tuple[str, str]], unknown: list[str], n: int
+) -> list[tuple[str, str | None]]:
+    """``n`` (query, user filter or None) pairs: even ones built from a stored ``(text, user)``
+    (filtered by that user, if at all, so they hit), odd ones from words never stored."""
     queries = []
     for i in range(n):
         frame = _FRAMES[i % len(_FRAMES)]
         slots = frame.count("{}")
+        filtered = i % 4 < 2
         if i % 2 == 0:
-            words = rng.sample(rng.choice(texts_sample).split(), slots)
+            text, user = rng.choice(sample)
+            words = rng.sample(text.split(), slots)
         else:
             words = rng.sample(unknown, slots)
-        user = f"user-{rng.randrange(USERS)}" if i % 4 < 2 else None
-        queries.append((frame.format(*words), user))
+            user = f"user-{rng.randrange(USERS)}"
+        queries.append((frame.format(*words), user if filtered else None))
     return queries
 
 
@@ -105,14 +112,15 @@ async def run_inmemory_bench(
     unknown = make_vocabulary(rng, 2_000, prefix="zq")
     gc.collect()
     rss_before = rss_mb()
-    backend = InMemoryBackend(maxsize=max(memories, 1))
-    sample: list[str] = []
+    # room for the one-record adds timed below, so they evict none of the workload
+    backend = InMemoryBackend(maxsize=memories + _ONE_RECORD_ADDS)
+    sample: list[tuple[str, str]] = []
     batch: list[MemoryRecord] = []
     t_add = 0.0
     for i in range(memories):
         text = " ".join(rng.choices(vocabulary, k=WORDS_PER_TEXT))
         if i % max(1, memories // 500) == 0:
-            sample.append(text)
+            sample.append((text, f"user-{i % USERS}"))
         t0 = time.perf_counter()
         batch.append(MemoryRecord(text=text, user_id=f"user-{i % USERS}", id=f"m{i}"))
         if len(batch) == 1000 or i == memories - 1:
@@ -126,7 +134,7 @@ async def run_inmemory_bench(
         "memories": memories,
         "add_us": round(t_add / max(memories, 1) * 1e6, 2),
     }
-    one = [MemoryRecord(text=" ".join(rng.choices(vocabulary, k=WORDS_PER_TEXT)), id=f"one{i}") for i in range(2000)]
+    one = [MemoryRecord(text=" ".join(rng.choices(vocabulary, k=WORDS_PER_TEXT)), id=f"one{i}") for i in range(_ONE_RECORD_ADDS)]
     t0 = time.perf_counter()
     for record in one:
         await backend.add([record])
@@ -204,12 +212,12 @@ def _naive_bench(memories: int, seed: int, n_queries: int) -> dict[str, Any]:
     gc.collect()
     rss_before = rss_mb()
     store = NaiveStore(maxsize=max(memories, 1))
-    sample: list[str] = []
+    sample: list[tuple[str, str]] = []
     t0 = time.perf_counter()
     for i in range(memories):
         text = " ".join(rng.choices(vocabulary, k=WORDS_PER_TEXT))
         if i % max(1, memories // 500) == 0:
-            sample.append(text)
+            sample.append((text, f"user-{i % USERS}"))
         store.add(f"m{i}", {"id": f"m{i}", "text": text, "user_id": f"user-{i % USERS}"})
     add_s = time.perf_counter() - t0
     gc.collect()

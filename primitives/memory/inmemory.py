@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from cachetools import TLRUCache, TTLCache
+from cachetools import Cache, TLRUCache, TTLCache
 
 from primitives.errors import InvalidInputError, InvalidRecordTypeError
 from primitives.memory.analysis import Analyzer
@@ -253,6 +253,13 @@ class InMemoryBackend(MemoryBackend):
         tag_filter = normalize_filter(filter)
         self._records.expire()
         return self._index.count(tag_filter)
+
+    def _live_records(self) -> list[MemoryRecord]:
+        """Every live record, oldest write first, without touching the LRU order (for tests and
+        diagnostics; O(n))."""
+        cache = self._records
+        cache.expire()
+        return [Cache.__getitem__(cache, key) for key in cache]
 
     # -- working memory ----------------------------------------------------------------------
 

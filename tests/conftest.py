@@ -1,0 +1,40 @@
+"""Shared fixtures. No fixture here starts a server: unit tests run anywhere."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+#: The LoCoMo files shipped beside the project (``../shared/data/locomo``); override with LOCOMO_DATA.
+LOCOMO_DIR = Path(
+    os.environ.get("LOCOMO_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo")
+)
+
+
+class FakeClock:
+    """A clock for expiry tests: seconds since the epoch, moved only by :meth:`advance`."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def locomo_dir() -> Path:
+    if not LOCOMO_DIR.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"LoCoMo data not found at {LOCOMO_DIR} (set LOCOMO_DATA)")
+        pytest.skip(f"LoCoMo data not found at {LOCOMO_DIR}")
+    return LOCOMO_DIR

@@ -1,0 +1,224 @@
+"""The backend contract: every ``MemoryBackend`` must pass these tests unchanged.
+
+Use: subclass :class:`BackendContract` in a test module and provide a ``backend`` fixture that
+yields a fresh, empty backend (closing it afterwards).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from primitives.errors import InvalidFilterError, InvalidInputError, InvalidRecordError, PrimitivesError
+from primitives.memory import MemoryBackend, MemoryRecord, MemoryType, Message
+
+HOSTILE = ["*", "@user_id:{x}", "|", "-", "{}", "()", '"', "\\", "=>[KNN 5 @v $b]", "ünïcødé 😀", "a:b", "%", "~x"]
+
+
+async def _snapshot(backend: MemoryBackend, queries: list[str]) -> list[list[tuple[str, float]]]:
+    out = []
+    for q in queries:
+        result = await backend.search(q, limit=20)
+        out.append([(h.record.id, round(h.score, 9)) for h in result.hits])
+    return out
+
+
+class BackendContract:
+    """Behaviour every backend shares. Subclasses provide the ``backend`` fixture."""
+
+    # -- add / get / delete ------------------------------------------------------------------
+
+    async def test_add_then_get_returns_stored_record(self, backend: MemoryBackend) -> None:
+        (stored,) = await backend.add([MemoryRecord(text="I like green tea", user_id="u1", id="r1")])
+        assert stored.created_at is not None and stored.updated_at is not None
+        assert stored.created_at.utcoffset().total_seconds() == 0
+        got = await backend.get("r1")
+        assert got == stored
+        assert got.text == "I like green tea" and got.user_id == "u1"
+
+    async def test_get_missing_returns_none(self, backend: MemoryBackend) -> None:
+        assert await backend.get("nope") is None
+
+    async def test_upsert_replaces_text_and_keeps_created_at(self, backend: MemoryBackend) -> None:
+        (first,) = await backend.add([MemoryRecord(text="lives in Paris", id="loc")])
+        await asyncio.sleep(0.002)
+        (second,) = await backend.add([MemoryRecord(text="lives in Rome", id="loc")])
+        assert second.created_at == first.created_at
+        assert second.updated_at >= first.updated_at
+        assert (await backend.get("loc")).text == "lives in Rome"
+        assert await backend.count() == 1
+        assert (await backend.search("Paris")).hits == []
+        assert [h.record.id for h in (await backend.search("Rome")).hits] == ["loc"]
+
+    async def test_delete_counts_existing_and_forgets(self, backend: MemoryBackend) -> None:
+        await backend.add([MemoryRecord(text="alpha beta", id="a"), MemoryRecord(text="beta gamma", id="b")])
+        assert await backend.delete(["a", "missing"]) == 1
+        assert await backend.get("a") is None
+        assert [h.record.id for h in (await backend.search("beta")).hits] == ["b"]
+        assert await backend.count() == 1
+
+    async def test_add_rejects_non_records_and_stores_nothing(self, backend: MemoryBackend) -> None:
+        with pytest.raises(TypeError):
+            await backend.add([MemoryRecord(text="fine", id="ok"), {"text": "a dict"}])  # type: ignore[list-item]
+        assert await backend.get("ok") is None
+        assert await backend.count() == 0
+
+    # -- search ------------------------------------------------------------------------------
+
+    async def test_search_ranks_natural_language_question(self, backend: MemoryBackend) -> None:
+        await backend.add(
+            [
+                MemoryRecord(text="My favourite colour is blue", id="colour"),
+                MemoryRecord(text="I walked the dog in the park", id="dog"),
+                MemoryRecord(text="The meeting moved to Thursday", id="meeting"),
+            ]
+        )
+        result = await backend.search("What is my favourite colour?")
+        assert result.backend == backend.name
+        assert result.degraded is False
+        assert result.hits[0].record.id == "colour"
+        assert all(h.score > 0 for h in result.hits)
+        scores = [h.score for h in result.hits]
+        assert scores == sorted(scores, reverse=True)
+
+    async def test_stemming_matches_word_forms(self, backend: MemoryBackend) -> None:
+        await backend.add([MemoryRecord(text="She was painting sunrises all weekend", id="p")])
+        assert [h.record.id for h in (await backend.search("who paints a sunrise?")).hits] == ["p"]
+
+    async def test_limit_caps_hits(self, backend: MemoryBackend) -> None:
+        await backend.add([MemoryRecord(text=f"note about apples {i}", id=f"n{i}") for i in range(8)])
+        assert len((await backend.search("apples", limit=3)).hits) == 3
+        assert len((await backend.search("apples", limit=50)).hits) == 8
+
+    async def test_equal_scores_put_newest_first(self, backend: MemoryBackend) -> None:
+        await backend.add([MemoryRecord(text="favourite colour blue", id="old")])
+        await backend.add([MemoryRecord(text="favourite colour green", id="new")])
+        hits = (await backend.search("favourite colour")).hits
+        assert [h.record.id for h in hits] == ["new", "old"]
+
+    @pytest.mark.parametrize("query", ["", "   ", "\n\t", "the of and is"])
+    async def test_empty_or_stop_word_query_returns_no_hits(self, backend: MemoryBackend, query: str) -> None:
+        await backend.add([MemoryRecord(text="the of and is something", id="s")])
+        assert (await backend.search(query)).hits == []
+
+    async def test_filters_are_hard_boundaries(self, backend: MemoryBackend) -> None:
+        await backend.add(
+            [
+                MemoryRecord(text="secret plan alpha", id="a1", user_id="alice", namespace="ns1", topics=("work",)),
+                MemoryRecord(text="secret plan beta", id="b1", user_id="bob", namespace="ns1", topics=("home",)),
+                MemoryRecord(text="secret plan gamma", id="a2", user_id="alice", namespace="ns2",
+                             session_id="s9", memory_type=MemoryType.SEMANTIC),
+            ]
+        )
+
+        async def ids(**flt: object) -> set[str]:
+            return {h.record.id for h in (await backend.search("secret plan", filter=flt)).hits}
+
+        assert await ids(user_id="alice") == {"a1", "a2"}
+        assert await ids(user_id="bob") == {"b1"}
+        assert await ids(user_id="carol") == set()
+        assert await ids(namespace="ns1") == {"a1", "b1"}
+        assert await ids(namespace="ns1", user_id="alice") == {"a1"}
+        assert await ids(namespace="missing") == set()
+        assert await ids(session_id="s9") == {"a2"}
+        assert await ids(memory_type="semantic") == {"a2"}
+        assert await ids(memory_type=["semantic", "episodic"]) == {"a1", "b1", "a2"}
+        assert await ids(topics=["home", "work"]) == {"a1", "b1"}
+        assert await ids(topics="home") == {"b1"}
+        assert await backend.count({"user_id": "alice"}) == 2
+        assert await backend.count({"namespace": "ns1", "user_id": "alice"}) == 1
+
+    @pytest.mark.parametrize("hostile", HOSTILE)
+    async def test_hostile_strings_neither_error_nor_widen(self, backend: MemoryBackend, hostile: str) -> None:
+        await backend.add(
+            [
+                MemoryRecord(text="alice private note", id="a", user_id="alice", namespace="tenant-a"),
+                MemoryRecord(text="bob private note", id="b", user_id="bob", namespace="tenant-b"),
+                MemoryRecord(text=f"odd text {hostile} inside", id="odd", user_id=hostile, namespace=hostile),
+            ]
+        )
+        for flt in ({"user_id": hostile}, {"namespace": hostile}, {"topics": [hostile]}):
+            hits = (await backend.search(f"private note {hostile}", filter=flt)).hits
+            assert {h.record.id for h in hits} <= {"odd"}
+        hits = (await backend.search(hostile, filter={"user_id": "alice"})).hits
+        assert {h.record.id for h in hits} <= {"a"}
+        assert await backend.get(hostile) is None
+
+    async def test_unicode_long_and_stop_word_texts_are_stored_and_searchable(self, backend: MemoryBackend) -> None:
+        long_text = ("lorem ipsum dolor " * 60_000) + "needle"
+        assert len(long_text.encode()) > 1_000_000
+        await backend.add(
+            [
+                MemoryRecord(text="Café in Zürich served crème brûlée 😀", id="uni"),
+                MemoryRecord(text=long_text, id="long"),
+                MemoryRecord(text="to be or not to be", id="stop"),
+            ]
+        )
+        assert [h.record.id for h in (await backend.search("zürich café")).hits] == ["uni"]
+        assert [h.record.id for h in (await backend.search("needle")).hits] == ["long"]
+        assert (await backend.get("stop")).text == "to be or not to be"
+        assert (await backend.get("long")).text == long_text
+
+    # -- bad input leaves the store unchanged --------------------------------------------------
+
+    async def test_bad_input_raises_typed_errors_and_changes_nothing(self, backend: MemoryBackend) -> None:
+        await backend.add([MemoryRecord(text="keep me safe", id="k", user_id="u")])
+        before = await _snapshot(backend, ["keep", "safe me"])
+        count = await backend.count()
+        with pytest.raises(InvalidInputError):
+            await backend.search("keep", limit=0)
+        with pytest.raises(InvalidInputError):
+            await backend.search("keep", limit=-3)
+        with pytest.raises(TypeError):
+            await backend.search(42)  # type: ignore[arg-type]
+        with pytest.raises(InvalidFilterError) as info:
+            await backend.search("keep", filter={"colour": "blue"})
+        assert "user_id" in str(info.value)  # names what is accepted
+        with pytest.raises(InvalidFilterError):
+            await backend.search("keep", filter={"user_id": 7})
+        for bad in (
+            lambda: MemoryRecord(text=b"bytes"),  # type: ignore[arg-type]
+            lambda: MemoryRecord(text=None),  # type: ignore[arg-type]
+            lambda: MemoryRecord(text="x", id=""),
+            lambda: MemoryRecord(text="x", id="  "),
+            lambda: MemoryRecord(text="x", ttl=-1),
+            lambda: MemoryRecord(text="x", ttl=0),
+            lambda: MemoryRecord(text="x", memory_type="dream"),  # type: ignore[arg-type]
+            lambda: MemoryRecord(text="x", metadata={1: "a"}),  # type: ignore[dict-item]
+            lambda: MemoryRecord(text="x", topics="not-a-list"),  # type: ignore[arg-type]
+        ):
+            with pytest.raises((InvalidRecordError, TypeError)) as err:
+                bad()
+            assert isinstance(err.value, PrimitivesError)
+            assert isinstance(err.value, (ValueError, TypeError))
+        assert await backend.count() == count
+        assert await _snapshot(backend, ["keep", "safe me"]) == before
+
+    # -- working memory ----------------------------------------------------------------------
+
+    async def test_working_memory_is_bounded_and_oldest_first(self, backend: MemoryBackend) -> None:
+        if not backend.supports_working_memory:
+            pytest.skip("backend declares no working memory")
+        size = getattr(backend, "working_memory_size", 50)
+        msgs = [Message("user" if i % 2 == 0 else "assistant", f"message {i}") for i in range(size + 5)]
+        await backend.append_messages("s1", msgs[:3])
+        await backend.append_messages("s1", msgs[3:])
+        got = await backend.get_messages("s1")
+        assert [m.content for m in got] == [m.content for m in msgs[-size:]]
+        assert all(m.created_at is not None for m in got)
+        assert [m.content for m in await backend.get_messages("s1", limit=2)] == [m.content for m in msgs[-2:]]
+        assert await backend.get_messages("other") == []
+        await backend.clear_session("s1")
+        assert await backend.get_messages("s1") == []
+
+    async def test_sessions_do_not_share_working_memory(self, backend: MemoryBackend) -> None:
+        if not backend.supports_working_memory:
+            pytest.skip("backend declares no working memory")
+        await backend.append_messages("a", [Message("user", "for a")])
+        await backend.append_messages("b", [Message("user", "for b")])
+        assert [m.content for m in await backend.get_messages("a")] == ["for a"]
+
+    async def test_health_reports_ok(self, backend: MemoryBackend) -> None:
+        health = await backend.health()
+        assert health.ok is True and health.backend == backend.name

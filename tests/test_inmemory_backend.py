@@ -1,0 +1,123 @@
+"""``InMemoryBackend``: the contract suite plus what only an in-process store can show (a fake
+clock for expiry, LRU eviction, size bounds)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from primitives.errors import InvalidInputError
+from primitives.memory import InMemoryBackend, MemoryRecord, MemoryType, Message
+from tests.conftest import FakeClock
+from tests.contract import BackendContract
+
+
+class TestInMemoryContract(BackendContract):
+    @pytest.fixture
+    async def backend(self):
+        backend = InMemoryBackend(working_memory_size=10)
+        yield backend
+        await backend.aclose()
+
+
+async def test_record_expires_after_its_ttl(clock: FakeClock) -> None:
+    backend = InMemoryBackend(clock=clock)
+    await backend.add([MemoryRecord(text="short lived fact", id="s", ttl=10)])
+    await backend.add([MemoryRecord(text="long lived fact", id="l", ttl=1000)])
+    clock.advance(9.9)
+    assert await backend.get("s") is not None
+    clock.advance(0.2)
+    assert await backend.get("s") is None
+    assert [h.record.id for h in (await backend.search("lived fact")).hits] == ["l"]
+    assert await backend.count() == 1
+    assert backend._index.document_frequency("live") == 1  # the index forgot it too
+
+
+async def test_rewrite_restarts_ttl(clock: FakeClock) -> None:
+    backend = InMemoryBackend(clock=clock)
+    await backend.add([MemoryRecord(text="fact", id="f", ttl=10)])
+    clock.advance(8)
+    await backend.add([MemoryRecord(text="fact again", id="f", ttl=10)])
+    clock.advance(8)
+    assert (await backend.get("f")).text == "fact again"
+
+
+async def test_memory_type_default_ttls_apply(clock: FakeClock) -> None:
+    backend = InMemoryBackend(clock=clock)
+    await backend.add(
+        [
+            MemoryRecord(text="working note", id="w", memory_type=MemoryType.WORKING),
+            MemoryRecord(text="episode", id="e", memory_type=MemoryType.EPISODIC),
+            MemoryRecord(text="forever", id="inf", memory_type=MemoryType.WORKING, ttl=math.inf),
+        ]
+    )
+    clock.advance(3601)
+    assert await backend.get("w") is None
+    assert await backend.get("e") is not None
+    assert await backend.get("inf") is not None
+    clock.advance(30 * 86400)
+    assert await backend.get("e") is None
+    assert await backend.get("inf") is not None
+
+
+async def test_configured_ttls_override_defaults(clock: FakeClock) -> None:
+    backend = InMemoryBackend(clock=clock, default_ttls={MemoryType.EPISODIC: 5})
+    await backend.add([MemoryRecord(text="e", id="e"), MemoryRecord(text="s", id="s", memory_type="semantic")])
+    clock.advance(6)
+    assert await backend.get("e") is None
+    assert await backend.get("s") is not None  # a type left out of default_ttls never expires
+
+
+async def test_lru_eviction_drops_least_recently_used_and_its_index_entries() -> None:
+    backend = InMemoryBackend(maxsize=3)
+    await backend.add([MemoryRecord(text=f"word{i} shared", id=f"r{i}") for i in range(3)])
+    await backend.get("r0")  # r0 is now most recently used; r1 is least
+    await backend.add([MemoryRecord(text="word3 shared", id="r3")])
+    assert await backend.get("r1") is None
+    assert await backend.count() == 3
+    assert (await backend.search("word1")).hits == []
+    assert backend._index.document_frequency("share") == 3
+    assert {h.record.id for h in (await backend.search("shared")).hits} == {"r0", "r2", "r3"}
+
+
+async def test_working_memory_sessions_expire_after_an_idle_hour(clock: FakeClock) -> None:
+    backend = InMemoryBackend(clock=clock)
+    await backend.append_messages("s", [Message("user", "hi")])
+    clock.advance(3000)
+    await backend.append_messages("s", [Message("user", "still here")])  # activity slides the TTL
+    clock.advance(3000)
+    assert len(await backend.get_messages("s")) == 2
+    clock.advance(700)
+    assert await backend.get_messages("s") == []
+
+
+@pytest.mark.parametrize("kwargs", [{"maxsize": 0}, {"working_memory_size": 0}, {"max_sessions": -1}, {"maxsize": 1.5}])
+def test_bad_sizes_are_rejected(kwargs: dict) -> None:
+    with pytest.raises(InvalidInputError):
+        InMemoryBackend(**kwargs)
+
+
+async def test_bad_session_ids_are_rejected() -> None:
+    backend = InMemoryBackend()
+    with pytest.raises(InvalidInputError):
+        await backend.append_messages("", [Message("user", "x")])
+    with pytest.raises(TypeError):
+        await backend.append_messages("s", ["not a message"])  # type: ignore[list-item]
+    assert await backend.get_messages("s") == []
+
+
+async def test_indexed_text_includes_speaker_context_and_date() -> None:
+    from datetime import datetime, timezone
+
+    backend = InMemoryBackend()
+    record = MemoryRecord(
+        text="I went to the support group",
+        metadata={"speaker": "Caroline", "context": "What did you do yesterday?", "other": "not indexed"},
+        created_at=datetime(2023, 5, 8, 13, 56, tzinfo=timezone.utc),
+    )
+    text = backend.indexed_text(record)
+    assert "Caroline" in text and "yesterday" in text and "8 May 2023" in text
+    assert "not indexed" not in text
+    await backend.add([record])
+    assert (await backend.search("Caroline May 2023 yesterday")).hits[0].record.id == record.id
