@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from primitives.errors import PrimitivesError
+from primitives.evaluation.ablation import run_ablation
 from primitives.evaluation.bench import run_inmemory_bench
 from primitives.evaluation.locomo import evaluate_locomo, load_conversations
 from primitives.memory.facade import BACKEND_CHOICES, Memory
@@ -40,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
         help="backend to fill (default: what Memory.from_env() gives)",
     )
     lo.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    lo.add_argument(
+        "--ablation",
+        action="store_true",
+        help="in-process backend only: recall of each indexing choice, added one at a time",
+    )
 
     be = sub.add_parser("bench", help="speed and memory benchmarks")
     be_sub = be.add_subparsers(dest="target", required=True)
@@ -98,8 +104,18 @@ def _print_bench(report: dict[str, Any], console: Console) -> None:
         console.print(f"search p50 speed-up over the naive store: {report['search_p50_speedup']}x")
 
 
+def _print_ablation(report: dict[str, Any], console: Console) -> None:
+    ks = list(report["variants"][0]["recall_at_k"])
+    table = Table("in-process indexing (cumulative)", *[f"recall@{k}" for k in ks])
+    for row in report["variants"]:
+        table.add_row(row["variant"], *[f"{row['recall_at_k'][k]:.3f}" for k in ks])
+    console.print(table)
+
+
 async def _eval_locomo(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     conversations = load_conversations(args.data)
+    if args.ablation:
+        return {"variants": await run_ablation(conversations, ks=args.k)}
     env = dict(os.environ)
     if args.backend:
         env["MEMORY_BACKEND"] = args.backend
@@ -130,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "eval":
             report = asyncio.run(_eval_locomo(args, console))
-            printer = _print_locomo
+            printer = _print_ablation if args.ablation else _print_locomo
         else:
             if args.memories < 1 or args.queries < 1:
                 raise PrimitivesError("--memories and --queries must be >= 1")

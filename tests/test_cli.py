@@ -95,3 +95,14 @@ def test_bench_inmemory_with_baseline(capsys: pytest.CaptureFixture) -> None:
     assert report["baseline"]["hit_rate"] == 0.0  # substring search finds no natural-language question
     assert report["search_p50_speedup"] > 0
     assert "pipeline_overhead_us" in report and "rss_mb" in report
+
+
+def test_ablation_ends_at_the_default_configuration(locomo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    shutil.copy(locomo_dir / "30.json", tmp_path / "30.json")
+    assert main(["eval", "locomo", "--data", str(tmp_path), "--json"]) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert main(["eval", "locomo", "--data", str(tmp_path), "--ablation", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["variants"]
+    assert len(rows) == 6
+    assert rows[-1]["recall_at_k"] == default["recall_at_k"]
+    assert rows[-1]["recall_at_k"]["10"] > rows[0]["recall_at_k"]["10"]

@@ -84,8 +84,8 @@ class InMemoryBackend(MemoryBackend):
     call first purges what has expired by the injected ``clock``.
 
     What a record is indexed with: its ``text``, the string values of its metadata keys in
-    :data:`~primitives.memory.record.INDEXED_METADATA_KEYS` (``speaker``, ``context``) and, when
-    ``index_dates``, its ``created_at`` date written out ("8 May 2023"). Why: docs/in-memory-backend.md.
+    ``indexed_metadata`` (default ``speaker`` and ``context``) and, when ``index_dates``, its
+    ``created_at`` date written out ("8 May 2023"). Why: docs/in-memory-backend.md.
 
     Working memory: per ``session_id`` a deque of the last ``working_memory_size`` messages,
     oldest first; a session untouched for ``default_ttls[WORKING]`` seconds (1 h) is forgotten,
@@ -102,6 +102,7 @@ class InMemoryBackend(MemoryBackend):
         max_sessions: Sessions kept in working memory, ``>= 1``.
         analyzer: Turns text into terms; the English :class:`Analyzer` by default.
         index_dates: Index the written-out ``created_at`` date with the text.
+        indexed_metadata: Metadata keys whose string values are indexed with the text.
         k1, b: BM25 parameters (see :class:`InvertedIndex`).
         clock: Seconds since the epoch (``time.time`` by default); drives expiry and timestamps.
 
@@ -123,6 +124,7 @@ class InMemoryBackend(MemoryBackend):
         max_sessions: int = 10_000,
         analyzer: Analyzer | None = None,
         index_dates: bool = True,
+        indexed_metadata: Sequence[str] = INDEXED_METADATA_KEYS,
         k1: float = 1.2,
         b: float = 0.75,
         clock: Callable[[], float] = time.time,
@@ -142,6 +144,7 @@ class InMemoryBackend(MemoryBackend):
         self.working_memory_size = working_memory_size
         self.analyzer = analyzer or Analyzer()
         self.index_dates = index_dates
+        self.indexed_metadata = tuple(indexed_metadata)
         self._clock = clock
         self._index = InvertedIndex(k1=k1, b=b)
         self._records = _RecordCache(maxsize, self._expires_at, clock, self._drop)
@@ -161,11 +164,12 @@ class InMemoryBackend(MemoryBackend):
     # -- indexing ----------------------------------------------------------------------------
 
     def indexed_text(self, record: MemoryRecord) -> str:
-        """The text a record is indexed with: ``text``, speaker, context and written-out date."""
+        """The text a record is indexed with: ``text``, then the ``indexed_metadata`` values, then
+        the written-out ``created_at`` date, one per line."""
         parts = [record.text]
         metadata = record.metadata
         if metadata:
-            for key in INDEXED_METADATA_KEYS:
+            for key in self.indexed_metadata:
                 value = metadata.get(key)
                 if isinstance(value, str):
                     parts.append(value)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 from primitives.errors import InvalidRecordError, InvalidRecordTypeError
@@ -56,6 +57,19 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _frozen_metadata(metadata: object) -> Mapping[str, Any]:
+    """A read-only copy of a JSON-object-like mapping (so a record handed out cannot be changed
+    behind the index's back); the shared empty mapping when it is empty."""
+    if type(metadata) is MappingProxyType:
+        return metadata  # already frozen by an earlier record (copies share it)
+    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
+        raise InvalidRecordTypeError("metadata must be a JSON object: a dict with str keys")
+    return MappingProxyType(dict(metadata)) if metadata else _EMPTY
+
+
 def _check_str(name: str, value: object, *, optional: bool) -> None:
     if value is None and optional:
         return
@@ -79,8 +93,9 @@ class MemoryRecord:
         namespace: A hard partition (tenant, app, conversation); ``"default"`` by default.
         memory_type: A :class:`MemoryType` (or its string value); ``episodic`` by default.
         topics: Tags for filtering, a tuple of non-empty strings (a list is converted).
-        metadata: A JSON object (``dict`` with ``str`` keys); string values under
-            :data:`INDEXED_METADATA_KEYS` are searchable.
+        metadata: A JSON object (``dict`` with ``str`` keys), kept as a read-only copy
+            (``types.MappingProxyType``; ``dict(record.metadata)`` for a mutable one); string
+            values under :data:`INDEXED_METADATA_KEYS` are searchable.
         embedding: Optional ``tuple[float, ...]`` of length ``dims``.
         created_at, updated_at: UTC datetimes; set by the backend when ``None``.
         ttl: Lifetime in seconds from the last write, ``> 0``; ``None`` takes the memory type's
@@ -98,7 +113,7 @@ class MemoryRecord:
     namespace: str = DEFAULT_NAMESPACE
     memory_type: MemoryType = MemoryType.EPISODIC
     topics: tuple[str, ...] = ()
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     embedding: tuple[float, ...] | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -127,10 +142,7 @@ class MemoryRecord:
             object.__setattr__(self, "topics", tuple(self.topics))
         for topic in self.topics:
             _check_str("each topic", topic, optional=False)
-        if not isinstance(self.metadata, Mapping) or not all(
-            isinstance(k, str) for k in self.metadata
-        ):
-            raise InvalidRecordTypeError("metadata must be a JSON object: a dict with str keys")
+        object.__setattr__(self, "metadata", _frozen_metadata(self.metadata))
         if self.embedding is not None:
             if isinstance(self.embedding, (str, bytes)) or not hasattr(self.embedding, "__iter__"):
                 raise InvalidRecordTypeError("embedding must be a sequence of floats or None")
@@ -174,13 +186,13 @@ class Message:
         role: ``"user"``, ``"assistant"``, ``"system"`` or ``"tool"`` (any non-empty string is kept).
         content: The message text.
         created_at: UTC time the backend stored it; set by the backend when ``None``.
-        metadata: A JSON object of extra facts (speaker name, ids, ...).
+        metadata: A JSON object of extra facts (speaker name, ids, ...), kept read-only.
     """
 
     role: str
     content: str
     created_at: datetime | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
     def __post_init__(self) -> None:
         if not isinstance(self.role, str) or not self.role:
@@ -189,8 +201,7 @@ class Message:
             raise InvalidRecordTypeError(
                 f"message content must be a str, got {type(self.content).__name__}"
             )
-        if not isinstance(self.metadata, Mapping):
-            raise InvalidRecordTypeError("message metadata must be a dict with str keys")
+        object.__setattr__(self, "metadata", _frozen_metadata(self.metadata))
 
     def to_dict(self) -> dict[str, Any]:
         """``{"role", "content", "created_at" (ISO 8601 or None), "metadata"}``."""

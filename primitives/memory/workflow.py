@@ -39,9 +39,9 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
     Output, a plain dict:
         ``input``: the input, unchanged.
         ``working_memory``: the session's last ``working_memory_limit`` messages, oldest first,
-        each ``{"role", "content", "created_at" (UTC datetime), "metadata"}``.
+        each ``{"role", "content", "created_at" (UTC datetime), "metadata" (read-only mapping)}``.
         ``relevant_memories``: up to ``limit`` hits, best first, each ``{"id", "text", "score"
-        (higher is better; BM25 for keyword search), "metadata", "memory_type",
+        (higher is better; BM25 for keyword search), "metadata" (read-only mapping), "memory_type",
         "created_at" (UTC datetime)}``.
         ``memory_backend``: the backend that actually served the call.
         ``degraded``: ``True`` when a fallback served it because the configured backend was down.
@@ -111,7 +111,7 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
                     "role": m.role,
                     "content": m.content,
                     "created_at": m.created_at,
-                    "metadata": dict(m.metadata),
+                    "metadata": m.metadata,
                 }
                 for m in recall.working_memory
             ],
@@ -120,7 +120,7 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
                     "id": h.record.id,
                     "text": h.record.text,
                     "score": h.score,
-                    "metadata": dict(h.record.metadata),
+                    "metadata": h.record.metadata,
                     "memory_type": h.record.memory_type.value,
                     "created_at": h.record.created_at,
                 }
