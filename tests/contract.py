@@ -177,6 +177,10 @@ class BackendContract:
         assert "user_id" in str(info.value)  # names what is accepted
         with pytest.raises(InvalidFilterError):
             await backend.search("keep", filter={"user_id": 7})
+        with pytest.raises(InvalidFilterError):
+            await backend.search("keep", filter={"memory_type": "dream"})
+        with pytest.raises(InvalidFilterError):
+            await backend.search("keep", filter={"topics": []})
         for bad in (
             lambda: MemoryRecord(text=b"bytes"),  # type: ignore[arg-type]
             lambda: MemoryRecord(text=None),  # type: ignore[arg-type]

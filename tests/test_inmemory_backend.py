@@ -121,3 +121,13 @@ async def test_indexed_text_includes_speaker_context_and_date() -> None:
     assert "not indexed" not in text
     await backend.add([record])
     assert (await backend.search("Caroline May 2023 yesterday")).hits[0].record.id == record.id
+
+
+async def test_a_ttl_that_expires_on_arrival_replaces_and_leaves_nothing(clock: FakeClock) -> None:
+    backend = InMemoryBackend(clock=clock)
+    await backend.add([MemoryRecord(text="old version", id="x")])
+    (stored,) = await backend.add([MemoryRecord(text="new version", id="x", ttl=1e-300)])
+    assert stored.text == "new version"
+    assert await backend.get("x") is None
+    assert (await backend.search("version")).hits == []
+    assert len(backend._index) == 0

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from primitives.errors import InvalidFilterError, InvalidInputError
-from primitives.memory.record import MemoryRecord, Message, SearchHit
+from primitives.memory.record import MemoryRecord, MemoryType, Message, SearchHit
 
 __all__ = [
     "FILTER_FIELDS",
@@ -26,6 +26,9 @@ FILTER_FIELDS: frozenset[str] = frozenset(
 )
 
 
+_MEMORY_TYPES = frozenset(t.value for t in MemoryType)
+
+
 def normalize_filter(filter: Mapping[str, Any] | None) -> dict[str, tuple[str, ...]]:
     """Validate a search filter and return it as ``{field: (value, ...)}``.
 
@@ -34,8 +37,8 @@ def normalize_filter(filter: Mapping[str, Any] | None) -> dict[str, tuple[str, .
 
     Raises:
         InvalidFilterError: ``filter`` is not a mapping, names a field outside
-            :data:`FILTER_FIELDS`, or gives a value that is not a string or a non-empty
-            sequence of strings.
+            :data:`FILTER_FIELDS`, gives a value that is not a string or a non-empty
+            sequence of strings, or a ``memory_type`` that is not a :class:`MemoryType` value.
     """
     if filter is None:
         return {}
@@ -65,6 +68,12 @@ def normalize_filter(filter: Mapping[str, Any] | None) -> dict[str, tuple[str, .
                 f"filter {key!r} takes a non-empty str or a non-empty list of them, got {value!r}"
             )
         out[key] = tuple(str(v) for v in values)  # str() turns a MemoryType into its value
+    memory_types = out.get("memory_type", ())
+    unknown = [v for v in memory_types if v not in _MEMORY_TYPES]
+    if unknown:
+        raise InvalidFilterError(
+            f"filter 'memory_type' got {unknown[0]!r}; accepted: {', '.join(sorted(_MEMORY_TYPES))}"
+        )
     return out
 
 

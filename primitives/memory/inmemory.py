@@ -211,6 +211,7 @@ class InMemoryBackend(MemoryBackend):
             )
             record = with_timestamps(record, created_at, now)  # type: ignore[arg-type]
             cache[record.id] = record
+            stored.append(record)
             if record.ttl is not None and record.id not in cache:
                 # a ttl so small that it expired on arrival: cachetools dropped the old version
                 self._index.remove(record.id)
@@ -218,7 +219,6 @@ class InMemoryBackend(MemoryBackend):
             self._index.add(
                 record.id, self.analyzer.terms(self.indexed_text(record)), self._tags(record)
             )
-            stored.append(record)
         return stored
 
     async def get(self, id: str) -> MemoryRecord | None:
@@ -250,8 +250,12 @@ class InMemoryBackend(MemoryBackend):
         terms = self.analyzer.terms(query)
         if not terms:
             return SearchResult([], self.name)
-        ranked = self._index.search(terms, tag_filter=tag_filter, limit=limit)
-        return SearchResult([SearchHit(cache[key], score) for key, score in ranked], self.name)
+        hits = []
+        for key, score in self._index.search(terms, tag_filter=tag_filter, limit=limit):
+            record = cache.get(key)  # None only if it expired since the purge above
+            if record is not None:
+                hits.append(SearchHit(record, score))
+        return SearchResult(hits, self.name)
 
     async def count(self, filter: Mapping[str, Any] | None = None) -> int:
         tag_filter = normalize_filter(filter)
