@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from primitives.errors import PrimitivesError
 from primitives.evaluation.ablation import run_ablation
 from primitives.evaluation.bench import run_inmemory_bench
 from primitives.evaluation.locomo import evaluate_locomo, load_conversations
+from primitives.localredis import LocalRedis
 from primitives.memory.facade import BACKEND_CHOICES, Memory
 
 __all__ = ["main"]
@@ -57,6 +59,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     im.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
     im.add_argument("--json", action="store_true", help="print one JSON object")
+
+    rd = sub.add_parser("redis", help="a local Redis with the Query Engine and JSON, no Docker")
+    rd.add_argument("action", choices=["start", "stop", "status"])
+    rd.add_argument("--port", type=int, default=6379, help="loopback port (default 6379)")
+    rd.add_argument("--dir", default=".memory-primitives/redis", help="data, pid and log directory")
+    rd.add_argument("--password", default=None, help="requirepass for the default user")
+
+    ix = sub.add_parser("index", help="the Redis search index")
+    ix.add_argument("action", choices=["migrate"])
+    ix.add_argument("--prefix", default=None, help="key prefix (default: MEMORY_REDIS_PREFIX or memory:)")
     return parser
 
 
@@ -119,7 +131,19 @@ async def _eval_locomo(args: argparse.Namespace, console: Console) -> dict[str, 
     env = dict(os.environ)
     if args.backend:
         env["MEMORY_BACKEND"] = args.backend
-    Memory.from_env(env)  # fail on bad configuration before any work
+    # A fresh store: its own key prefix, deleted afterwards (a no-op for the in-process backend).
+    env["MEMORY_REDIS_PREFIX"] = f"eval-{uuid.uuid4().hex[:12]}:"
+    probe = Memory.from_env(env)  # fail on bad configuration before any work
+    try:
+        return await _run_locomo(args, env, conversations)
+    finally:
+        drop = getattr(probe.backend, "drop", None)
+        if drop is not None:
+            await drop()
+        await probe.aclose()
+
+
+async def _run_locomo(args: argparse.Namespace, env: dict[str, str], conversations: list[Any]) -> dict[str, Any]:
     total = sum(len(c.turns) + len(c.questions) for c in conversations)
     with Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -139,6 +163,37 @@ async def _eval_locomo(args: argparse.Namespace, console: Console) -> dict[str, 
         )
 
 
+def _redis(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    server = LocalRedis(port=args.port, dir=args.dir, password=args.password)
+    if args.action == "start":
+        url = server.start(daemonize=True)
+        console.print(f"Redis with the Query Engine and JSON on 127.0.0.1:{server.port}, data in {server.dir}")
+        console.print(f"export REDIS_URL={url}")
+        return {"running": True, "url": url, "dir": str(server.dir), "pid": server.pid()}
+    if args.action == "stop":
+        stopped = server.stop()
+        console.print("stopped" if stopped else f"no Redis was running on port {server.port} (pid file {server.pidfile})")
+        return {"stopped": stopped}
+    running = server.running()
+    console.print(f"{'running' if running else 'not running'} on 127.0.0.1:{server.port}" + (f"; export REDIS_URL={server.url}" if running else ""))
+    return {"running": running, "url": server.url if running else None, "pid": server.pid() if running else None}
+
+
+async def _index(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    env = dict(os.environ)
+    if args.prefix:
+        env["MEMORY_REDIS_PREFIX"] = args.prefix
+    env["MEMORY_BACKEND"] = "redis"
+    memory = Memory.from_env(env)
+    try:
+        await memory.backend.migrate_index()  # type: ignore[attr-defined]
+        health = await memory.health()
+    finally:
+        await memory.aclose()
+    console.print(f"index re-created; records re-indexing in the background: {health.detail}")
+    return {"migrated": True, **health.detail}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 2 bad input or configuration)."""
     args = _parser().parse_args(argv)
@@ -147,6 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "eval":
             report = asyncio.run(_eval_locomo(args, console))
             printer = _print_ablation if args.ablation else _print_locomo
+        elif args.command == "redis":
+            report = _redis(args, Console(stderr=True) if getattr(args, "json", False) else console)
+            return 0 if args.action != "status" or report["running"] else 1
+        elif args.command == "index":
+            report = asyncio.run(_index(args, console))
+            return 0
         else:
             if args.memories < 1 or args.queries < 1:
                 raise PrimitivesError("--memories and --queries must be >= 1")

@@ -14,6 +14,11 @@ __all__ = [
     "InvalidFilterError",
     "ConfigurationError",
     "CompositionError",
+    "BackendUnavailableError",
+    "AuthenticationFailedError",
+    "QueryEngineUnavailableError",
+    "IndexSchemaMismatchError",
+    "RecordTooLargeError",
 ]
 
 
@@ -43,3 +48,23 @@ class ConfigurationError(PrimitivesError, ValueError):
 
 class CompositionError(PrimitivesError, TypeError):
     """An object given to ``>>`` or ``|`` has no ``async execute(input, context)`` method."""
+
+
+class BackendUnavailableError(PrimitivesError, ConnectionError):
+    """The configured server could not be reached (refused, timed out, connection lost)."""
+
+
+class AuthenticationFailedError(ConfigurationError):
+    """The server refused the credentials (wrong password or ACL user)."""
+
+
+class QueryEngineUnavailableError(ConfigurationError):
+    """The Redis server has no Query Engine (``FT.*`` commands), so it cannot search memories."""
+
+
+class IndexSchemaMismatchError(ConfigurationError):
+    """An existing search index's schema differs from the one this configuration needs."""
+
+
+class RecordTooLargeError(InvalidRecordError):
+    """A record is larger than the backend's configured size limit."""

@@ -38,3 +38,19 @@ def locomo_dir() -> Path:
             pytest.fail(f"LoCoMo data not found at {LOCOMO_DIR} (set LOCOMO_DATA)")
         pytest.skip(f"LoCoMo data not found at {LOCOMO_DIR}")
     return LOCOMO_DIR
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A Redis with the Query Engine and JSON for the whole test session."""
+    from tests.redis_server import running
+
+    yield from running(tmp_path_factory.mktemp("redis-stack"))
+
+
+@pytest.fixture(scope="session")
+def plain_redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A Redis without modules: what plain Redis 7 or a managed service without search gives."""
+    from tests.redis_server import running
+
+    yield from running(tmp_path_factory.mktemp("redis-plain"), modules=False)

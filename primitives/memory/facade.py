@@ -16,7 +16,7 @@ from primitives.memory.record import DEFAULT_NAMESPACE, MemoryRecord, MemoryType
 __all__ = ["Memory", "Recall", "BACKEND_CHOICES"]
 
 #: Values accepted by ``MEMORY_BACKEND`` (and ``--backend``).
-BACKEND_CHOICES = ("auto", "inmemory")
+BACKEND_CHOICES = ("auto", "inmemory", "redis")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,16 +69,19 @@ class Memory:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Memory:
         """Build the memory the environment describes.
 
-        Variables: ``MEMORY_BACKEND`` (``auto`` default, or ``inmemory``), ``MEMORY_NAMESPACE``
-        (default ``"default"``), ``MEMORY_MAXSIZE`` (records kept in process, default 100000),
-        ``MEMORY_WORKING_MEMORY_SIZE`` (messages kept per session, default 50). ``auto`` gives
-        the in-process backend; this version has no other backend yet.
+        Variables: ``MEMORY_BACKEND`` (``auto`` default, ``inmemory`` or ``redis``; ``auto`` is
+        Redis when ``REDIS_URL`` is set, else in-process), ``REDIS_URL``, ``MEMORY_REDIS_PREFIX``
+        (key prefix, default ``"memory:"``), ``MEMORY_NAMESPACE`` (default ``"default"``),
+        ``MEMORY_MAXSIZE`` (records kept in process, default 100000),
+        ``MEMORY_WORKING_MEMORY_SIZE`` (messages kept per session, default 50). Nothing connects
+        here: a Redis backend connects on its first call.
 
         Args:
             env: Variables to read instead of ``os.environ``.
 
         Raises:
-            ConfigurationError: a variable has a value that is not accepted.
+            ConfigurationError: a variable has a value that is not accepted, ``redis`` without
+                ``REDIS_URL``, a malformed ``REDIS_URL``, or redis-py missing.
         """
         env = os.environ if env is None else env
         choice = (env.get("MEMORY_BACKEND") or "auto").strip().lower().replace("-", "")
@@ -87,10 +90,31 @@ class Memory:
                 f"MEMORY_BACKEND={env.get('MEMORY_BACKEND')!r} is not supported; "
                 f"accepted: {', '.join(BACKEND_CHOICES)}"
             )
-        backend = InMemoryBackend(
-            maxsize=_env_int(env, "MEMORY_MAXSIZE", 100_000),
-            working_memory_size=_env_int(env, "MEMORY_WORKING_MEMORY_SIZE", 50),
-        )
+        redis_url = (env.get("REDIS_URL") or "").strip()
+        if choice == "auto":
+            choice = "redis" if redis_url else "inmemory"
+        working_memory_size = _env_int(env, "MEMORY_WORKING_MEMORY_SIZE", 50)
+        backend: MemoryBackend
+        if choice == "redis":
+            if not redis_url:
+                raise ConfigurationError(
+                    "MEMORY_BACKEND=redis needs REDIS_URL (redis://host:port); to run one locally: "
+                    "memory-primitives redis start"
+                )
+            try:
+                from primitives.memory.redis_backend import RedisBackend
+            except ImportError as exc:
+                raise ConfigurationError(str(exc)) from exc
+            backend = RedisBackend(
+                redis_url,
+                prefix=env.get("MEMORY_REDIS_PREFIX") or "memory:",
+                working_memory_size=working_memory_size,
+            )
+        else:
+            backend = InMemoryBackend(
+                maxsize=_env_int(env, "MEMORY_MAXSIZE", 100_000),
+                working_memory_size=working_memory_size,
+            )
         return cls(backend, namespace=env.get("MEMORY_NAMESPACE") or DEFAULT_NAMESPACE)
 
     @property

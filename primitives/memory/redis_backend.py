@@ -1,0 +1,486 @@
+"""``RedisBackend``: memories in Redis, searched with the Query Engine (RediSearch).
+
+Records are hashes under ``{prefix}rec:{id}`` (see docs/redis-backend.md for why hashes and not
+JSON), indexed by one RediSearch index (:class:`~primitives.memory.redis_schema.IndexSpec`).
+Working memory is a list per session under ``{prefix}wm:{session_id}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from primitives.errors import (
+    AuthenticationFailedError,
+    BackendUnavailableError,
+    ConfigurationError,
+    IndexSchemaMismatchError,
+    InvalidInputError,
+    InvalidRecordTypeError,
+    QueryEngineUnavailableError,
+    RecordTooLargeError,
+)
+from primitives.memory.backend import (
+    Health,
+    MemoryBackend,
+    SearchResult,
+    check_limit,
+    check_query,
+    normalize_filter,
+)
+from primitives.memory.record import (
+    DEFAULT_TTLS,
+    MemoryRecord,
+    MemoryType,
+    Message,
+    SearchHit,
+    with_timestamps,
+)
+from primitives.memory.redis_query import query_words, render_query
+from primitives.memory.redis_schema import TAG_SEPARATOR, IndexSpec, pairs_to_dict
+
+try:
+    import redis.asyncio as aioredis
+    from redis import exceptions as redis_errors
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "the Redis backend needs redis-py: python -m pip install 'memory-primitives[redis]'"
+    ) from exc
+
+__all__ = ["RedisBackend"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MONTHS = (
+    "", "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
+)
+# created_at/updated_at are indexed NUMERIC seconds; RediSearch returns such fields rounded, so the
+# exact microsecond values travel in the unindexed *_us fields.
+_RETURN = ("id", "text", "user_id", "session_id", "namespace", "memory_type", "topics",
+           "metadata", "embedding", "created_at_us", "updated_at_us", "ttl")
+_START_FIX = "start one with: memory-primitives redis start"
+
+
+def _ts(dt: datetime) -> str:
+    """Seconds since the epoch with microseconds, as a decimal string (for NUMERIC fields)."""
+    delta = dt - _EPOCH
+    return f"{delta.days * 86400 + delta.seconds}.{delta.microseconds:06d}"
+
+
+def _us(dt: datetime) -> str:
+    """Exact microseconds since the epoch."""
+    delta = dt - _EPOCH
+    return str((delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds)
+
+
+def _dt(raw: str) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(raw))
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis glob pattern (``SCAN MATCH``)."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+class RedisBackend(MemoryBackend):
+    """Memories in Redis with RediSearch full-text ranking (BM25, ``SCORER BM25STD``).
+
+    The connection is opened lazily: the first call probes the server (``FT._LIST``: a server
+    without the Query Engine, such as plain Redis 7 or a managed service without it, is refused
+    with :class:`QueryEngineUnavailableError`; nothing is kept in Redis and searched elsewhere,
+    because a store whose search silently lives in one process is not what ``REDIS_URL`` promises),
+    then creates the index if it is missing or checks an existing one against the configuration.
+
+    Args:
+        url: ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://`` for TLS.
+        prefix: Key prefix; records live under ``{prefix}rec:``, working memory under ``{prefix}wm:``.
+        index_name: RediSearch index name; ``{prefix}idx`` by default.
+        default_ttls: Seconds per memory type when a record's ``ttl`` is ``None`` (``None`` or a
+            missing type: no expiry).
+        working_memory_size: Messages kept per session.
+        max_record_bytes: Largest accepted record (UTF-8 text plus metadata JSON), in bytes.
+        max_connections: Size of the connection pool.
+        socket_timeout, socket_connect_timeout: Seconds before a command or a connect gives up.
+        index_dates: Index each record's written-out ``created_at`` date (as in-process).
+
+    Raises:
+        ConfigurationError: ``url`` is malformed (the message shows the accepted form).
+    """
+
+    name = "redis"
+    supports_ttl = True
+    supports_vectors = False
+    supports_working_memory = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "memory:",
+        index_name: str | None = None,
+        default_ttls: Mapping[MemoryType, float | None] = DEFAULT_TTLS,
+        working_memory_size: int = 50,
+        max_record_bytes: int = 16 * 2**20,
+        max_connections: int = 50,
+        socket_timeout: float = 5.0,
+        socket_connect_timeout: float = 2.0,
+        index_dates: bool = True,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigurationError(
+                f"REDIS_URL {url!r} is not a Redis URL; expected "
+                "redis://[[user]:password@]host[:port][/db] or rediss://... for TLS"
+            )
+        try:
+            self._client = aioredis.from_url(
+                url,
+                decode_responses=True,
+                protocol=2,
+                max_connections=max_connections,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_connect_timeout,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"REDIS_URL {url!r} is malformed: {exc}") from exc
+        self.prefix = prefix
+        self.spec = IndexSpec(name=index_name or f"{prefix}idx", prefix=f"{prefix}rec:")
+        self.default_ttls = {
+            t: (math.inf if default_ttls.get(t) is None else float(default_ttls[t]))  # type: ignore[arg-type]
+            for t in MemoryType
+        }
+        self.working_memory_size = working_memory_size
+        self.max_record_bytes = max_record_bytes
+        self.index_dates = index_dates
+        self.socket_connect_timeout = socket_connect_timeout
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
+
+    # -- connection, probing, index ----------------------------------------------------------
+
+    @asynccontextmanager
+    async def _errors(self) -> AsyncIterator[None]:
+        """Map redis-py's exceptions to this package's, naming the fix."""
+        try:
+            yield
+        except redis_errors.AuthenticationError as exc:
+            raise AuthenticationFailedError(
+                f"Redis refused the credentials ({exc}); check the user and password in REDIS_URL"
+            ) from exc
+        except redis_errors.ResponseError as exc:
+            if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+                raise AuthenticationFailedError(
+                    f"Redis needs a password ({exc}); put it in REDIS_URL as redis://:PASSWORD@host:port"
+                ) from exc
+            raise
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            raise BackendUnavailableError(f"Redis is unreachable: {exc}; {_START_FIX}") from exc
+
+    async def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        async with self._ready_lock:
+            if self._ready:
+                return
+            async with self._errors():
+                try:
+                    await self._client.execute_command("FT._LIST")
+                except redis_errors.ResponseError as exc:
+                    if "unknown command" in str(exc).lower():
+                        raise QueryEngineUnavailableError(
+                            "this Redis has no Query Engine (FT.* commands are unknown), so it "
+                            "cannot search memories. Use Redis 8 or Redis Stack, or run a local "
+                            f"one ({_START_FIX}), or set MEMORY_BACKEND=inmemory"
+                        ) from exc
+                    raise
+                info = await self.index_info()
+                if info is None:
+                    await self._create_index()
+                else:
+                    problems = self.spec.differences(info)
+                    if problems:
+                        raise IndexSchemaMismatchError(
+                            f"index {self.spec.name!r} exists with a different schema: "
+                            f"{'; '.join(problems)}. Expected: {self.spec.describe()}. Migrate "
+                            "(drops the index, keeps every record, re-indexes them): "
+                            f"memory-primitives index migrate --prefix {self.prefix}"
+                        )
+            self._ready = True
+
+    async def _create_index(self) -> None:
+        try:
+            await self._client.execute_command(*self.spec.create_args())
+        except redis_errors.ResponseError as exc:
+            if "already exists" not in str(exc).lower():  # a concurrent creator won the race
+                raise ConfigurationError(f"Redis refused FT.CREATE for {self.spec.name!r}: {exc}") from exc
+
+    async def index_info(self) -> dict[str, Any] | None:
+        """``FT.INFO`` of the index as a dict, or ``None`` when it does not exist."""
+        try:
+            raw = await self._client.execute_command("FT.INFO", self.spec.name)
+        except redis_errors.ResponseError as exc:
+            text = str(exc).lower()
+            if "unknown index" in text or "no such index" in text:
+                return None
+            raise
+        return pairs_to_dict(raw)
+
+    async def migrate_index(self) -> None:
+        """Drop the index (never the records: ``FT.DROPINDEX`` without ``DD``) and create it
+        with this configuration's schema; Redis then re-indexes every record under the prefix in
+        the background (``FT.INFO`` ``indexing`` is 1 until it is done)."""
+        async with self._errors():
+            if await self.index_info() is not None:
+                await self._client.execute_command("FT.DROPINDEX", self.spec.name)
+            await self._create_index()
+        self._ready = False
+
+    async def drop(self) -> None:
+        """Delete this store: the index with every record under the prefix (``FT.DROPINDEX ...
+        DD``) and every working-memory list (``SCAN`` + ``UNLINK`` in batches, never ``KEYS``).
+        For throw-away stores (evaluations, tests); irreversible."""
+        async with self._errors():
+            if await self.index_info() is not None:
+                await self._client.execute_command("FT.DROPINDEX", self.spec.name, "DD")
+            batch: list[str] = []
+            async for key in self._client.scan_iter(match=f"{_glob_escape(self.prefix)}wm:*", count=500):
+                batch.append(key)
+                if len(batch) == 500:
+                    await self._client.unlink(*batch)
+                    batch = []
+            if batch:
+                await self._client.unlink(*batch)
+        self._ready = False
+
+    # -- encoding ----------------------------------------------------------------------------
+
+    def _key(self, id: str) -> str:
+        return f"{self.spec.prefix}{id}"
+
+    def _effective_ttl(self, record: MemoryRecord) -> float:
+        return record.ttl if record.ttl is not None else self.default_ttls[record.memory_type]
+
+    def _encode(self, record: MemoryRecord) -> dict[str, str]:
+        fields = {
+            "id": record.id,
+            "text": record.text,
+            "namespace": record.namespace,
+            "memory_type": record.memory_type.value,
+            "metadata": json.dumps(dict(record.metadata), ensure_ascii=False),
+            "created_at": _ts(record.created_at),  # type: ignore[arg-type]
+            "updated_at": _ts(record.updated_at),  # type: ignore[arg-type]
+            "created_at_us": _us(record.created_at),  # type: ignore[arg-type]
+            "updated_at_us": _us(record.updated_at),  # type: ignore[arg-type]
+        }
+        if record.user_id is not None:
+            fields["user_id"] = record.user_id
+        if record.session_id is not None:
+            fields["session_id"] = record.session_id
+        if record.topics:
+            fields["topics"] = TAG_SEPARATOR.join(record.topics)
+        if record.embedding is not None:
+            fields["embedding"] = json.dumps(list(record.embedding))
+        if record.ttl is not None:
+            fields["ttl"] = repr(float(record.ttl))
+        for key in ("speaker", "context"):
+            value = record.metadata.get(key)
+            if isinstance(value, str):
+                fields[key] = value
+        if self.index_dates and record.created_at is not None:
+            d = record.created_at
+            fields["date"] = f"{d.day} {_MONTHS[d.month]} {d.year}"
+        return fields
+
+    @staticmethod
+    def _decode(fields: Mapping[str, str]) -> MemoryRecord:
+        topics = fields.get("topics")
+        embedding = fields.get("embedding")
+        ttl = fields.get("ttl")
+        return MemoryRecord(
+            id=fields["id"],
+            text=fields.get("text", ""),
+            user_id=fields.get("user_id"),
+            session_id=fields.get("session_id"),
+            namespace=fields["namespace"],
+            memory_type=MemoryType(fields["memory_type"]),
+            topics=tuple(topics.split(TAG_SEPARATOR)) if topics else (),
+            metadata=json.loads(fields.get("metadata") or "{}"),
+            embedding=tuple(json.loads(embedding)) if embedding else None,
+            created_at=_dt(fields["created_at_us"]),
+            updated_at=_dt(fields["updated_at_us"]),
+            ttl=float(ttl) if ttl is not None else None,
+        )
+
+    # -- long-term memory --------------------------------------------------------------------
+
+    async def add(self, records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
+        for record in records:
+            if not isinstance(record, MemoryRecord):
+                raise InvalidRecordTypeError(
+                    f"add() takes MemoryRecord objects, got {type(record).__name__}; nothing stored"
+                )
+            size = len(record.text.encode()) + len(json.dumps(dict(record.metadata)).encode())
+            if size > self.max_record_bytes:
+                raise RecordTooLargeError(
+                    f"record {record.id!r} is {size} bytes, over max_record_bytes="
+                    f"{self.max_record_bytes}; split the text or raise the limit; nothing stored"
+                )
+        if not records:
+            return []
+        await self._ensure_ready()
+        async with self._errors():
+            async with self._client.pipeline(transaction=False) as pipe:
+                for record in records:
+                    pipe.hget(self._key(record.id), "created_at_us")
+                previous = await pipe.execute()
+            now = datetime.now(timezone.utc)
+            stored: list[MemoryRecord] = []
+            seen: dict[str, datetime] = {}
+            async with self._client.pipeline(transaction=True) as pipe:
+                for record, old in zip(records, previous):
+                    created_at = seen.get(record.id) or (
+                        _dt(old) if old else (record.created_at or now)
+                    )
+                    seen[record.id] = created_at
+                    record = with_timestamps(record, created_at, now)
+                    key = self._key(record.id)
+                    pipe.delete(key)
+                    pipe.hset(key, mapping=self._encode(record))
+                    ttl = self._effective_ttl(record)
+                    if math.isfinite(ttl):
+                        pipe.pexpire(key, max(1, int(ttl * 1000)))
+                    stored.append(record)
+                await pipe.execute()
+        return stored
+
+    async def get(self, id: str) -> MemoryRecord | None:
+        await self._ensure_ready()
+        async with self._errors():
+            fields = await self._client.hgetall(self._key(id))
+        return self._decode(fields) if fields else None
+
+    async def delete(self, ids: Sequence[str]) -> int:
+        if isinstance(ids, str):
+            raise InvalidInputError("delete() takes a list of ids, got a single str")
+        if not ids:
+            return 0
+        await self._ensure_ready()
+        async with self._errors():
+            return int(await self._client.delete(*(self._key(i) for i in ids)))
+
+    async def search(
+        self, query: str, *, filter: Mapping[str, Any] | None = None, limit: int = 10
+    ) -> SearchResult:
+        """``FT.SEARCH`` with ``SCORER BM25STD``; see :meth:`MemoryBackend.search`. Scores are
+        RediSearch's BM25, ``>= 0``, higher is better; equal scores put the most recently written
+        record first."""
+        check_query(query)
+        check_limit(limit)
+        tag_filter = normalize_filter(filter)
+        words = query_words(query)
+        if not words:
+            return SearchResult([], self.name)
+        await self._ensure_ready()
+        args = ["FT.SEARCH", self.spec.name, render_query(words, tag_filter), "WITHSCORES",
+                "SCORER", "BM25STD", "RETURN", str(len(_RETURN)), *_RETURN,
+                "LIMIT", "0", str(limit), "DIALECT", "2"]
+        async with self._errors():
+            raw = await self._client.execute_command(*args)
+        hits = []
+        for i in range(1, len(raw), 3):
+            fields = pairs_to_dict(raw[i + 2])
+            hits.append(SearchHit(self._decode(fields), float(raw[i + 1])))
+        hits.sort(key=lambda h: (h.score, h.record.updated_at), reverse=True)
+        return SearchResult(hits, self.name)
+
+    async def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        tag_filter = normalize_filter(filter)
+        await self._ensure_ready()
+        async with self._errors():
+            raw = await self._client.execute_command(
+                "FT.SEARCH", self.spec.name, render_query([], tag_filter), "LIMIT", "0", "0", "DIALECT", "2"
+            )
+        return int(raw[0])
+
+    # -- working memory ----------------------------------------------------------------------
+
+    def _session_key(self, session_id: object) -> str:
+        if not isinstance(session_id, str) or not session_id.strip():
+            raise InvalidInputError(f"session_id must be a non-empty str, got {session_id!r}")
+        return f"{self.prefix}wm:{session_id}"
+
+    async def append_messages(self, session_id: str, messages: Sequence[Message]) -> None:
+        key = self._session_key(session_id)
+        for message in messages:
+            if not isinstance(message, Message):
+                raise InvalidRecordTypeError(
+                    f"append_messages() takes Message objects, got {type(message).__name__}"
+                )
+        if not messages:
+            return
+        now = datetime.now(timezone.utc)
+        encoded = [
+            json.dumps(
+                {
+                    "role": m.role,
+                    "content": m.content,
+                    "created_at": _us(m.created_at or now),
+                    "metadata": dict(m.metadata),
+                },
+                ensure_ascii=False,
+            )
+            for m in messages
+        ]
+        ttl = self.default_ttls[MemoryType.WORKING]
+        async with self._errors():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.rpush(key, *encoded)
+                pipe.ltrim(key, -self.working_memory_size, -1)
+                if math.isfinite(ttl):
+                    pipe.pexpire(key, int(ttl * 1000))  # sliding: every append restarts it
+                await pipe.execute()
+
+    async def get_messages(self, session_id: str, limit: int | None = None) -> list[Message]:
+        key = self._session_key(session_id)
+        if limit is not None:
+            check_limit(limit)
+        async with self._errors():
+            raw = await self._client.lrange(key, -(limit or self.working_memory_size), -1)
+        out = []
+        for item in raw:
+            d = json.loads(item)
+            out.append(Message(d["role"], d["content"], _dt(d["created_at"]), d.get("metadata") or {}))
+        return out
+
+    async def clear_session(self, session_id: str) -> None:
+        key = self._session_key(session_id)
+        async with self._errors():
+            await self._client.delete(key)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def health(self) -> Health:
+        try:
+            await self._ensure_ready()
+            async with self._errors():
+                info = await self.index_info() or {}
+                server = await self._client.info("server")
+        except (BackendUnavailableError, ConfigurationError) as exc:
+            return Health(ok=False, backend=self.name, detail={"error": str(exc), "error_type": type(exc).__name__})
+        return Health(
+            ok=True,
+            backend=self.name,
+            detail={
+                "redis_version": server.get("redis_version"),
+                "index": self.spec.name,
+                "records": int(info.get("num_docs", 0)),
+                "indexing": str(info.get("indexing", "0")) == "1",
+            },
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
