@@ -7,7 +7,9 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
 import uuid
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
@@ -131,16 +133,19 @@ async def _eval_locomo(args: argparse.Namespace, console: Console) -> dict[str, 
     env = dict(os.environ)
     if args.backend:
         env["MEMORY_BACKEND"] = args.backend
-    # A fresh store: its own key prefix, deleted afterwards (a no-op for the in-process backend).
+    # A fresh store: its own key prefix and outbox, deleted afterwards (no-ops in process).
     env["MEMORY_REDIS_PREFIX"] = f"eval-{uuid.uuid4().hex[:12]}:"
-    probe = Memory.from_env(env)  # fail on bad configuration before any work
-    try:
-        return await _run_locomo(args, env, conversations)
-    finally:
-        drop = getattr(probe.backend, "drop", None)
-        if drop is not None:
-            await drop()
-        await probe.aclose()
+    with tempfile.TemporaryDirectory(prefix="memory-primitives-eval-") as tmp:
+        env["MEMORY_OUTBOX_PATH"] = str(Path(tmp) / "outbox.sqlite3")
+        probe = Memory.from_env(env)  # fail on bad configuration before any work
+        try:
+            return await _run_locomo(args, env, conversations)
+        finally:
+            store = getattr(probe.backend, "primary", probe.backend)
+            drop = getattr(store, "drop", None)
+            if drop is not None:
+                await drop()
+            await probe.aclose()
 
 
 async def _run_locomo(args: argparse.Namespace, env: dict[str, str], conversations: list[Any]) -> dict[str, Any]:
@@ -186,7 +191,7 @@ async def _index(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     env["MEMORY_BACKEND"] = "redis"
     memory = Memory.from_env(env)
     try:
-        await memory.backend.migrate_index()  # type: ignore[attr-defined]
+        await getattr(memory.backend, "primary", memory.backend).migrate_index()
         health = await memory.health()
     finally:
         await memory.aclose()

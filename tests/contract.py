@@ -199,6 +199,39 @@ class BackendContract:
         assert await backend.count() == count
         assert await _snapshot(backend, ["keep", "safe me"]) == before
 
+    # -- last-writer-wins restore (outbox replay) ----------------------------------------------
+
+    async def test_put_if_newer_keeps_timestamps_and_lets_the_newest_win(self, backend: MemoryBackend) -> None:
+        from datetime import datetime, timedelta, timezone
+
+        t0 = datetime.now(timezone.utc) - timedelta(seconds=30)
+        old = MemoryRecord(text="old text", id="r", created_at=t0, updated_at=t0)
+        assert await backend.put_if_newer([old]) == 1
+        assert await backend.put_if_newer([old]) == 1  # equal: rewritten, idempotent
+        assert await backend.count() == 1
+        got = await backend.get("r")
+        assert got.updated_at == t0 and got.created_at == t0 and got.text == "old text"
+        (live,) = await backend.add([MemoryRecord(text="live text", id="r")])  # written now
+        assert await backend.put_if_newer([old]) == 0  # the stored version is newer
+        assert (await backend.get("r")).text == "live text"
+        assert [h.record.id for h in (await backend.search("live")).hits] == ["r"]
+        assert (await backend.search("old")).hits == []
+        expired = MemoryRecord(text="gone", id="e", ttl=5, created_at=t0, updated_at=t0)
+        assert await backend.put_if_newer([expired]) == 0  # its ttl ran out 25 s ago
+        assert await backend.get("e") is None
+        with pytest.raises(InvalidRecordError):
+            await backend.put_if_newer([MemoryRecord(text="no timestamps")])
+
+    async def test_delete_if_older_spares_later_writes(self, backend: MemoryBackend) -> None:
+        from datetime import datetime, timedelta, timezone
+
+        await backend.add([MemoryRecord(text="a", id="a"), MemoryRecord(text="b", id="b")])
+        now = datetime.now(timezone.utc)
+        deleted = await backend.delete_if_older({"a": now + timedelta(seconds=1), "b": now - timedelta(seconds=60), "zz": now})
+        assert deleted == 1
+        assert await backend.get("a") is None
+        assert await backend.get("b") is not None
+
     # -- working memory ----------------------------------------------------------------------
 
     async def test_working_memory_is_bounded_and_oldest_first(self, backend: MemoryBackend) -> None:

@@ -17,7 +17,8 @@ from primitives.localredis import LocalRedis, LocalRedisError
 
 
 def start_or_fail(tmp: Path, **kwargs: object) -> LocalRedis:
-    server = LocalRedis(dir=tmp, persistent=False, **kwargs)  # type: ignore[arg-type]
+    options: dict = {"persistent": False, **kwargs}
+    server = LocalRedis(dir=tmp, **options)
     try:
         server.start()
     except LocalRedisError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
 from primitives.errors import InvalidFilterError, InvalidInputError
@@ -17,6 +18,7 @@ __all__ = [
     "SearchResult",
     "normalize_filter",
     "check_limit",
+    "check_restorable",
     "check_query",
 ]
 
@@ -75,6 +77,18 @@ def normalize_filter(filter: Mapping[str, Any] | None) -> dict[str, tuple[str, .
             f"filter 'memory_type' got {unknown[0]!r}; accepted: {', '.join(sorted(_MEMORY_TYPES))}"
         )
     return out
+
+
+def check_restorable(records: Sequence[MemoryRecord]) -> None:
+    """Raise unless every item is a ``MemoryRecord`` with both timestamps set (for
+    :meth:`MemoryBackend.put_if_newer`)."""
+    from primitives.errors import InvalidRecordError, InvalidRecordTypeError
+
+    for record in records:
+        if not isinstance(record, MemoryRecord):
+            raise InvalidRecordTypeError(f"expected MemoryRecord objects, got {type(record).__name__}")
+        if record.created_at is None or record.updated_at is None:
+            raise InvalidRecordError(f"record {record.id!r} needs created_at and updated_at to be restored")
 
 
 def check_limit(limit: object) -> int:
@@ -185,6 +199,27 @@ class MemoryBackend(ABC):
             InvalidInputError: ``query`` is not a ``str`` or ``limit`` < 1.
             InvalidFilterError: see :func:`normalize_filter`.
         """
+
+    @abstractmethod
+    async def put_if_newer(self, records: Sequence[MemoryRecord]) -> int:
+        """Write records exactly as given (timestamps kept) where no stored version is newer.
+
+        Last writer wins by ``updated_at``: a record whose stored version has a later
+        ``updated_at`` is skipped; an equal one is rewritten (so replaying is idempotent). A
+        record whose ``ttl`` has run out since its ``updated_at`` is not written. This is how a
+        durable outbox replays writes made while the backend was unreachable.
+
+        Returns:
+            How many records were written.
+
+        Raises:
+            InvalidRecordError: a record has no ``created_at`` or ``updated_at``.
+        """
+
+    @abstractmethod
+    async def delete_if_older(self, deletions: Mapping[str, datetime]) -> int:
+        """Delete each id whose stored version is not newer than the time it was deleted at
+        (a write made after the delete wins). Returns how many were deleted."""
 
     @abstractmethod
     async def count(self, filter: Mapping[str, Any] | None = None) -> int:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 from datetime import datetime
 from typing import Any
 
 from primitives.errors import ConfigurationError
 from primitives.memory.backend import Health, MemoryBackend, SearchResult
 from primitives.memory.inmemory import InMemoryBackend
+from primitives.memory.outbox import Outbox
+from primitives.memory.resilient import ResilientBackend
 from primitives.memory.record import DEFAULT_NAMESPACE, MemoryRecord, MemoryType, Message, SearchHit
 
-__all__ = ["Memory", "Recall", "BACKEND_CHOICES"]
+__all__ = ["Memory", "Recall", "BACKEND_CHOICES", "outbox_path"]
 
 #: Values accepted by ``MEMORY_BACKEND`` (and ``--backend``).
 BACKEND_CHOICES = ("auto", "inmemory", "redis")
@@ -34,6 +39,33 @@ class Recall:
     hits: list[SearchHit]
     backend: str
     degraded: bool = False
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigurationError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def outbox_path(env: Mapping[str, str], url: str, prefix: str) -> Path:
+    """Where the durable outbox of a store lives: ``MEMORY_OUTBOX_PATH``, else one file per
+    store (server address and key prefix, never the password) under
+    ``$XDG_CACHE_HOME/memory-primitives`` (``~/.cache/memory-primitives``)."""
+    explicit = env.get("MEMORY_OUTBOX_PATH")
+    if explicit:
+        return Path(explicit)
+    parts = urlsplit(url)
+    identity = f"{parts.scheme}://{parts.hostname}:{parts.port}{parts.path}|{prefix}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "memory-primitives" / f"outbox-{digest}.sqlite3"
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -73,7 +105,10 @@ class Memory:
         Redis when ``REDIS_URL`` is set, else in-process), ``REDIS_URL``, ``MEMORY_REDIS_PREFIX``
         (key prefix, default ``"memory:"``), ``MEMORY_NAMESPACE`` (default ``"default"``),
         ``MEMORY_MAXSIZE`` (records kept in process, default 100000),
-        ``MEMORY_WORKING_MEMORY_SIZE`` (messages kept per session, default 50). Nothing connects
+        ``MEMORY_WORKING_MEMORY_SIZE`` (messages kept per session, default 50),
+        ``MEMORY_REDIS_CONNECT_TIMEOUT`` (seconds, default 2), ``MEMORY_RESILIENT`` (default on:
+        Redis is wrapped in :class:`ResilientBackend` with an in-process fallback and a durable
+        outbox at ``MEMORY_OUTBOX_PATH`` or :func:`outbox_path`'s default). Nothing connects
         here: a Redis backend connects on its first call.
 
         Args:
@@ -105,11 +140,15 @@ class Memory:
                 from primitives.memory.redis_backend import RedisBackend
             except ImportError as exc:
                 raise ConfigurationError(str(exc)) from exc
+            prefix = env.get("MEMORY_REDIS_PREFIX") or "memory:"
             backend = RedisBackend(
                 redis_url,
-                prefix=env.get("MEMORY_REDIS_PREFIX") or "memory:",
+                prefix=prefix,
                 working_memory_size=working_memory_size,
+                socket_connect_timeout=_env_float(env, "MEMORY_REDIS_CONNECT_TIMEOUT", 2.0),
             )
+            if (env.get("MEMORY_RESILIENT") or "1").strip().lower() not in ("0", "false", "no", "off"):
+                backend = ResilientBackend(backend, outbox=Outbox(outbox_path(env, redis_url, prefix)))
         else:
             backend = InMemoryBackend(
                 maxsize=_env_int(env, "MEMORY_MAXSIZE", 100_000),

@@ -7,6 +7,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from cachetools import Cache, TLRUCache, TTLCache
@@ -19,6 +20,7 @@ from primitives.memory.backend import (
     SearchResult,
     check_limit,
     check_query,
+    check_restorable,
     normalize_filter,
 )
 from primitives.memory.index import InvertedIndex
@@ -155,8 +157,11 @@ class InMemoryBackend(MemoryBackend):
     # -- cache hooks -------------------------------------------------------------------------
 
     def _expires_at(self, key: str, record: MemoryRecord, now: float) -> float:
+        """Expiry is ``ttl`` seconds after the record's ``updated_at`` (which ``add`` sets to now;
+        a restored record keeps its own, so it expires when it would have)."""
         ttl = record.ttl if record.ttl is not None else self.default_ttls[record.memory_type]
-        return now + ttl
+        updated = record.updated_at
+        return (updated.timestamp() if updated is not None else now) + ttl
 
     def _drop(self, key: str, record: MemoryRecord) -> None:
         self._index.remove(key)
@@ -220,6 +225,37 @@ class InMemoryBackend(MemoryBackend):
                 record.id, self.analyzer.terms(self.indexed_text(record)), self._tags(record)
             )
         return stored
+
+    async def put_if_newer(self, records: Sequence[MemoryRecord]) -> int:
+        check_restorable(records)
+        cache = self._records
+        cache.expire()
+        written = 0
+        for record in records:
+            current = cache.get(record.id) if record.id in self._index else None
+            if current is not None and current.updated_at > record.updated_at:  # type: ignore[operator]
+                continue
+            cache[record.id] = record
+            if record.id not in cache:  # its ttl ran out before now: cachetools dropped it
+                self._index.remove(record.id)
+                continue
+            self._index.add(
+                record.id, self.analyzer.terms(self.indexed_text(record)), self._tags(record)
+            )
+            written += 1
+        return written
+
+    async def delete_if_older(self, deletions: Mapping[str, datetime]) -> int:
+        cache = self._records
+        cache.expire()
+        deleted = 0
+        for id, deleted_at in deletions.items():
+            current = cache.get(id) if id in self._index else None
+            if current is not None and current.updated_at <= deleted_at:  # type: ignore[operator]
+                cache.pop(id, None)
+                self._index.remove(id)
+                deleted += 1
+        return deleted
 
     async def get(self, id: str) -> MemoryRecord | None:
         self._records.expire()

@@ -177,6 +177,31 @@ class MemoryRecord:
             "ttl": self.ttl,
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MemoryRecord:
+        """The inverse of :meth:`to_dict` (ISO 8601 datetimes parsed back, UTC offset kept).
+
+        Raises:
+            InvalidRecordError: a field is missing or not accepted.
+        """
+        try:
+            return cls(
+                text=data["text"],
+                id=data["id"],
+                user_id=data.get("user_id"),
+                session_id=data.get("session_id"),
+                namespace=data.get("namespace", DEFAULT_NAMESPACE),
+                memory_type=data.get("memory_type", MemoryType.EPISODIC),
+                topics=tuple(data.get("topics") or ()),
+                metadata=data.get("metadata") or {},
+                embedding=data.get("embedding"),
+                created_at=_parse_dt(data.get("created_at")),
+                updated_at=_parse_dt(data.get("updated_at")),
+                ttl=data.get("ttl"),
+            )
+        except KeyError as exc:
+            raise InvalidRecordError(f"record dict has no {exc.args[0]!r}") from None
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -202,6 +227,11 @@ class Message:
                 f"message content must be a str, got {type(self.content).__name__}"
             )
         object.__setattr__(self, "metadata", _frozen_metadata(self.metadata))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Message:
+        """The inverse of :meth:`to_dict`."""
+        return cls(data["role"], data["content"], _parse_dt(data.get("created_at")), data.get("metadata") or {})
 
     def to_dict(self) -> dict[str, Any]:
         """``{"role", "content", "created_at" (ISO 8601 or None), "metadata"}``."""
@@ -242,6 +272,14 @@ class SearchHit:
             "topics": list(r.topics),
             "created_at": r.created_at.isoformat() if r.created_at else None,
         }
+
+
+def _parse_dt(value: object) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise InvalidRecordTypeError(f"timestamps must be ISO 8601 strings, got {type(value).__name__}")
+    return datetime.fromisoformat(value)
 
 
 def with_timestamps(record: MemoryRecord, created_at: datetime, updated_at: datetime) -> MemoryRecord:

@@ -31,6 +31,7 @@ from primitives.memory.backend import (
     SearchResult,
     check_limit,
     check_query,
+    check_restorable,
     normalize_filter,
 )
 from primitives.memory.record import (
@@ -47,6 +48,8 @@ from primitives.memory.redis_schema import TAG_SEPARATOR, IndexSpec, pairs_to_di
 try:
     import redis.asyncio as aioredis
     from redis import exceptions as redis_errors
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "the Redis backend needs redis-py: python -m pip install 'memory-primitives[redis]'"
@@ -64,6 +67,24 @@ _MONTHS = (
 _RETURN = ("id", "text", "user_id", "session_id", "namespace", "memory_type", "topics",
            "metadata", "embedding", "created_at_us", "updated_at_us", "ttl")
 _START_FIX = "start one with: memory-primitives redis start"
+
+# Last-writer-wins write of one record hash (KEYS[1]); ARGV: updated_at_us, pexpire ms (0: none),
+# then field/value pairs. An equal updated_at rewrites, so replays are idempotent.
+_PUT_IF_NEWER = """
+local current = redis.call('HGET', KEYS[1], 'updated_at_us')
+if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+# Delete KEYS[1] unless it was written after ARGV[1] (microseconds since the epoch).
+_DELETE_IF_OLDER = """
+local current = redis.call('HGET', KEYS[1], 'updated_at_us')
+if not current or tonumber(current) > tonumber(ARGV[1]) then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
 
 
 def _ts(dt: datetime) -> str:
@@ -144,6 +165,9 @@ class RedisBackend(MemoryBackend):
                 max_connections=max_connections,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_connect_timeout,
+                # one immediate retry on a fresh connection (a pooled socket may predate a
+                # server restart), no backoff: an outage is the circuit breaker's business
+                retry=Retry(NoBackoff(), 1),
             )
         except ValueError as exc:
             raise ConfigurationError(f"REDIS_URL {url!r} is malformed: {exc}") from exc
@@ -356,6 +380,41 @@ class RedisBackend(MemoryBackend):
                     stored.append(record)
                 await pipe.execute()
         return stored
+
+    async def put_if_newer(self, records: Sequence[MemoryRecord]) -> int:
+        check_restorable(records)
+        if not records:
+            return 0
+        await self._ensure_ready()
+        now = datetime.now(timezone.utc)
+        async with self._errors():
+            script = self._client.register_script(_PUT_IF_NEWER)
+            async with self._client.pipeline(transaction=False) as pipe:
+                sent = 0
+                for record in records:
+                    ttl = self._effective_ttl(record)
+                    remaining = ttl - (now - record.updated_at).total_seconds()  # type: ignore[operator]
+                    if remaining <= 0:
+                        continue  # it would already have expired
+                    args: list[str] = [_us(record.updated_at), str(int(remaining * 1000)) if math.isfinite(remaining) else "0"]  # type: ignore[arg-type]
+                    for k, v in self._encode(record).items():
+                        args += [k, v]
+                    await script(keys=[self._key(record.id)], args=args, client=pipe)
+                    sent += 1
+                results = await pipe.execute() if sent else []
+        return sum(int(r) for r in results)
+
+    async def delete_if_older(self, deletions: Mapping[str, datetime]) -> int:
+        if not deletions:
+            return 0
+        await self._ensure_ready()
+        async with self._errors():
+            script = self._client.register_script(_DELETE_IF_OLDER)
+            async with self._client.pipeline(transaction=False) as pipe:
+                for id, deleted_at in deletions.items():
+                    await script(keys=[self._key(id)], args=[_us(deleted_at)], client=pipe)
+                results = await pipe.execute()
+        return sum(int(r) for r in results)
 
     async def get(self, id: str) -> MemoryRecord | None:
         await self._ensure_ready()
