@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from primitives.doctor import diagnose
 from primitives.errors import PrimitivesError
 from primitives.evaluation.ablation import run_ablation
 from primitives.evaluation.bench import run_inmemory_bench
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     rd.add_argument("--port", type=int, default=6379, help="loopback port (default 6379)")
     rd.add_argument("--dir", default=".memory-primitives/redis", help="data, pid and log directory")
     rd.add_argument("--password", default=None, help="requirepass for the default user")
+
+    dr = sub.add_parser("doctor", help="what is configured, what answers, and what to run next")
+    dr.add_argument("--json", action="store_true", help="print one JSON object (for coding agents)")
 
     ix = sub.add_parser("index", help="the Redis search index")
     ix.add_argument("action", choices=["migrate"])
@@ -199,6 +203,23 @@ async def _index(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     return {"migrated": True, **health.detail}
 
 
+def _print_doctor(report: dict[str, Any], console: Console) -> None:
+    status = "[green]healthy[/]" if report["healthy"] else "[red]not healthy[/]"
+    console.print(f"configured backend: [bold]{report['configured']}[/] ({status}); serving now: {report['serving']}")
+    redis_info = report.get("redis")
+    if redis_info:
+        console.print(f"redis: {redis_info['url']} reachable={redis_info['reachable']} version={redis_info.get('version')} "
+                      f"query_engine={redis_info.get('query_engine')} json={redis_info.get('json')}")
+        if "index" in redis_info:
+            console.print(f"index: {redis_info['index']}")
+    if "outbox" in report:
+        console.print(f"outbox: {report['outbox']['pending']} pending at {report['outbox']['path']}")
+    if "upgrade" in report:
+        console.print(f"upgrade: {report['upgrade']}")
+    for p in report["problems"]:
+        console.print(f"[red]problem:[/] {p['problem']}\n  [bold]next:[/] {p['fix']}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 2 bad input or configuration)."""
     args = _parser().parse_args(argv)
@@ -210,6 +231,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "redis":
             report = _redis(args, Console(stderr=True) if getattr(args, "json", False) else console)
             return 0 if args.action != "status" or report["running"] else 1
+        elif args.command == "doctor":
+            report = asyncio.run(diagnose())
+            if args.json:
+                print(json.dumps(report, indent=2))
+            else:
+                _print_doctor(report, console)
+            return 0 if report["healthy"] else 1
         elif args.command == "index":
             report = asyncio.run(_index(args, console))
             return 0

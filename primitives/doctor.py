@@ -1,0 +1,147 @@
+"""``memory-primitives doctor``: what is configured, what actually answers, and the next command
+to run for each problem. Written for a person and for a coding agent alike (``--json``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from primitives.errors import ConfigurationError
+from primitives.memory.facade import Memory
+from primitives.memory.outbox import Outbox
+
+__all__ = ["diagnose", "redact"]
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _start_command(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or 6379
+    if parts.hostname in ("127.0.0.1", "localhost", "::1"):
+        return f"memory-primitives redis start --port {port}   # a local Redis with the Query Engine, at the REDIS_URL you configured"
+    return (f"check that the Redis at {parts.hostname}:{port} is running and reachable, or run a local one: "
+            f"memory-primitives redis start --port {port} && export REDIS_URL=redis://127.0.0.1:{port}/0")
+
+
+def _problem(report: dict[str, Any], problem: str, fix: str) -> None:
+    report["problems"].append({"problem": problem, "fix": fix})
+
+
+async def diagnose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Check the configuration ``Memory.from_env(env)`` describes, without writing anything.
+
+    Returns:
+        A JSON-ready dict: ``configured`` (backend name), ``healthy`` (the configured backend
+        answers and can search), ``serving`` (who would serve a call now: the configured backend,
+        or ``"in-memory"`` as the degraded fallback), ``redis`` (``url`` without password,
+        ``reachable``, ``version``, ``query_engine``, ``json``, ``index`` with ``exists``,
+        ``records``, ``schema_matches``, ``schema_problems``), ``outbox`` (``path``, ``pending``)
+        and ``problems``: a list of ``{"problem", "fix"}`` where ``fix`` is the exact command to
+        run next.
+    """
+    env = dict(os.environ if env is None else env)
+    report: dict[str, Any] = {"configured": None, "healthy": False, "serving": None, "problems": []}
+    try:
+        memory = Memory.from_env(env)
+    except ConfigurationError as exc:
+        report["configured"] = env.get("MEMORY_BACKEND") or "auto"
+        _problem(report, str(exc), "fix the variable named above, then: memory-primitives doctor")
+        return report
+    report["configured"] = memory.backend_name
+    try:
+        if memory.backend_name == "in-memory":
+            report["healthy"] = (await memory.health()).ok
+            report["serving"] = "in-memory"
+            report["upgrade"] = (
+                "memories live in this process only; for a shared, durable store: "
+                "memory-primitives redis start, then export the REDIS_URL it prints"
+            )
+            return report
+        await _diagnose_redis(memory, env, report)
+    finally:
+        await memory.aclose()
+    return report
+
+
+async def _diagnose_redis(memory: Memory, env: Mapping[str, str], report: dict[str, Any]) -> None:
+    from redis import exceptions as redis_errors
+
+    backend = memory.backend
+    redis_backend = getattr(backend, "primary", backend)
+    url = env.get("REDIS_URL", "")
+    info: dict[str, Any] = {"url": redact(url), "reachable": False}
+    report["redis"] = info
+    outbox: Outbox | None = getattr(backend, "outbox", None)
+    if outbox is not None:
+        report["outbox"] = {"path": str(outbox.path), "pending": outbox.pending_count()}
+    client = redis_backend._client
+    try:
+        server = await client.info("server")
+    except redis_errors.AuthenticationError as exc:
+        _problem(report, f"Redis refused the credentials: {exc}", "put the right password in REDIS_URL: export REDIS_URL=redis://:PASSWORD@HOST:PORT/0")
+    except redis_errors.ResponseError as exc:
+        if "NOAUTH" in str(exc):
+            _problem(report, "Redis needs a password", "export REDIS_URL=redis://:PASSWORD@HOST:PORT/0")
+        else:
+            _problem(report, f"Redis answered with an error: {exc}", "memory-primitives doctor --json, and check the server's log")
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        _problem(report, f"Redis at {redact(url)} is unreachable: {exc}", _start_command(url))
+    else:
+        info["reachable"] = True
+        info["version"] = server.get("redis_version")
+        info["query_engine"] = await _probe(client, "FT._LIST")
+        info["json"] = await _probe(client, "JSON.GET", "memory-primitives:doctor:probe")
+        if not info["query_engine"]:
+            _problem(report, "this Redis has no Query Engine (FT.* commands unknown): memories cannot be searched",
+                     "memory-primitives redis start --port 6380 && export REDIS_URL=redis://127.0.0.1:6380/0   # a local Redis 8 with the Query Engine")
+        else:
+            index = await redis_backend.index_info()
+            if index is None:
+                info["index"] = {"name": redis_backend.spec.name, "exists": False}
+                report["notes"] = ["the index is created on first use"]
+            else:
+                problems = redis_backend.spec.differences(index)
+                info["index"] = {
+                    "name": redis_backend.spec.name,
+                    "exists": True,
+                    "records": int(index.get("num_docs", 0)),
+                    "indexing": str(index.get("indexing", "0")) == "1",
+                    "schema_matches": not problems,
+                    "schema_problems": problems,
+                }
+                if problems:
+                    _problem(report, f"index {redis_backend.spec.name} has another schema: {'; '.join(problems)}",
+                             f"memory-primitives index migrate --prefix {redis_backend.prefix}   # keeps every record")
+        if not info["json"]:
+            info["json_note"] = "JSON module absent: not needed by this version (records are hashes)"
+    report["healthy"] = info["reachable"] and bool(info.get("query_engine")) and info.get("index", {}).get("schema_matches", True)
+    report["serving"] = memory.backend_name if report["healthy"] else "in-memory (degraded fallback)"
+    if outbox is not None and outbox.pending_count():
+        if report["healthy"]:
+            report["outbox"]["replayed_now"] = await backend.replay()  # type: ignore[attr-defined]
+            report["outbox"]["pending"] = outbox.pending_count()
+        pending = report["outbox"]["pending"]
+        if pending:
+            _problem(report, f"{pending} writes made while Redis was down wait in the outbox ({outbox.path})",
+                     "bring Redis back (see above); the backlog replays by itself on the next call, or run: memory-primitives doctor")
+
+
+async def _probe(client: Any, *command: str) -> bool:
+    """Whether the server knows ``command`` (an unknown-command error means no)."""
+    from redis import exceptions as redis_errors
+
+    try:
+        await client.execute_command(*command)
+    except redis_errors.ResponseError as exc:
+        return "unknown command" not in str(exc).lower()
+    return True

@@ -1,0 +1,90 @@
+"""``memory-primitives doctor`` against real servers: healthy, missing Query Engine, unreachable,
+wrong password, a schema mismatch and an outbox backlog."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from primitives.cli import main
+from primitives.doctor import diagnose, redact
+from primitives.localredis import free_port
+from tests.redis_server import start_or_fail
+
+pytestmark = pytest.mark.integration
+
+
+def env_for(url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {"REDIS_URL": url, "MEMORY_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"), "MEMORY_REDIS_PREFIX": "doc:", **extra}
+
+
+async def test_in_process_default_is_healthy_and_says_how_to_upgrade(tmp_path: Path) -> None:
+    report = await diagnose({})
+    assert report["configured"] == "in-memory" and report["healthy"] is True
+    assert "memory-primitives redis start" in report["upgrade"]
+    assert report["problems"] == []
+
+
+async def test_healthy_redis(redis_server, tmp_path: Path) -> None:
+    report = await diagnose(env_for(redis_server.url, tmp_path))
+    assert report["healthy"] is True and report["serving"] == "redis"
+    assert report["redis"]["query_engine"] is True and report["redis"]["json"] is True
+    assert report["redis"]["version"].startswith("8.")
+    assert report["outbox"]["pending"] == 0
+    assert report["problems"] == []
+
+
+async def test_plain_redis_names_the_fix(plain_redis_server, tmp_path: Path) -> None:
+    report = await diagnose(env_for(plain_redis_server.url, tmp_path))
+    assert report["healthy"] is False and report["redis"]["query_engine"] is False
+    (problem,) = report["problems"]
+    assert "Query Engine" in problem["problem"] and problem["fix"].startswith("memory-primitives redis start")
+
+
+async def test_unreachable_redis_names_the_start_command(tmp_path: Path) -> None:
+    port = free_port()
+    report = await diagnose(env_for(f"redis://127.0.0.1:{port}/0", tmp_path, MEMORY_REDIS_CONNECT_TIMEOUT="0.5"))
+    assert report["healthy"] is False and report["serving"].startswith("in-memory")
+    (problem,) = report["problems"]
+    assert "unreachable" in problem["problem"]
+    assert problem["fix"].startswith(f"memory-primitives redis start --port {port}")
+
+
+async def test_wrong_password(tmp_path: Path) -> None:
+    server = start_or_fail(tmp_path / "pw", password="right")
+    try:
+        report = await diagnose(env_for(f"redis://:wrong@127.0.0.1:{server.port}/0", tmp_path))
+        assert report["healthy"] is False
+        assert report["redis"]["url"] == f"redis://:***@127.0.0.1:{server.port}/0"  # never print a password
+        (problem,) = report["problems"]
+        assert "credentials" in problem["problem"] and "REDIS_URL" in problem["fix"]
+    finally:
+        server.stop()
+
+
+async def test_schema_mismatch_names_the_migration(redis_server, tmp_path: Path) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis_server.url, decode_responses=True)
+    await client.execute_command("FT.CREATE", "mis:idx", "ON", "HASH", "PREFIX", "1", "mis:rec:", "SCHEMA", "text", "TEXT")
+    await client.aclose()
+    report = await diagnose(env_for(redis_server.url, tmp_path, MEMORY_REDIS_PREFIX="mis:"))
+    assert report["healthy"] is False and report["redis"]["index"]["schema_matches"] is False
+    assert any(p["fix"] == "memory-primitives index migrate --prefix mis:   # keeps every record" for p in report["problems"])
+
+
+def test_cli_exit_codes(redis_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    for key, value in env_for(redis_server.url, tmp_path).items():
+        monkeypatch.setenv(key, value)
+    assert main(["doctor", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["healthy"] is True
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    assert main(["doctor"]) == 1
+    assert "next:" in capsys.readouterr().out
+
+
+def test_redact() -> None:
+    assert redact("redis://user:pw@h:1/0") == "redis://user:***@h:1/0"
+    assert redact("redis://h:1/0") == "redis://h:1/0"

@@ -1,0 +1,69 @@
+"""``memory-primitives redis start|status|stop``, ``eval locomo --backend redis`` and
+``index migrate`` against real servers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from primitives.cli import main
+from primitives.localredis import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_redis_start_status_stop(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    port = str(free_port())
+    args = ["--port", port, "--dir", str(tmp_path / "data")]
+    try:
+        assert main(["redis", "start", *args]) == 0
+        out = capsys.readouterr().out
+        assert f"export REDIS_URL=redis://127.0.0.1:{port}/0" in out
+        assert main(["redis", "status", *args]) == 0
+        assert "running" in capsys.readouterr().out
+        assert list((tmp_path / "data").glob(f"appendonlydir-{port}"))  # persistence in --dir
+        assert main(["redis", "start", *args]) == 2  # the port is taken: a typed error, exit 2
+        assert "already answers" in capsys.readouterr().err
+    finally:
+        assert main(["redis", "stop", *args]) == 0
+    assert main(["redis", "status", *args]) == 1
+
+
+def test_eval_locomo_on_redis(redis_server, locomo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture) -> None:
+    shutil.copy(locomo_dir / "26.json", tmp_path / "26.json")
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    assert main(["eval", "locomo", "--data", str(tmp_path), "--backend", "redis", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["backend"] == "redis" and report["degraded_calls"] == 0
+    assert report["turns"] == 419
+    assert report["recall_at_k"]["10"] > 0.547  # above plain BM25
+    assert main(["eval", "locomo", "--data", str(tmp_path), "--backend", "inmemory", "--json"]) == 0
+    in_process = json.loads(capsys.readouterr().out)
+    assert abs(report["recall_at_k"]["10"] - in_process["recall_at_k"]["10"]) <= 0.05
+
+
+async def test_index_migrate_command(redis_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from primitives.memory import MemoryRecord
+    from primitives.memory.redis_backend import RedisBackend
+
+    backend = RedisBackend(redis_server.url, prefix="mig:")
+    await backend.add([MemoryRecord(text="survives the migration", id="s")])
+    await backend._client.execute_command("FT.DROPINDEX", "mig:idx")
+    await backend._client.execute_command("FT.CREATE", "mig:idx", "ON", "HASH", "PREFIX", "1", "mig:rec:", "SCHEMA", "text", "TEXT")
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("MEMORY_OUTBOX_PATH", str(tmp_path / "o.sqlite3"))
+    await asyncio.to_thread(main, ["index", "migrate", "--prefix", "mig:"])
+    fresh = RedisBackend(redis_server.url, prefix="mig:")
+    for _ in range(100):
+        if (await fresh.search("survives")).hits:
+            break
+        await asyncio.sleep(0.05)
+    assert [h.record.id for h in (await fresh.search("survives")).hits] == ["s"]
+    await backend.aclose()
+    await fresh.aclose()
