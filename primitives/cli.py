@@ -63,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     im.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
     im.add_argument("--json", action="store_true", help="print one JSON object")
 
+    br = be_sub.add_parser("redis", help="the Redis backend vs the same calls made with redis-py")
+    br.add_argument("--memories", type=int, default=100_000, help="records to add (default 100000)")
+    br.add_argument("--queries", type=int, default=1000, help="searches to time (default 1000)")
+    br.add_argument("--url", default=None, help="Redis URL (default: REDIS_URL, else a local server started for the run)")
+    br.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
+    br.add_argument("--json", action="store_true", help="print one JSON object")
+
     rd = sub.add_parser("redis", help="a local Redis with the Query Engine and JSON, no Docker")
     rd.add_argument("action", choices=["start", "stop", "status"])
     rd.add_argument("--port", type=int, default=6379, help="loopback port (default 6379)")
@@ -203,6 +210,36 @@ async def _index(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     return {"migrated": True, **health.detail}
 
 
+def _bench_redis(args: argparse.Namespace) -> dict[str, Any]:
+    from primitives.evaluation.bench_redis import run_redis_bench
+
+    url = args.url or os.environ.get("REDIS_URL")
+    if url:
+        return asyncio.run(run_redis_bench(url, args.memories, queries=args.queries, seed=args.seed))
+    with tempfile.TemporaryDirectory(prefix="memory-primitives-bench-") as tmp:
+        server = LocalRedis(dir=tmp, persistent=False)
+        server.start()
+        try:
+            report = asyncio.run(run_redis_bench(server.url, args.memories, queries=args.queries, seed=args.seed))
+        finally:
+            server.stop()
+    report["server"] = "local redis-server started for this run (no persistence)"
+    return report
+
+
+def _print_bench_redis(report: dict[str, Any], console: Console) -> None:
+    table = Table("measure", "value")
+    table.add_row("memories", str(report["memories"]))
+    table.add_row("ingest via Memory (resilient), records/s", f"{report['ingest_per_s']:.0f}")
+    table.add_row("ingest via RedisBackend, records/s", f"{report['ingest_per_s_backend']:.0f}")
+    table.add_row("ingest via raw redis-py pipelines, records/s", f"{report['ingest_per_s_redis_py']:.0f}")
+    table.add_row("search p50 / p99, ms", f"{report['search_ms']['p50']:.3f} / {report['search_ms']['p99']:.3f}")
+    table.add_row("queries with a hit", f"{report['hit_rate']:.0%}")
+    table.add_row("MemoryPrimitive recall step / direct FT.SEARCH, ms",
+                  f"{report['recall_step_ms']:.3f} / {report['direct_ft_search_ms']:.3f} = {report['recall_step_ratio']:.2f}x")
+    console.print(table)
+
+
 def _print_doctor(report: dict[str, Any], console: Console) -> None:
     status = "[green]healthy[/]" if report["healthy"] else "[red]not healthy[/]"
     console.print(f"configured backend: [bold]{report['configured']}[/] ({status}); serving now: {report['serving']}")
@@ -244,10 +281,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             if args.memories < 1 or args.queries < 1:
                 raise PrimitivesError("--memories and --queries must be >= 1")
-            report = asyncio.run(
-                run_inmemory_bench(args.memories, queries=args.queries, baseline=args.baseline, seed=args.seed)
-            )
-            printer = _print_bench
+            if args.target == "redis":
+                report = _bench_redis(args)
+                printer = _print_bench_redis
+            else:
+                report = asyncio.run(
+                    run_inmemory_bench(args.memories, queries=args.queries, baseline=args.baseline, seed=args.seed)
+                )
+                printer = _print_bench
     except PrimitivesError as exc:
         Console(stderr=True).print(f"[red]error:[/] {exc}")
         return 2

@@ -58,7 +58,7 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _queries(
+def make_queries(
     rng: random.Random, sample: list[tuple[str, str]], unknown: list[str], n: int
 ) -> list[tuple[str, str | None]]:
     """``n`` (query, user filter or None) pairs: even ones built from a stored ``(text, user)``
@@ -142,7 +142,7 @@ async def run_inmemory_bench(
     report["add_one_us"] = round((time.perf_counter() - t0) / len(one) * 1e6, 2)
     await backend.delete([r.id for r in one])
 
-    qs = _queries(rng, sample, unknown, queries)
+    qs = make_queries(rng, sample, unknown, queries)
     lat: list[float] = []
     hits = 0
     for text, user in qs:
@@ -228,7 +228,7 @@ def _naive_bench(memories: int, seed: int, n_queries: int) -> dict[str, Any]:
     add_s = time.perf_counter() - t0
     gc.collect()
     rss_added = rss_mb() - rss_before
-    qs = _queries(rng, sample, unknown, n_queries)
+    qs = make_queries(rng, sample, unknown, n_queries)
     lat = []
     hits = 0
     for text, _user in qs:

@@ -78,16 +78,17 @@ class Outbox:
         """Append ``(op, key, payload)`` entries as pending, in one transaction; returns their
         sequence numbers (increasing)."""
         now = self._clock()
-        seqs = []
+        rows = [(op, key, json.dumps(payload, ensure_ascii=False), now) for op, key, payload in entries]
         with self._db:
-            self._db.execute("BEGIN")
-            for op, key, payload in entries:
-                cur = self._db.execute(
-                    "INSERT INTO outbox (op, key, payload, journaled_at) VALUES (?, ?, ?, ?)",
-                    (op, key, json.dumps(payload, ensure_ascii=False), now),
-                )
-                seqs.append(int(cur.lastrowid))  # type: ignore[arg-type]
-        return seqs
+            self._db.execute("BEGIN IMMEDIATE")  # the write lock first: no other writer in between
+            first = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
+            first = max(first, self._db.execute(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0)").fetchone()[0])
+            self._db.executemany(
+                "INSERT INTO outbox (op, key, payload, journaled_at) VALUES (?, ?, ?, ?)", rows
+            )
+        # AUTOINCREMENT numbers one transaction's rows consecutively after the largest ever used
+        return list(range(first + 1, first + 1 + len(rows)))
 
     def acknowledge(self, seqs: Sequence[int]) -> None:
         """Mark entries as written to the primary; older acknowledged entries past the retention

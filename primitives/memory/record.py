@@ -24,6 +24,8 @@ __all__ = [
     "MemoryType",
     "Message",
     "SearchHit",
+    "trusted_record",
+    "with_timestamps",
 ]
 
 DEFAULT_NAMESPACE = "default"
@@ -297,6 +299,17 @@ def with_timestamps(record: MemoryRecord, created_at: datetime, updated_at: date
 
 
 _SLOTS = tuple(getattr(MemoryRecord, f.name) for f in fields(MemoryRecord))
+_SLOT_BY_NAME = {f.name: getattr(MemoryRecord, f.name) for f in fields(MemoryRecord)}
+
+
+def trusted_record(**values: Any) -> MemoryRecord:
+    """A ``MemoryRecord`` built without validation, for backends decoding what they stored
+    themselves (already validated on the way in). Every field must be given, already in its
+    final type (``metadata`` as a read-only mapping, ``topics`` as a tuple)."""
+    record = object.__new__(MemoryRecord)
+    for name, slot in _SLOT_BY_NAME.items():
+        slot.__set__(record, values[name])
+    return record
 
 
 def utc_from_timestamp(ts: float) -> datetime:

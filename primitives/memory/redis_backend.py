@@ -13,6 +13,7 @@ import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any
 
 from primitives.errors import (
@@ -40,6 +41,7 @@ from primitives.memory.record import (
     MemoryType,
     Message,
     SearchHit,
+    trusted_record,
     with_timestamps,
 )
 from primitives.memory.redis_query import query_words, render_query
@@ -58,6 +60,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 __all__ = ["RedisBackend"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EMPTY_METADATA: Mapping[str, Any] = MappingProxyType({})
 _MONTHS = (
     "", "January", "February", "March", "April", "May", "June", "July", "August", "September",
     "October", "November", "December",
@@ -67,6 +70,20 @@ _MONTHS = (
 _RETURN = ("id", "text", "user_id", "session_id", "namespace", "memory_type", "topics",
            "metadata", "embedding", "created_at_us", "updated_at_us", "ttl")
 _START_FIX = "start one with: memory-primitives redis start"
+
+# Upsert of one record hash (KEYS[1]) that keeps a stored created_at. ARGV[1]: pexpire ms (0:
+# none); ARGV[2]: a JSON array [field, value, ...] starting with created_at_us and created_at (one
+# argument instead of two dozen: packing arguments is most of redis-py's client-side cost; an
+# array keeps the fields in a fixed order). Returns the created_at_us the record has now.
+_UPSERT = """
+local fields = cjson.decode(ARGV[2])
+local old = redis.call('HMGET', KEYS[1], 'created_at_us', 'created_at')
+if old[1] then fields[2] = old[1]; fields[4] = old[2] end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(fields))
+if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return fields[2]
+"""
 
 # Last-writer-wins write of one record hash (KEYS[1]); ARGV: updated_at_us, pexpire ms (0: none),
 # then field/value pairs. An equal updated_at rewrites, so replays are idempotent.
@@ -321,10 +338,12 @@ class RedisBackend(MemoryBackend):
 
     @staticmethod
     def _decode(fields: Mapping[str, str]) -> MemoryRecord:
+        """A stored hash back to a record (trusted: it was validated on the way in)."""
         topics = fields.get("topics")
         embedding = fields.get("embedding")
         ttl = fields.get("ttl")
-        return MemoryRecord(
+        metadata = fields.get("metadata")
+        return trusted_record(
             id=fields["id"],
             text=fields.get("text", ""),
             user_id=fields.get("user_id"),
@@ -332,7 +351,7 @@ class RedisBackend(MemoryBackend):
             namespace=fields["namespace"],
             memory_type=MemoryType(fields["memory_type"]),
             topics=tuple(topics.split(TAG_SEPARATOR)) if topics else (),
-            metadata=json.loads(fields.get("metadata") or "{}"),
+            metadata=MappingProxyType(json.loads(metadata)) if metadata and metadata != "{}" else _EMPTY_METADATA,
             embedding=tuple(json.loads(embedding)) if embedding else None,
             created_at=_dt(fields["created_at_us"]),
             updated_at=_dt(fields["updated_at_us"]),
@@ -356,29 +375,36 @@ class RedisBackend(MemoryBackend):
         if not records:
             return []
         await self._ensure_ready()
+        now = datetime.now(timezone.utc)
+        stamped = [with_timestamps(r, r.created_at or now, now) for r in records]
         async with self._errors():
+            upsert = self._client.register_script(_UPSERT)
             async with self._client.pipeline(transaction=False) as pipe:
-                for record in records:
-                    pipe.hget(self._key(record.id), "created_at_us")
-                previous = await pipe.execute()
-            now = datetime.now(timezone.utc)
-            stored: list[MemoryRecord] = []
-            seen: dict[str, datetime] = {}
-            async with self._client.pipeline(transaction=True) as pipe:
-                for record, old in zip(records, previous):
-                    created_at = seen.get(record.id) or (
-                        _dt(old) if old else (record.created_at or now)
-                    )
-                    seen[record.id] = created_at
-                    record = with_timestamps(record, created_at, now)
-                    key = self._key(record.id)
-                    pipe.delete(key)
-                    pipe.hset(key, mapping=self._encode(record))
+                for record in stamped:
                     ttl = self._effective_ttl(record)
-                    if math.isfinite(ttl):
-                        pipe.pexpire(key, max(1, int(ttl * 1000)))
-                    stored.append(record)
-                await pipe.execute()
+                    fields = self._encode(record)
+                    pairs = ["created_at_us", fields.pop("created_at_us"), "created_at", fields.pop("created_at")]
+                    for item in fields.items():
+                        pairs += item
+                    args = [
+                        str(max(1, int(ttl * 1000))) if math.isfinite(ttl) else "0",
+                        json.dumps(pairs, ensure_ascii=False),
+                    ]
+                    await upsert(keys=[self._key(record.id)], args=args, client=pipe)
+                kept = await pipe.execute()
+            stored: list[MemoryRecord] = []
+            fixes: list[MemoryRecord] = []
+            for record, created_us in zip(stamped, kept):
+                if created_us != _us(record.created_at):  # type: ignore[arg-type]
+                    record = with_timestamps(record, _dt(created_us), now)  # an update: created_at kept
+                    fixes.append(record)
+                stored.append(record)
+            if fixes and self.index_dates:
+                # the written-out date follows the kept created_at
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for record in fixes:
+                        pipe.hset(self._key(record.id), "date", self._encode(record)["date"])
+                    await pipe.execute()
         return stored
 
     async def put_if_newer(self, records: Sequence[MemoryRecord]) -> int:

@@ -1,7 +1,7 @@
 """``ResilientBackend``: a configured backend that may go away, without losing a memory.
 
 Every write is journaled in a durable :class:`~primitives.memory.outbox.Outbox` first, then sent
-to the primary and mirrored into an in-process fallback. While the primary is unreachable (a
+to the primary and remembered (bounded, unindexed) for an in-process fallback. While the primary is unreachable (a
 :class:`~primitives.errors.BackendUnavailableError`), a :class:`CircuitBreaker` sends calls
 straight to the fallback (outputs say ``"in-memory"`` and ``degraded=True``) and writes stay
 pending in the journal; when a probe reaches the primary again, the journal is replayed in a
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -38,8 +39,10 @@ class ResilientBackend(MemoryBackend):
         primary: The configured backend (Redis, Agent Memory Server).
         outbox: The durable journal (one file per primary store).
         fallback: Serves calls while the primary is down; an ``InMemoryBackend`` of 10,000
-            records by default. Writes are mirrored into it while the primary is up, so degraded
-            reads still see recent memories.
+            records by default.
+        warm_size: How many recent writes made while the primary was up are kept (as objects,
+            not indexed: a deque append per write) and loaded into the fallback when the primary
+            goes away, so degraded reads still see recent memories.
         breaker: Decides when to try the primary; ``CircuitBreaker()`` by default.
 
     ``name`` and capabilities are the primary's; each :class:`SearchResult` says who served it.
@@ -52,6 +55,7 @@ class ResilientBackend(MemoryBackend):
         outbox: Outbox,
         fallback: MemoryBackend | None = None,
         breaker: CircuitBreaker | None = None,
+        warm_size: int = 10_000,
     ) -> None:
         self.primary = primary
         self.fallback = fallback or InMemoryBackend(maxsize=10_000)
@@ -64,6 +68,8 @@ class ResilientBackend(MemoryBackend):
         self._replay_lock = asyncio.Lock()
         self._replay_task: asyncio.Task[int] | None = None
         self._needs_replay = outbox.pending_count() > 0  # a previous process died degraded
+        # writes made while healthy, replayed into the fallback when it takes over
+        self._recent: deque[tuple[str, Any, Any]] = deque(maxlen=warm_size)
 
     # -- routing -----------------------------------------------------------------------------
 
@@ -83,7 +89,20 @@ class ResilientBackend(MemoryBackend):
                 if self.breaker.success() or self._needs_replay:
                     self._schedule_replay()
                 return result, False
+        if self._recent:
+            await self._warm_fallback()
         return await fallback(), True
+
+    async def _warm_fallback(self) -> None:
+        """Load the recent healthy writes into the fallback, in order, once per outage."""
+        recent, self._recent = list(self._recent), deque(maxlen=self._recent.maxlen)
+        for op, key, value in recent:
+            if op == "upsert":
+                await self.fallback.put_if_newer(value)
+            elif op == "delete":
+                await self.fallback.delete(value)
+            else:
+                await self.fallback.append_messages(key, value)
 
     async def _write(
         self,
@@ -116,7 +135,7 @@ class ResilientBackend(MemoryBackend):
 
         async def on_primary() -> list[MemoryRecord]:
             stored = await self.primary.add(records)
-            await self.fallback.put_if_newer(stored)
+            self._recent.append(("upsert", None, stored))
             return stored
 
         async def on_fallback() -> list[MemoryRecord]:
@@ -131,8 +150,9 @@ class ResilientBackend(MemoryBackend):
         deleted_at = datetime.now(timezone.utc).isoformat()
 
         async def on_primary() -> int:
-            await self.fallback.delete(ids)
-            return await self.primary.delete(ids)
+            deleted = await self.primary.delete(ids)
+            self._recent.append(("delete", None, list(ids)))
+            return deleted
 
         return await self._write(
             [("delete", id, {"deleted_at": deleted_at}) for id in ids], on_primary, lambda: self.fallback.delete(ids)
@@ -149,7 +169,7 @@ class ResilientBackend(MemoryBackend):
 
         async def on_primary() -> None:
             await self.primary.append_messages(session_id, stamped)
-            await self.fallback.append_messages(session_id, stamped)
+            self._recent.append(("append", session_id, stamped))
 
         await self._write(
             [("append", session_id, {"messages": [m.to_dict() for m in stamped]})],

@@ -1,0 +1,139 @@
+"""``bench redis``: the ``bench inmemory`` workload against a real Redis, side by side with the
+same operations issued directly with redis-py.
+
+Reported: batched ingest rate through ``Memory`` (resilient wrapper included, as
+``Memory.from_env()`` builds it), through the bare ``RedisBackend``, and the same hashes written
+with raw redis-py pipelines; search p50/p99 of ``RedisBackend.search``; and the cost of the
+``MemoryPrimitive`` recall step over the identical ``FT.SEARCH`` issued with redis-py (ratio of
+medians, interleaved call by call in one run).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from primitives.core.context import WorkflowContext
+from primitives.evaluation.bench import USERS, VOCABULARY_SIZE, WORDS_PER_TEXT, make_queries, make_vocabulary
+from primitives.evaluation.locomo import percentile
+from primitives.memory.backend import normalize_filter
+from primitives.memory.facade import Memory
+from primitives.memory.outbox import Outbox
+from primitives.memory.record import MemoryRecord
+from primitives.memory.redis_backend import _RETURN, RedisBackend
+from primitives.memory.redis_query import query_words, render_query
+from primitives.memory.resilient import ResilientBackend
+from primitives.memory.workflow import MemoryPrimitive
+
+__all__ = ["run_redis_bench"]
+
+_BATCH = 1000
+
+
+async def run_redis_bench(url: str, memories: int, *, queries: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Run the workload against ``url`` under throw-away key prefixes (deleted afterwards).
+
+    Returns:
+        ``memories``, ``ingest_per_s`` (records/s through ``Memory.add`` with the resilient
+        wrapper, batches of 1,000), ``ingest_per_s_backend`` (bare ``RedisBackend.add``),
+        ``ingest_per_s_redis_py`` (the same hashes with raw pipelined ``HSET``), ``search_ms``
+        (p50/p99 of ``RedisBackend.search``), ``hit_rate``, ``recall_step_ms`` and
+        ``direct_ft_search_ms`` (medians), ``recall_step_ratio`` (recall step / direct).
+    """
+    rng = random.Random(seed)
+    vocabulary = make_vocabulary(rng, VOCABULARY_SIZE)
+    unknown = make_vocabulary(rng, 2_000, prefix="zq")
+    texts = [" ".join(rng.choices(vocabulary, k=WORDS_PER_TEXT)) for _ in range(memories)]
+    users = [f"user-{i % USERS}" for i in range(memories)]
+    report: dict[str, Any] = {"memories": memories}
+    run = f"bench-{rng.getrandbits(32):08x}"
+    with tempfile.TemporaryDirectory() as tmp:
+        wrapped = ResilientBackend(RedisBackend(url, prefix=f"{run}w:"), outbox=Outbox(Path(tmp) / "o.sqlite3"))
+        bare = RedisBackend(url, prefix=f"{run}:")
+        try:
+            small = min(memories, 20_000)  # the wrapper's and raw rates settle well before 100k
+            report["ingest_per_s"] = await _ingest(Memory(wrapped), texts[:small], users)
+            report["ingest_per_s_backend"] = await _ingest(Memory(bare), texts, users)
+            report["ingest_per_s_redis_py"] = await _ingest_raw(bare, texts[:small], users, run)
+            sample = [(texts[i], users[i]) for i in range(0, memories, max(1, memories // 500))]
+            qs = make_queries(rng, sample, unknown, queries)
+            latencies, hits = [], 0
+            for text, user in qs:
+                flt = {"user_id": user} if user else None
+                t0 = time.perf_counter()
+                result = await bare.search(text, filter=flt, limit=10)
+                latencies.append(time.perf_counter() - t0)
+                hits += bool(result.hits)
+            report["search_ms"] = {
+                "p50": round(percentile(latencies, 50) * 1e3, 3),
+                "p99": round(percentile(latencies, 99) * 1e3, 3),
+            }
+            report["hit_rate"] = round(hits / len(qs), 3)
+            report.update(await _recall_ratio(bare, qs))
+        finally:
+            await bare.drop()
+            await wrapped.primary.drop()  # type: ignore[attr-defined]
+            await wrapped.aclose()
+            await bare.aclose()
+    return report
+
+
+async def _ingest(memory: Memory, texts: list[str], users: list[str]) -> float:
+    t0 = time.perf_counter()
+    for start in range(0, len(texts), _BATCH):
+        await memory.add(
+            [MemoryRecord(text=texts[i], user_id=users[i], id=f"m{i}") for i in range(start, min(start + _BATCH, len(texts)))]
+        )
+    return round(len(texts) / (time.perf_counter() - t0), 1)
+
+
+async def _ingest_raw(backend: RedisBackend, texts: list[str], users: list[str], run: str) -> float:
+    """The same hashes (same indexed fields) written with plain redis-py pipelines under the
+    backend's indexed prefix, so the server indexes them too: the reference for ``ingest_per_s``.
+    They are removed afterwards."""
+    client = backend._client
+    now = "1700000000.000000"
+    t0 = time.perf_counter()
+    for start in range(0, len(texts), _BATCH):
+        async with client.pipeline(transaction=True) as pipe:
+            for i in range(start, min(start + _BATCH, len(texts))):
+                key = f"{backend.spec.prefix}raw{i}"
+                pipe.hset(key, mapping={"id": f"m{i}", "text": texts[i], "user_id": users[i], "namespace": "default",
+                                        "memory_type": "episodic", "metadata": "{}", "created_at": now, "updated_at": now})
+                pipe.pexpire(key, 30 * 86400 * 1000)
+            await pipe.execute()
+    rate = len(texts) / (time.perf_counter() - t0)
+    keys = [k async for k in client.scan_iter(match=f"{backend.spec.prefix}raw*", count=1000)]
+    for i in range(0, len(keys), 1000):
+        await client.unlink(*keys[i : i + 1000])
+    return round(rate, 1)
+
+
+async def _recall_ratio(backend: RedisBackend, qs: list[tuple[str, str | None]]) -> dict[str, float]:
+    """Median ``MemoryPrimitive`` recall step vs the identical ``FT.SEARCH`` sent with redis-py,
+    alternating call by call (no session: the step's only Redis call is that search)."""
+    step = MemoryPrimitive(Memory(backend), limit=10)
+    client = backend._client
+    ours, direct = [], []
+    for text, user in qs:
+        ctx = WorkflowContext(metadata={"user_id": user} if user else {})
+        flt = normalize_filter({"namespace": "default", "user_id": user})
+        args = ["FT.SEARCH", backend.spec.name, render_query(query_words(text), flt), "WITHSCORES", "SCORER", "BM25STD",
+                "RETURN", str(len(_RETURN)), *_RETURN, "LIMIT", "0", "10", "DIALECT", "2"]
+        t0 = time.perf_counter()
+        await step.execute({"query": text}, ctx)
+        t1 = time.perf_counter()
+        await client.execute_command(*args)
+        t2 = time.perf_counter()
+        ours.append(t1 - t0)
+        direct.append(t2 - t1)
+    m_ours, m_direct = statistics.median(ours), statistics.median(direct)
+    return {
+        "recall_step_ms": round(m_ours * 1e3, 3),
+        "direct_ft_search_ms": round(m_direct * 1e3, 3),
+        "recall_step_ratio": round(m_ours / m_direct, 3),
+    }
