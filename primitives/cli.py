@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     br.add_argument("--url", default=None, help="Redis URL (default: REDIS_URL, else a local server started for the run)")
     br.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
     br.add_argument("--json", action="store_true", help="print one JSON object")
+    br.add_argument("--storage", action="store_true", help="compare hashes and JSON documents instead")
 
     rd = sub.add_parser("redis", help="a local Redis with the Query Engine and JSON, no Docker")
     rd.add_argument("action", choices=["start", "stop", "status"])
@@ -211,16 +212,21 @@ async def _index(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
 
 def _bench_redis(args: argparse.Namespace) -> dict[str, Any]:
-    from primitives.evaluation.bench_redis import run_redis_bench
+    from primitives.evaluation.bench_redis import compare_storage, run_redis_bench
+
+    def run(url: str) -> dict[str, Any]:
+        if args.storage:
+            return asyncio.run(compare_storage(url, args.memories, queries=args.queries, seed=args.seed))
+        return asyncio.run(run_redis_bench(url, args.memories, queries=args.queries, seed=args.seed))
 
     url = args.url or os.environ.get("REDIS_URL")
     if url:
-        return asyncio.run(run_redis_bench(url, args.memories, queries=args.queries, seed=args.seed))
+        return run(url)
     with tempfile.TemporaryDirectory(prefix="memory-primitives-bench-") as tmp:
         server = LocalRedis(dir=tmp, persistent=False)
         server.start()
         try:
-            report = asyncio.run(run_redis_bench(server.url, args.memories, queries=args.queries, seed=args.seed))
+            report = run(server.url)
         finally:
             server.stop()
     report["server"] = "local redis-server started for this run (no persistence)"
@@ -268,6 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "redis":
             report = _redis(args, Console(stderr=True) if getattr(args, "json", False) else console)
             return 0 if args.action != "status" or report["running"] else 1
+        elif args.command == "bench" and args.target == "redis" and args.storage:
+            report = _bench_redis(args)
+            print(json.dumps(report, indent=2))
+            return 0
         elif args.command == "doctor":
             report = asyncio.run(diagnose())
             if args.json:

@@ -137,3 +137,61 @@ async def _recall_ratio(backend: RedisBackend, qs: list[tuple[str, str | None]])
         "direct_ft_search_ms": round(m_direct * 1e3, 3),
         "recall_step_ratio": round(m_ours / m_direct, 3),
     }
+
+
+async def compare_storage(url: str, memories: int = 20_000, *, queries: int = 500, seed: int = 0) -> dict[str, Any]:
+    """Hashes vs JSON documents for the same records and the same index fields: write rate
+    (pipelined ``HSET`` vs ``JSON.SET``, batches of 1,000), ``FT.SEARCH`` p50 returning the
+    record fields, and server memory added (``INFO memory`` ``used_memory``). The evidence for
+    storing records as hashes (docs/redis-backend.md)."""
+    import json
+
+    import redis.asyncio as aioredis
+
+    rng = random.Random(seed)
+    vocabulary = make_vocabulary(rng, VOCABULARY_SIZE)
+    texts = [" ".join(rng.choices(vocabulary, k=WORDS_PER_TEXT)) for _ in range(memories)]
+    client = aioredis.from_url(url, decode_responses=True, protocol=2)
+    run = f"store-{rng.getrandbits(32):08x}"
+    out: dict[str, Any] = {"memories": memories}
+    try:
+        for kind in ("hash", "json"):
+            prefix = f"{run}{kind}:"
+            if kind == "hash":
+                schema = ["ON", "HASH", "PREFIX", "1", prefix, "SCHEMA", "text", "TEXT", "user_id", "TAG", "namespace", "TAG",
+                          "created_at", "NUMERIC"]
+            else:
+                schema = ["ON", "JSON", "PREFIX", "1", prefix, "SCHEMA", "$.text", "AS", "text", "TEXT", "$.user_id", "AS",
+                          "user_id", "TAG", "$.namespace", "AS", "namespace", "TAG", "$.created_at", "AS", "created_at", "NUMERIC"]
+            await client.execute_command("FT.CREATE", f"{prefix}idx", *schema)
+            before = int((await client.info("memory"))["used_memory"])
+            t0 = time.perf_counter()
+            for start in range(0, memories, _BATCH):
+                async with client.pipeline(transaction=False) as pipe:
+                    for i in range(start, min(start + _BATCH, memories)):
+                        doc = {"id": f"m{i}", "text": texts[i], "user_id": f"user-{i % USERS}", "namespace": "default",
+                               "metadata": "{}", "created_at": 1_700_000_000 + i}
+                        if kind == "hash":
+                            pipe.hset(f"{prefix}m{i}", mapping=doc)
+                        else:
+                            pipe.execute_command("JSON.SET", f"{prefix}m{i}", "$", json.dumps(doc))
+                    await pipe.execute()
+            write = memories / (time.perf_counter() - t0)
+            used = int((await client.info("memory"))["used_memory"]) - before
+            fields = ["id", "text", "user_id", "namespace", "metadata", "created_at"]
+            latencies = []
+            for _ in range(queries):
+                words = " | ".join(rng.sample(rng.choice(texts).split(), 2))
+                t1 = time.perf_counter()
+                await client.execute_command("FT.SEARCH", f"{prefix}idx", f"@user_id:{{user\\-{rng.randrange(USERS)}}} @text:({words})",
+                                             "RETURN", str(len(fields)), *fields, "LIMIT", "0", "10", "DIALECT", "2")
+                latencies.append(time.perf_counter() - t1)
+            out[kind] = {
+                "writes_per_s": round(write, 1),
+                "search_p50_ms": round(percentile(latencies, 50) * 1e3, 3),
+                "server_bytes_per_record": round(used / memories, 1),
+            }
+            await client.execute_command("FT.DROPINDEX", f"{prefix}idx", "DD")
+    finally:
+        await client.aclose()
+    return out

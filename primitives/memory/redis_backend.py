@@ -61,6 +61,7 @@ __all__ = ["RedisBackend"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _EMPTY_METADATA: Mapping[str, Any] = MappingProxyType({})
+_MEMORY_TYPES = {t.value: t for t in MemoryType}
 _MONTHS = (
     "", "January", "February", "March", "April", "May", "June", "July", "August", "September",
     "October", "November", "December",
@@ -349,7 +350,7 @@ class RedisBackend(MemoryBackend):
             user_id=fields.get("user_id"),
             session_id=fields.get("session_id"),
             namespace=fields["namespace"],
-            memory_type=MemoryType(fields["memory_type"]),
+            memory_type=_MEMORY_TYPES[fields["memory_type"]],
             topics=tuple(topics.split(TAG_SEPARATOR)) if topics else (),
             metadata=MappingProxyType(json.loads(metadata)) if metadata and metadata != "{}" else _EMPTY_METADATA,
             embedding=tuple(json.loads(embedding)) if embedding else None,

@@ -117,7 +117,8 @@ class IndexSpec:
 
 def pairs_to_dict(values: Sequence[Any]) -> dict[str, Any]:
     """RESP2 ``[k1, v1, k2, v2, ...]`` to a dict (``FT.INFO`` and friends)."""
-    return {str(values[i]): values[i + 1] for i in range(0, len(values) - 1, 2)}
+    it = iter(values)
+    return dict(zip(it, it))  # a trailing odd item (a flag) is dropped
 
 
 def _index_prefixes(info: dict[str, Any]) -> list[str]:
