@@ -18,7 +18,7 @@ EXPECTED = {
     "primitives.memory": [
         "DEFAULT_TTLS", "FILTER_FIELDS", "Analyzer", "Health", "InMemoryBackend", "Memory",
         "MemoryBackend", "MemoryPrimitive", "MemoryRecord", "MemoryType", "Message", "Recall",
-        "RememberPrimitive", "SearchHit", "SearchResult",
+        "RememberPrimitive", "ResilientBackend", "SearchHit", "SearchResult",
     ],
     "primitives.evaluation": ["evaluate_locomo", "load_conversation", "load_conversations"],
 }

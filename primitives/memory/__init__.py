@@ -1,10 +1,12 @@
-"""Memory for agents: the record model, the backend seam, the in-process backend, the facade
-and the pipeline steps."""
+"""Memory for agents: the record model, the backend seam, the in-process backend, the resilient
+wrapper, the facade and the pipeline steps. The Redis backend (extra ``redis``) is
+``primitives.memory.redis_backend.RedisBackend``."""
 
 from primitives.memory.analysis import Analyzer
 from primitives.memory.backend import FILTER_FIELDS, Health, MemoryBackend, SearchResult
 from primitives.memory.facade import Memory, Recall
 from primitives.memory.inmemory import InMemoryBackend
+from primitives.memory.resilient import ResilientBackend
 from primitives.memory.record import (
     DEFAULT_TTLS,
     MemoryRecord,
@@ -28,6 +30,7 @@ __all__ = [
     "Message",
     "Recall",
     "RememberPrimitive",
+    "ResilientBackend",
     "SearchHit",
     "SearchResult",
 ]
