@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -184,15 +185,15 @@ def _redis(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     server = LocalRedis(port=args.port, dir=args.dir, password=args.password)
     if args.action == "start":
         url = server.start(daemonize=True)
-        console.print(f"Redis with the Query Engine and JSON on 127.0.0.1:{server.port}, data in {server.dir}")
-        console.print(f"export REDIS_URL={url}")
+        console.print(escape(f"Redis with the Query Engine and JSON on 127.0.0.1:{server.port}, data in {server.dir}"))
+        console.print(escape(f"export REDIS_URL={url}"))
         return {"running": True, "url": url, "dir": str(server.dir), "pid": server.pid()}
     if args.action == "stop":
         stopped = server.stop()
         console.print("stopped" if stopped else f"no Redis was running on port {server.port} (pid file {server.pidfile})")
         return {"stopped": stopped}
     running = server.running()
-    console.print(f"{'running' if running else 'not running'} on 127.0.0.1:{server.port}" + (f"; export REDIS_URL={server.url}" if running else ""))
+    console.print(escape(f"{'running' if running else 'not running'} on 127.0.0.1:{server.port}" + (f"; export REDIS_URL={server.url}" if running else "")))
     return {"running": running, "url": server.url if running else None, "pid": server.pid() if running else None}
 
 
@@ -207,7 +208,7 @@ async def _index(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         health = await memory.health()
     finally:
         await memory.aclose()
-    console.print(f"index re-created; records re-indexing in the background: {health.detail}")
+    console.print(escape(f"index re-created; records re-indexing in the background: {health.detail}"))
     return {"migrated": True, **health.detail}
 
 
@@ -248,25 +249,25 @@ def _print_bench_redis(report: dict[str, Any], console: Console) -> None:
 
 def _print_doctor(report: dict[str, Any], console: Console) -> None:
     status = "[green]healthy[/]" if report["healthy"] else "[red]not healthy[/]"
-    console.print(f"configured backend: [bold]{report['configured']}[/] ({status}); serving now: {report['serving']}")
+    console.print(f"configured backend: [bold]{escape(str(report['configured']))}[/] ({status}); serving now: {escape(str(report['serving']))}")
     redis_info = report.get("redis")
     if redis_info:
-        console.print(f"redis: {redis_info['url']} reachable={redis_info['reachable']} version={redis_info.get('version')} "
+        console.print(f"redis: {escape(redis_info['url'])} reachable={redis_info['reachable']} version={redis_info.get('version')} "
                       f"query_engine={redis_info.get('query_engine')} json={redis_info.get('json')}")
         if "index" in redis_info:
-            console.print(f"index: {redis_info['index']}")
+            console.print(f"index: {escape(str(redis_info['index']))}")
     if "outbox" in report:
-        console.print(f"outbox: {report['outbox']['pending']} pending at {report['outbox']['path']}")
+        console.print(escape(f"outbox: {report['outbox']['pending']} pending at {report['outbox']['path']}"))
     if "upgrade" in report:
-        console.print(f"upgrade: {report['upgrade']}")
+        console.print(f"upgrade: {escape(report['upgrade'])}")
     for p in report["problems"]:
-        console.print(f"[red]problem:[/] {p['problem']}\n  [bold]next:[/] {p['fix']}")
+        console.print(f"[red]problem:[/] {escape(p['problem'])}\n  [bold]next:[/] {escape(p['fix'])}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 2 bad input or configuration)."""
     args = _parser().parse_args(argv)
-    console = Console()
+    console = Console(soft_wrap=True)  # commands and URLs stay on one line, copy-pasteable
     try:
         if args.command == "eval":
             report = asyncio.run(_eval_locomo(args, console))
@@ -300,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 printer = _print_bench
     except PrimitivesError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")
         return 2
     if args.json:
         print(json.dumps(report, indent=2))

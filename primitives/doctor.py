@@ -55,7 +55,11 @@ async def diagnose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         memory = Memory.from_env(env)
     except ConfigurationError as exc:
         report["configured"] = env.get("MEMORY_BACKEND") or "auto"
-        _problem(report, str(exc), "fix the variable named above, then: memory-primitives doctor")
+        if isinstance(exc.__cause__, ImportError):
+            fix = "python -m pip install 'memory-primitives[redis]'"
+        else:
+            fix = "fix the variable named above, then: memory-primitives doctor"
+        _problem(report, str(exc), fix)
         return report
     report["configured"] = memory.backend_name
     try:
