@@ -88,3 +88,28 @@ def test_cli_exit_codes(redis_server, tmp_path: Path, monkeypatch: pytest.Monkey
 def test_redact() -> None:
     assert redact("redis://user:pw@h:1/0") == "redis://user:***@h:1/0"
     assert redact("redis://h:1/0") == "redis://h:1/0"
+
+
+async def test_outbox_backlog_is_reported_then_replayed(tmp_path: Path) -> None:
+    from primitives.memory import Memory
+
+    server = start_or_fail(tmp_path / "r", persistent=True)
+    env = env_for(server.url, tmp_path, MEMORY_REDIS_PREFIX="bk:", MEMORY_REDIS_CONNECT_TIMEOUT="0.5")
+    try:
+        memory = Memory.from_env(env)
+        await memory.remember("before the outage", id="a")
+        server.kill()
+        await memory.remember("during the outage", id="b")
+        await memory.aclose()
+        down = await diagnose(env)
+        assert down["healthy"] is False and down["outbox"]["pending"] == 1
+        assert any("wait in the outbox" in p["problem"] for p in down["problems"])
+        server.start()
+        up = await diagnose(env)
+        assert up["healthy"] is True and up["outbox"]["replayed_now"] >= 1 and up["outbox"]["pending"] == 0
+        assert up["problems"] == []
+        check = Memory.from_env(env)
+        assert (await check.get("b")).text == "during the outage"
+        await check.aclose()
+    finally:
+        server.stop()

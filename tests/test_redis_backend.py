@@ -143,3 +143,19 @@ async def test_plain_redis_without_query_engine_is_refused_with_the_fix(plain_re
     health = await backend.health()
     assert health.ok is False and health.detail["error_type"] == "QueryEngineUnavailableError"
     await backend.aclose()
+
+
+async def test_redis_that_refuses_the_index_command_is_a_configuration_error(redis_server) -> None:
+    """An ACL user allowed everything but FT.CREATE: a clear error, and nothing is written."""
+    import redis.asyncio as aioredis
+
+    admin = aioredis.from_url(redis_server.url, decode_responses=True)
+    await admin.execute_command("ACL", "SETUSER", "nocreate", "on", ">pw", "~*", "&*", "+@all", "-ft.create")
+    prefix = fresh_prefix()
+    backend = RedisBackend(f"redis://nocreate:pw@127.0.0.1:{redis_server.port}/0", prefix=prefix)
+    with pytest.raises(ConfigurationError, match="FT.CREATE"):
+        await backend.add([MemoryRecord(text="never stored", id="n")])
+    assert await admin.exists(f"{prefix}rec:n") == 0
+    await backend.aclose()
+    await admin.execute_command("ACL", "DELUSER", "nocreate")
+    await admin.aclose()
