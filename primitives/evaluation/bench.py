@@ -13,18 +13,18 @@ import os
 import random
 import resource
 import time
-from collections.abc import Callable
 from typing import Any
 
 from primitives.core.context import WorkflowContext
 from primitives.evaluation.locomo import percentile
 from primitives.evaluation.naive import NaiveStore
+from primitives.memory.backend import MemoryBackend
 from primitives.memory.facade import Memory
 from primitives.memory.inmemory import InMemoryBackend
 from primitives.memory.record import MemoryRecord, Message
 from primitives.memory.workflow import MemoryPrimitive, RememberPrimitive
 
-__all__ = ["run_inmemory_bench", "make_vocabulary", "rss_mb"]
+__all__ = ["make_queries", "make_vocabulary", "rss_mb", "run_inmemory_bench", "time_searches"]
 
 VOCABULARY_SIZE = 20_000
 _ONE_RECORD_ADDS = 2_000
@@ -78,13 +78,24 @@ def make_queries(
     return queries
 
 
-async def _timed(fn: Callable[[], Any], repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
+async def time_searches(backend: MemoryBackend, qs: list[tuple[str, str | None]]) -> dict[str, Any]:
+    """``search_ms`` (p50/p99 of ``backend.search(query, limit=10)`` with the user filter when
+    given) and ``hit_rate`` (share of queries with at least one hit)."""
+    latencies: list[float] = []
+    hits = 0
+    for text, user in qs:
+        flt = {"user_id": user} if user else None
         t0 = time.perf_counter()
-        await fn()
-        out.append(time.perf_counter() - t0)
-    return out
+        result = await backend.search(text, filter=flt, limit=10)
+        latencies.append(time.perf_counter() - t0)
+        hits += bool(result.hits)
+    return {
+        "search_ms": {
+            "p50": round(percentile(latencies, 50) * 1e3, 4),
+            "p99": round(percentile(latencies, 99) * 1e3, 4),
+        },
+        "hit_rate": round(hits / len(qs), 3),
+    }
 
 
 async def run_inmemory_bench(
@@ -143,19 +154,7 @@ async def run_inmemory_bench(
     await backend.delete([r.id for r in one])
 
     qs = make_queries(rng, sample, unknown, queries)
-    lat: list[float] = []
-    hits = 0
-    for text, user in qs:
-        flt = {"user_id": user} if user else None
-        t0 = time.perf_counter()
-        result = await backend.search(text, filter=flt, limit=10)
-        lat.append(time.perf_counter() - t0)
-        hits += bool(result.hits)
-    report["search_ms"] = {
-        "p50": round(percentile(lat, 50) * 1e3, 4),
-        "p99": round(percentile(lat, 99) * 1e3, 4),
-    }
-    report["hit_rate"] = round(hits / len(qs), 3)
+    report.update(await time_searches(backend, qs))
     report["rss_mb"] = round(rss_added, 1)
     report["pipeline_overhead_us"] = await _pipeline_overhead(pipeline_runs)
 

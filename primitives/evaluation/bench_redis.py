@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from primitives.core.context import WorkflowContext
-from primitives.evaluation.bench import USERS, VOCABULARY_SIZE, WORDS_PER_TEXT, make_queries, make_vocabulary
+from primitives.evaluation.bench import (
+    USERS,
+    VOCABULARY_SIZE,
+    WORDS_PER_TEXT,
+    make_queries,
+    make_vocabulary,
+    time_searches,
+)
 from primitives.evaluation.locomo import percentile
 from primitives.memory.backend import normalize_filter
 from primitives.memory.facade import Memory
@@ -61,18 +68,7 @@ async def run_redis_bench(url: str, memories: int, *, queries: int = 1000, seed:
             report["ingest_per_s_redis_py"] = await _ingest_raw(bare, texts[:small], users, run)
             sample = [(texts[i], users[i]) for i in range(0, memories, max(1, memories // 500))]
             qs = make_queries(rng, sample, unknown, queries)
-            latencies, hits = [], 0
-            for text, user in qs:
-                flt = {"user_id": user} if user else None
-                t0 = time.perf_counter()
-                result = await bare.search(text, filter=flt, limit=10)
-                latencies.append(time.perf_counter() - t0)
-                hits += bool(result.hits)
-            report["search_ms"] = {
-                "p50": round(percentile(latencies, 50) * 1e3, 3),
-                "p99": round(percentile(latencies, 99) * 1e3, 3),
-            }
-            report["hit_rate"] = round(hits / len(qs), 3)
+            report.update(await time_searches(bare, qs))
             report.update(await _recall_ratio(bare, qs))
         finally:
             await bare.drop()

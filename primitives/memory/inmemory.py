@@ -33,14 +33,11 @@ from primitives.memory.record import (
     SearchHit,
     utc_from_timestamp,
     with_timestamps,
+    written_date,
 )
 
 __all__ = ["InMemoryBackend"]
 
-_MONTHS = (
-    "", "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
-)
 
 
 class _RecordCache(TLRUCache):
@@ -179,8 +176,7 @@ class InMemoryBackend(MemoryBackend):
                 if isinstance(value, str):
                     parts.append(value)
         if self.index_dates and record.created_at is not None:
-            d = record.created_at
-            parts.append(f"{d.day} {_MONTHS[d.month]} {d.year}")
+            parts.append(written_date(record.created_at))
         return "\n".join(parts)
 
     @staticmethod

@@ -26,6 +26,7 @@ __all__ = [
     "SearchHit",
     "trusted_record",
     "with_timestamps",
+    "written_date",
 ]
 
 DEFAULT_NAMESPACE = "default"
@@ -310,6 +311,18 @@ def trusted_record(**values: Any) -> MemoryRecord:
     for name, slot in _SLOT_BY_NAME.items():
         slot.__set__(record, values[name])
     return record
+
+
+_MONTHS = (
+    "", "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
+)
+
+
+def written_date(dt: datetime) -> str:
+    """``dt``'s date as words are written ("8 May 2023"), the form every backend indexes a
+    record's ``created_at`` in (measured on LoCoMo: docs/in-memory-backend.md)."""
+    return f"{dt.day} {_MONTHS[dt.month]} {dt.year}"
 
 
 def utc_from_timestamp(ts: float) -> datetime:

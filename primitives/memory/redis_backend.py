@@ -37,12 +37,14 @@ from primitives.memory.backend import (
 )
 from primitives.memory.record import (
     DEFAULT_TTLS,
+    INDEXED_METADATA_KEYS,
     MemoryRecord,
     MemoryType,
     Message,
     SearchHit,
     trusted_record,
     with_timestamps,
+    written_date,
 )
 from primitives.memory.redis_query import query_words, render_query
 from primitives.memory.redis_schema import TAG_SEPARATOR, IndexSpec, pairs_to_dict
@@ -62,10 +64,6 @@ __all__ = ["RedisBackend"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _EMPTY_METADATA: Mapping[str, Any] = MappingProxyType({})
 _MEMORY_TYPES = {t.value: t for t in MemoryType}
-_MONTHS = (
-    "", "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
-)
 # created_at/updated_at are indexed NUMERIC seconds; RediSearch returns such fields rounded, so the
 # exact microsecond values travel in the unindexed *_us fields.
 _RETURN = ("id", "text", "user_id", "session_id", "namespace", "memory_type", "topics",
@@ -328,13 +326,12 @@ class RedisBackend(MemoryBackend):
             fields["embedding"] = json.dumps(list(record.embedding))
         if record.ttl is not None:
             fields["ttl"] = repr(float(record.ttl))
-        for key in ("speaker", "context"):
+        for key in INDEXED_METADATA_KEYS:
             value = record.metadata.get(key)
             if isinstance(value, str):
                 fields[key] = value
         if self.index_dates and record.created_at is not None:
-            d = record.created_at
-            fields["date"] = f"{d.day} {_MONTHS[d.month]} {d.year}"
+            fields["date"] = written_date(record.created_at)
         return fields
 
     @staticmethod
