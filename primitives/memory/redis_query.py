@@ -25,6 +25,9 @@ TEXT_FIELDS: tuple[str, ...] = ("text", "speaker", "context", "date")
 # punctuation (apostrophes included) and whitespace, so "caroline's" is "caroline" and "s".
 _WORD = re.compile(r"\w+")
 
+# Everything that is not a letter or digit of any script (``\w`` less the underscore).
+_SPECIAL = re.compile(r"[^\w]|_")
+
 
 def escape(value: str) -> str:
     """``value`` with every character that is not a letter or digit preceded by a backslash.
@@ -33,7 +36,7 @@ def escape(value: str) -> str:
     symbols, emoji, control characters) is made literal, so no input can open a field clause,
     a union, a negation, a prefix/wildcard or a KNN clause.
     """
-    return "".join(ch if ch.isalnum() else "\\" + ch for ch in value)
+    return _SPECIAL.sub(r"\\\g<0>", value)
 
 
 def query_words(query: str, stop_words: Iterable[str] = ENGLISH_STOP_WORDS) -> list[str]:
