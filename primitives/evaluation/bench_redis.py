@@ -48,8 +48,9 @@ async def run_redis_bench(url: str, memories: int, *, queries: int = 1000, seed:
         ``memories``, ``ingest_per_s`` (records/s through ``Memory.add`` with the resilient
         wrapper, batches of 1,000), ``ingest_per_s_backend`` (bare ``RedisBackend.add``),
         ``ingest_per_s_redis_py`` (the same hashes with raw pipelined ``HSET``), ``search_ms``
-        (p50/p99 of ``RedisBackend.search``), ``hit_rate``, ``recall_step_ms`` and
-        ``direct_ft_search_ms`` (medians), ``recall_step_ratio`` (recall step / direct).
+        (p50/p99 of ``RedisBackend.search``), ``hit_rate``, ``recall_step_ms``,
+        ``direct_ft_search_ms`` and ``redis_py_search_api_ms`` (medians), ``recall_step_ratio``
+        (recall step / raw command) and ``recall_step_ratio_vs_search_api``.
     """
     rng = random.Random(seed)
     vocabulary = make_vocabulary(rng, VOCABULARY_SIZE)
@@ -111,27 +112,39 @@ async def _ingest_raw(backend: RedisBackend, texts: list[str], users: list[str],
 
 async def _recall_ratio(backend: RedisBackend, qs: list[tuple[str, str | None]]) -> dict[str, float]:
     """Median ``MemoryPrimitive`` recall step vs the identical ``FT.SEARCH`` sent with redis-py,
-    alternating call by call (no session: the step's only Redis call is that search)."""
+    two ways: the raw command (``execute_command``, strings back: the strict reference) and
+    redis-py's search API (``ft(index).search(Query(...))``, ``Document`` objects back). The three
+    alternate query by query (no session: the step's only Redis call is that search)."""
+    from redis.commands.search.query import Query
+
     step = MemoryPrimitive(Memory(backend), limit=10)
     client = backend._client
-    ours, direct = [], []
+    search_api = client.ft(backend.spec.name)
+    ours, raw, api = [], [], []
     for text, user in qs:
         ctx = WorkflowContext(metadata={"user_id": user} if user else {})
-        flt = normalize_filter({"namespace": "default", "user_id": user})
-        args = ["FT.SEARCH", backend.spec.name, render_query(query_words(text), flt), "WITHSCORES", "SCORER", "BM25STD",
+        query = render_query(query_words(text), normalize_filter({"namespace": "default", "user_id": user}))
+        args = ["FT.SEARCH", backend.spec.name, query, "WITHSCORES", "SCORER", "BM25STD",
                 "RETURN", str(len(_RETURN)), *_RETURN, "LIMIT", "0", "10", "DIALECT", "2"]
         t0 = time.perf_counter()
         await step.execute({"query": text}, ctx)
         t1 = time.perf_counter()
         await client.execute_command(*args)
         t2 = time.perf_counter()
+        await search_api.search(
+            Query(query).scorer("BM25STD").with_scores().return_fields(*_RETURN).paging(0, 10).dialect(2)
+        )
+        t3 = time.perf_counter()
         ours.append(t1 - t0)
-        direct.append(t2 - t1)
-    m_ours, m_direct = statistics.median(ours), statistics.median(direct)
+        raw.append(t2 - t1)
+        api.append(t3 - t2)
+    m_ours, m_raw, m_api = (statistics.median(x) for x in (ours, raw, api))
     return {
         "recall_step_ms": round(m_ours * 1e3, 3),
-        "direct_ft_search_ms": round(m_direct * 1e3, 3),
-        "recall_step_ratio": round(m_ours / m_direct, 3),
+        "direct_ft_search_ms": round(m_raw * 1e3, 3),
+        "recall_step_ratio": round(m_ours / m_raw, 3),
+        "redis_py_search_api_ms": round(m_api * 1e3, 3),
+        "recall_step_ratio_vs_search_api": round(m_ours / m_api, 3),
     }
 
 
