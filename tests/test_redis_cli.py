@@ -67,3 +67,24 @@ async def test_index_migrate_command(redis_server, tmp_path: Path, monkeypatch: 
     assert [h.record.id for h in (await fresh.search("survives")).hits] == ["s"]
     await backend.aclose()
     await fresh.aclose()
+
+
+def test_bench_redis_reports_both_sides(redis_server, capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "redis", "--url", redis_server.url, "--memories", "1500", "--queries", "40", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["memories"] == 1500 and report["hit_rate"] == 0.5
+    for key in ("ingest_per_s", "ingest_per_s_backend", "ingest_per_s_redis_py", "recall_step_ms", "direct_ft_search_ms"):
+        assert report[key] > 0, key
+    assert report["recall_step_ratio"] == pytest.approx(report["recall_step_ms"] / report["direct_ft_search_ms"], rel=0.01)
+    assert main(["bench", "redis", "--url", redis_server.url, "--storage", "--memories", "500", "--queries", "20"]) == 0
+    storage = json.loads(capsys.readouterr().out)
+    assert set(storage) >= {"hash", "json"} and storage["hash"]["writes_per_s"] > 0
+
+
+def test_bench_redis_leaves_no_keys_behind(redis_server) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    before = {k for k in client.scan_iter(match="bench-*", count=1000)} | {k for k in client.scan_iter(match="store-*", count=1000)}
+    assert before == set()
+    client.close()
