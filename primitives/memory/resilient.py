@@ -113,9 +113,10 @@ class ResilientBackend(MemoryBackend):
         seqs = self.outbox.journal(entries)
         try:
             result, degraded = await self._route(primary, fallback)
-        except BaseException:
+        except Exception:
             # rejected for a reason other than reachability (bad input, configuration): a
-            # replay would be rejected again, so the journal forgets it
+            # replay would be rejected again, so the journal forgets it. A cancellation is not
+            # caught: its entries stay and replay (idempotently), since the write may have landed.
             self.outbox.discard(seqs)
             raise
         if not degraded:
