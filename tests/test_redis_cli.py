@@ -32,12 +32,21 @@ def test_redis_start_status_stop(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert main(["redis", "status", *args]) == 1
 
 
-def test_eval_locomo_on_redis(redis_server, locomo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_eval_locomo_on_redis(locomo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                               capsys: pytest.CaptureFixture) -> None:
-    shutil.copy(locomo_dir / "26.json", tmp_path / "26.json")
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    assert main(["eval", "locomo", "--data", str(tmp_path), "--backend", "redis", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    # Its own server: once, on the session's shared server after the other Redis tests, this
+    # conversation's Redis recall@10 came out 0.714 instead of its usual 0.749 (not reproduced
+    # in 25 runs on a fresh server; see docs/redis-backend.md on RediSearch score glitches).
+    from tests.redis_server import start_or_fail
+
+    server = start_or_fail(tmp_path / "redis")
+    try:
+        shutil.copy(locomo_dir / "26.json", tmp_path / "26.json")
+        monkeypatch.setenv("REDIS_URL", server.url)
+        assert main(["eval", "locomo", "--data", str(tmp_path), "--backend", "redis", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+    finally:
+        server.stop()
     assert report["backend"] == "redis" and report["degraded_calls"] == 0
     assert report["turns"] == 419
     assert report["recall_at_k"]["10"] > 0.547  # above plain BM25
