@@ -36,10 +36,6 @@ class RedisBinaries:
     search_module: Path | None
     json_module: Path | None
 
-    @property
-    def has_modules(self) -> bool:
-        return self.search_module is not None and self.json_module is not None
-
 
 def find_redis(*, modules: bool = True) -> RedisBinaries:
     """Locate the binaries: the packaged ones first, then ``redis-server`` on ``PATH``.

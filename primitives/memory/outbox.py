@@ -81,9 +81,9 @@ class Outbox:
         rows = [(op, key, json.dumps(payload, ensure_ascii=False), now) for op, key, payload in entries]
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")  # the write lock first: no other writer in between
-            first = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
-            first = max(first, self._db.execute(
-                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0)").fetchone()[0])
+            first = self._db.execute(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0)"
+            ).fetchone()[0]
             self._db.executemany(
                 "INSERT INTO outbox (op, key, payload, journaled_at) VALUES (?, ?, ?, ?)", rows
             )

@@ -24,7 +24,6 @@ class IndexField:
     type: str
     case_sensitive: bool = False
     separator: str | None = None
-    sortable: bool = False
 
     def args(self) -> list[str]:
         out = [self.name, self.type]
@@ -32,8 +31,6 @@ class IndexField:
             out += ["SEPARATOR", self.separator]
         if self.case_sensitive:
             out.append("CASESENSITIVE")
-        if self.sortable:
-            out.append("SORTABLE")
         return out
 
     def describe(self) -> str:
