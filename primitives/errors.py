@@ -19,6 +19,10 @@ __all__ = [
     "QueryEngineUnavailableError",
     "IndexSchemaMismatchError",
     "RecordTooLargeError",
+    "EmbedderUnavailableError",
+    "EmbeddingResponseError",
+    "DimensionMismatchError",
+    "LongTermMemoryDisabledError",
 ]
 
 
@@ -68,3 +72,22 @@ class IndexSchemaMismatchError(ConfigurationError):
 
 class RecordTooLargeError(InvalidRecordError):
     """A record is larger than the backend's configured size limit."""
+
+
+class EmbedderUnavailableError(ConfigurationError):
+    """The embedding model or endpoint cannot be used (extra not installed, model path missing,
+    endpoint unreachable)."""
+
+
+class EmbeddingResponseError(PrimitivesError, ValueError):
+    """An embedding endpoint answered with something that is not the vectors asked for (malformed
+    JSON, the wrong number of vectors, vectors of the wrong length, an error body)."""
+
+
+class DimensionMismatchError(ConfigurationError):
+    """Vectors of one length meet a store, index or embedder of another (e.g. a 384-dims model and
+    a 1536-dims index). The message names both and how to re-embed."""
+
+
+class LongTermMemoryDisabledError(ConfigurationError):
+    """The Agent Memory Server answered that long-term memory is disabled on it."""

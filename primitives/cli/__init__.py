@@ -1,0 +1,44 @@
+"""The ``memory-primitives`` command line.
+
+One module per command group; each has ``add_parser(subparsers)`` that registers its commands
+with ``set_defaults(run=handler)``, where ``handler(args, console) -> exit code``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.markup import escape
+
+from primitives.cli import bench, doctor, evaluate, servers
+from primitives.errors import PrimitivesError
+
+__all__ = ["main"]
+
+_GROUPS = (evaluate, bench, servers, doctor)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memory-primitives",
+        description="Memory primitives for AI agents: evaluation, benchmarks and local servers.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in _GROUPS:
+        group.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 success, 1 unhealthy or not running,
+    2 bad input or configuration)."""
+    args = _parser().parse_args(argv)
+    console = Console(soft_wrap=True)  # commands and URLs stay on one line, copy-pasteable
+    try:
+        return int(args.run(args, console) or 0)
+    except PrimitivesError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")
+        return 2

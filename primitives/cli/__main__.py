@@ -1,0 +1,5 @@
+import sys
+
+from primitives.cli import main
+
+sys.exit(main())

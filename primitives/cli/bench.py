@@ -1,0 +1,133 @@
+"""``memory-primitives bench inmemory|redis``: speed and memory benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from primitives.errors import InvalidInputError
+from primitives.evaluation.bench import run_inmemory_bench
+from primitives.localredis import LocalRedis
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``bench inmemory`` and ``bench redis``."""
+    be = sub.add_parser("bench", help="speed and memory benchmarks")
+    be_sub = be.add_subparsers(dest="target", required=True)
+    im = be_sub.add_parser("inmemory", help="the in-process backend on synthetic memories")
+    im.add_argument("--memories", type=int, default=100_000, help="records to add (default 100000)")
+    im.add_argument("--queries", type=int, default=1000, help="searches to time (default 1000)")
+    im.add_argument(
+        "--baseline", action="store_true", help="also run the naive substring store side by side"
+    )
+    im.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
+    im.add_argument("--json", action="store_true", help="print one JSON object")
+    im.set_defaults(run=_run_inmemory)
+
+    br = be_sub.add_parser("redis", help="the Redis backend vs the same calls made with redis-py")
+    br.add_argument("--memories", type=int, default=100_000, help="records to add (default 100000)")
+    br.add_argument("--queries", type=int, default=1000, help="searches to time (default 1000)")
+    br.add_argument("--url", default=None, help="Redis URL (default: REDIS_URL, else a local server started for the run)")
+    br.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
+    br.add_argument("--json", action="store_true", help="print one JSON object")
+    br.add_argument("--storage", action="store_true", help="compare hashes and JSON documents instead")
+    br.set_defaults(run=_run_redis)
+
+
+def check_sizes(args: argparse.Namespace) -> None:
+    """Raise ``InvalidInputError`` unless ``--memories`` and ``--queries`` are >= 1."""
+    if args.memories < 1 or args.queries < 1:
+        raise InvalidInputError("--memories and --queries must be >= 1")
+
+
+def _run_inmemory(args: argparse.Namespace, console: Console) -> int:
+    check_sizes(args)
+    report = asyncio.run(
+        run_inmemory_bench(args.memories, queries=args.queries, baseline=args.baseline, seed=args.seed)
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_bench(report, console)
+    return 0
+
+
+def _run_redis(args: argparse.Namespace, console: Console) -> int:
+    check_sizes(args)
+    report = _bench_redis(args)
+    if args.json or args.storage:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_bench_redis(report, console)
+    return 0
+
+
+def _print_bench(report: dict[str, Any], console: Console) -> None:
+    table = Table("measure", "in-memory backend", *(["naive store"] if "baseline" in report else []))
+    base = report.get("baseline")
+
+    def row(name: str, ours: str, theirs: str | None = None) -> None:
+        table.add_row(name, ours, *([theirs or "-"] if base else []))
+
+    row("memories", str(report["memories"]))
+    row("add, µs per record", f"{report['add_us']:.1f}", f"{base['add_us']:.1f}" if base else None)
+    row("add one record, µs", f"{report['add_one_us']:.1f}")
+    row(
+        "search p50 / p99, ms",
+        f"{report['search_ms']['p50']:.3f} / {report['search_ms']['p99']:.3f}",
+        f"{base['search_ms']['p50']:.1f} / {base['search_ms']['p99']:.1f}" if base else None,
+    )
+    row("queries with a hit", f"{report['hit_rate']:.0%}", f"{base['hit_rate']:.0%}" if base else None)
+    row("resident memory added, MB", f"{report['rss_mb']:.1f}", f"{base['rss_mb']:.1f}" if base else None)
+    row("pipeline overhead, µs per execute", f"{report['pipeline_overhead_us']:.1f}")
+    console.print(table)
+    if base:
+        console.print(f"search p50 speed-up over the naive store: {report['search_p50_speedup']}x")
+
+
+def _bench_redis(args: argparse.Namespace) -> dict[str, Any]:
+    from primitives.evaluation.bench_redis import compare_storage, run_redis_bench
+
+    def run(url: str) -> dict[str, Any]:
+        if args.storage:
+            return asyncio.run(compare_storage(url, args.memories, queries=args.queries, seed=args.seed))
+        return asyncio.run(run_redis_bench(url, args.memories, queries=args.queries, seed=args.seed))
+
+    url = args.url or os.environ.get("REDIS_URL")
+    if url:
+        return run(url)
+    with tempfile.TemporaryDirectory(prefix="memory-primitives-bench-") as tmp:
+        server = LocalRedis(dir=tmp, persistent=False)
+        server.start()
+        try:
+            report = run(server.url)
+        finally:
+            server.stop()
+    report["server"] = "local redis-server started for this run (no persistence)"
+    return report
+
+
+def _print_bench_redis(report: dict[str, Any], console: Console) -> None:
+    table = Table("measure", "value")
+    table.add_row("memories", str(report["memories"]))
+    table.add_row("ingest via Memory (resilient), records/s", f"{report['ingest_per_s']:.0f}")
+    table.add_row("ingest via RedisBackend, records/s", f"{report['ingest_per_s_backend']:.0f}")
+    table.add_row("ingest via raw redis-py pipelines, records/s", f"{report['ingest_per_s_redis_py']:.0f}")
+    table.add_row("search p50 / p99, ms", f"{report['search_ms']['p50']:.3f} / {report['search_ms']['p99']:.3f}")
+    table.add_row("queries with a hit", f"{report['hit_rate']:.0%}")
+    table.add_row("MemoryPrimitive recall step / raw FT.SEARCH, ms",
+                  f"{report['recall_step_ms']:.3f} / {report['direct_ft_search_ms']:.3f} = {report['recall_step_ratio']:.2f}x")
+    table.add_row("MemoryPrimitive recall step / redis-py ft().search(), ms",
+                  f"{report['recall_step_ms']:.3f} / {report['redis_py_search_api_ms']:.3f} = "
+                  f"{report['recall_step_ratio_vs_search_api']:.2f}x")
+    console.print(table)
