@@ -20,6 +20,8 @@ __all__ = [
     "check_limit",
     "check_restorable",
     "check_query",
+    "check_mode",
+    "SEARCH_MODES",
 ]
 
 #: Fields a search filter may name. Each takes a string or a sequence of strings ("any of").
@@ -117,6 +119,22 @@ class _QueryTypeError(InvalidInputError, TypeError):
     pass
 
 
+#: Values of ``search(..., mode=)``: BM25 keyword ranking, embedding (cosine) ranking, or both
+#: fused (reciprocal-rank fusion).
+SEARCH_MODES: tuple[str, ...] = ("keyword", "vector", "hybrid")
+
+
+def check_mode(mode: object) -> str | None:
+    """Return ``mode`` if it is ``None`` (the backend's default) or one of :data:`SEARCH_MODES`.
+
+    Raises:
+        InvalidInputError: otherwise.
+    """
+    if mode is None or (isinstance(mode, str) and mode in SEARCH_MODES):
+        return mode
+    raise InvalidInputError(f"mode must be one of {', '.join(SEARCH_MODES)} (or None), got {mode!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class SearchResult:
     """Hits of one search and who served it.
@@ -186,18 +204,27 @@ class MemoryBackend(ABC):
 
     @abstractmethod
     async def search(
-        self, query: str, *, filter: Mapping[str, Any] | None = None, limit: int = 10
+        self,
+        query: str,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        limit: int = 10,
+        mode: str | None = None,
     ) -> SearchResult:
         """Records relevant to ``query`` that match ``filter``, best first.
 
         Args:
-            query: Natural-language text. Empty, whitespace or all-stop-word queries return no hits.
+            query: Natural-language text. Empty or whitespace queries return no hits (and, in
+                keyword mode, all-stop-word queries).
             filter: See :func:`normalize_filter`.
             limit: Maximum number of hits, ``>= 1``.
+            mode: One of :data:`SEARCH_MODES`, or ``None`` for the backend's default
+                (``"hybrid"`` when it has an embedder, else ``"keyword"``).
 
         Raises:
-            InvalidInputError: ``query`` is not a ``str`` or ``limit`` < 1.
+            InvalidInputError: ``query`` is not a ``str``, ``limit`` < 1 or ``mode`` unknown.
             InvalidFilterError: see :func:`normalize_filter`.
+            ConfigurationError: ``mode`` needs an embedder and none is configured.
         """
 
     @abstractmethod

@@ -1,0 +1,233 @@
+"""The embedding seam: :class:`Embedder` turns texts into unit-length vectors of ``dims`` floats.
+
+Every implementation gets batching, a bounded per-process cache (the same text is never sent to
+the model twice while it is cached) and single-flight (concurrent callers asking for the same text
+share one model call) from this base class; a subclass only implements :meth:`Embedder._embed_batch`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cachetools import LRUCache
+
+from primitives.errors import EmbeddingResponseError, InvalidInputError
+
+__all__ = ["Embedder", "EmbedderStats", "DEFAULT_BATCH_SIZE", "DEFAULT_CACHE_SIZE"]
+
+#: Texts sent to the model in one call, unless an implementation is given another size.
+DEFAULT_BATCH_SIZE = 64
+#: Texts whose vectors are kept per embedder (least recently used dropped first). 10,000 vectors
+#: of 384 floats take about 130 MB as Python floats.
+DEFAULT_CACHE_SIZE = 10_000
+
+
+@dataclass(slots=True)
+class EmbedderStats:
+    """Counters of one :class:`Embedder` since it was made.
+
+    Attributes:
+        model_calls: Batches sent to the model or endpoint.
+        texts_embedded: Texts in those batches.
+        cache_hits: Texts answered from the cache (or from another caller's in-flight batch).
+    """
+
+    model_calls: int = 0
+    texts_embedded: int = 0
+    cache_hits: int = 0
+
+
+class _InvalidTextsError(InvalidInputError, TypeError):
+    pass
+
+
+def check_texts(texts: object) -> list[str]:
+    """Return ``texts`` as a list if it is a sequence of non-empty strings.
+
+    Raises:
+        InvalidInputError: (also a ``TypeError``) ``texts`` is a ``str`` or not a sequence, or an
+            item is not a ``str``; (a ``ValueError``) an item is empty or only whitespace.
+    """
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+        raise _InvalidTextsError(
+            f"texts must be a list of str, got {type(texts).__name__}; wrap one text in a list"
+        )
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise _InvalidTextsError(f"texts[{i}] must be a str, got {type(text).__name__}")
+        if not text.strip():
+            raise InvalidInputError(f"texts[{i}] is empty; there is nothing to embed")
+    return out
+
+
+def normalize(vector: Sequence[float]) -> tuple[float, ...]:
+    """``vector`` scaled to length 1 (L2); an all-zero vector is returned unchanged."""
+    norm = math.hypot(*vector)
+    if norm == 0.0 or norm == 1.0:
+        return tuple(float(x) for x in vector)
+    return tuple(float(x) / norm for x in vector)
+
+
+class Embedder(ABC):
+    """Async, batched text embedding with a bounded cache.
+
+    Args:
+        model: Name of the model, as reported in outputs and stored with an index.
+        dims: Length of every vector the model returns.
+        batch_size: Most texts sent to the model in one call (>= 1).
+        cache_size: Most texts whose vectors are kept (0 turns the cache off).
+
+    Vectors are L2-normalised, so cosine similarity is their dot product.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        dims: int,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> None:
+        if not isinstance(model, str) or not model:
+            raise InvalidInputError(f"model must be a non-empty str, got {model!r}")
+        for name, value, low in (("dims", dims, 1), ("batch_size", batch_size, 1), ("cache_size", cache_size, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InvalidInputError(f"{name} must be an int >= {low}, got {value!r}")
+        self._model = model
+        self._dims = dims
+        self._batch_size = batch_size
+        self._cache: LRUCache[str, tuple[float, ...]] | None = LRUCache(cache_size) if cache_size else None
+        self._inflight: dict[str, asyncio.Future[tuple[float, ...]]] = {}
+        self.stats = EmbedderStats()
+
+    @property
+    def model(self) -> str:
+        """The model's name."""
+        return self._model
+
+    @property
+    def dims(self) -> int:
+        """Length of every vector :meth:`embed` returns."""
+        return self._dims
+
+    @abstractmethod
+    async def _embed_batch(self, texts: list[str]) -> Sequence[Sequence[float]]:
+        """One model call: a vector per text, in order (need not be normalised)."""
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Vectors of ``texts``, in order: ``len(texts)`` lists of :attr:`dims` floats, each of
+        L2 norm 1.
+
+        Texts found in the cache (or being embedded by a concurrent call) are not sent again;
+        the rest go to the model in batches of ``batch_size``.
+
+        Raises:
+            InvalidInputError: ``texts`` is not a list of non-empty strings.
+            EmbeddingResponseError: the model returned the wrong number of vectors, vectors of
+                the wrong length, or values that are not finite numbers.
+            EmbedderUnavailableError: the model or endpoint cannot be reached or loaded.
+        """
+        return [list(v) for v in await self.embed_tuples(texts)]
+
+    async def embed_one(self, text: str) -> list[float]:
+        """Vector of one text; see :meth:`embed`."""
+        return (await self.embed([text]))[0]
+
+    async def embed_tuples(self, texts: Sequence[str]) -> list[tuple[float, ...]]:
+        """As :meth:`embed`, returning the cached tuples themselves (no copy)."""
+        items = check_texts(texts)
+        out: list[tuple[float, ...] | None] = [None] * len(items)
+        missing: dict[str, list[int]] = {}
+        waiting: list[tuple[int, str, asyncio.Future[tuple[float, ...]]]] = []
+        cache = self._cache
+        for i, text in enumerate(items):
+            vector = cache.get(text) if cache is not None else None
+            if vector is not None:
+                out[i] = vector
+                self.stats.cache_hits += 1
+            elif text in missing:
+                missing[text].append(i)
+                self.stats.cache_hits += 1
+            elif (future := self._inflight.get(text)) is not None:
+                waiting.append((i, text, future))
+            else:
+                missing[text] = [i]
+        if missing:
+            await self._fill(missing, out)
+        for i, text, future in waiting:
+            try:
+                out[i] = await asyncio.shield(future)
+                self.stats.cache_hits += 1
+            except Exception:  # the other caller's batch failed: try this text ourselves
+                out[i] = (await self.embed_tuples([text]))[0]
+        return out  # type: ignore[return-value]
+
+    async def _fill(self, missing: dict[str, list[int]], out: list[tuple[float, ...] | None]) -> None:
+        loop = asyncio.get_running_loop()
+        todo = list(missing)
+        for text in todo:
+            self._inflight[text] = loop.create_future()
+        try:
+            for start in range(0, len(todo), self._batch_size):
+                chunk = todo[start : start + self._batch_size]
+                self.stats.model_calls += 1
+                self.stats.texts_embedded += len(chunk)
+                vectors = self._check(chunk, await self._embed_batch(chunk))
+                for text, vector in zip(chunk, vectors):
+                    if self._cache is not None:
+                        self._cache[text] = vector
+                    for i in missing[text]:
+                        out[i] = vector
+                    future = self._inflight.pop(text, None)
+                    if future is not None and not future.done():
+                        future.set_result(vector)
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else RuntimeError("embedding was cancelled")
+            for text in todo:
+                future = self._inflight.pop(text, None)
+                if future is not None and not future.done():
+                    future.set_exception(error)
+                    future.exception()  # retrieved: no "never retrieved" warning if nobody waits
+            raise
+
+    def _check(self, texts: list[str], vectors: Sequence[Sequence[float]]) -> list[tuple[float, ...]]:
+        if not isinstance(vectors, Sequence) or len(vectors) != len(texts):
+            got = len(vectors) if isinstance(vectors, Sequence) else type(vectors).__name__
+            raise EmbeddingResponseError(
+                f"{self._model} returned {got} vectors for {len(texts)} texts; check that the "
+                "endpoint serves /v1/embeddings for a list input (some servers embed only the "
+                "first text)"
+            )
+        out = []
+        for i, vector in enumerate(vectors):
+            try:
+                n = len(vector)
+            except TypeError:
+                raise EmbeddingResponseError(
+                    f"{self._model} returned a {type(vector).__name__} instead of a vector for text {i}"
+                ) from None
+            if n != self._dims:
+                raise EmbeddingResponseError(
+                    f"{self._model} returned vectors of {n} floats but the embedder is configured "
+                    f"with dims={self._dims}; set dims={n} (and re-embed stored memories with "
+                    "`memory-primitives index migrate`) or point at the model you meant"
+                )
+            try:
+                unit = normalize(vector)
+            except (TypeError, ValueError):
+                raise EmbeddingResponseError(f"{self._model} returned non-numeric values for text {i}") from None
+            if not all(math.isfinite(x) for x in unit):
+                raise EmbeddingResponseError(f"{self._model} returned non-finite values for text {i}")
+            out.append(unit)
+        return out
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release the model or connections."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self._model!r}, dims={self._dims})"
