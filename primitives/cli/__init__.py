@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from primitives.cli import bench, doctor, evaluate, servers
+from primitives.cli import ams, bench, doctor, embeddings, evaluate, servers
 from primitives.errors import PrimitivesError
 
 __all__ = ["main"]
 
-_GROUPS = (evaluate, bench, servers, doctor)
+_GROUPS = (evaluate, bench, servers, doctor, embeddings, ams)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,0 +1,148 @@
+"""Benchmark of ``embeddings serve``: what the HTTP server adds to the model's own encode time,
+and what the embedding cache saves.
+
+Run: ``memory-primitives embeddings bench [--requests N] [--texts N] [--json]``.
+
+Per iteration, four single-text calls run in a rotating order, each with a text not seen before
+(so nothing comes from a cache): the model's own ``SentenceTransformer.encode`` (blocking, in
+this thread); ``Embedder.embed`` (worker thread, checks, normalisation); and a full
+``POST /v1/embeddings`` over a keep-alive loopback connection to the server running in this
+process (its own thread and event loop), with float and with base64 answers. The server
+overhead is each iteration's HTTP time minus the same iteration's encode time (paired, so load
+changes on the machine affect both); the target is <= 2 ms at p50. Every figure is wall-clock
+time on this machine; compare runs, not machines.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import httpx
+
+from primitives.embeddings.local import SentenceTransformerEmbedder
+from primitives.embeddings.openai_http import OpenAIEmbedder
+from primitives.embeddings.server import running_server
+
+__all__ = ["run_embeddings_bench", "TARGET_OVERHEAD_MS", "summarize"]
+
+#: The issue's target: the server adds at most this much to one short text's encode time.
+TARGET_OVERHEAD_MS = 2.0
+_KINDS = ("encode", "embed", "http", "http_base64")
+
+
+def summarize(samples_ms: list[float]) -> dict[str, float]:
+    """``{"p50", "p99", "mean"}`` of ``samples_ms`` (milliseconds; p99 by inclusive quantiles)."""
+    if len(samples_ms) == 1:
+        return {"p50": samples_ms[0], "p99": samples_ms[0], "mean": samples_ms[0]}
+    cuts = statistics.quantiles(samples_ms, n=100, method="inclusive")
+    return {"p50": statistics.median(samples_ms), "p99": cuts[98], "mean": statistics.fmean(samples_ms)}
+
+
+def _text(i: int, kind: str) -> str:
+    return f"note {i} ({kind}): the user said they go hiking near lake {i % 97} on weekends"
+
+
+async def run_embeddings_bench(
+    embedder: SentenceTransformerEmbedder,
+    *,
+    requests: int = 300,
+    cache_texts: int = 1000,
+    warmup: int = 20,
+) -> dict[str, Any]:
+    """Measure server overhead per request and the cache effect (see the module docstring).
+
+    Args:
+        embedder: The local model (loaded here if it is not yet); its cache and stats are used.
+        requests: Timed calls of each of the four kinds (>= 1).
+        cache_texts: Distinct texts ingested twice for the cache measure (>= 1).
+        warmup: Untimed calls of each kind first (the first encodes are slow).
+
+    Returns:
+        ``{"model", "dims", "requests", "server", "latency_ms": {kind: {"p50", "p99", "mean"}},
+        "server_overhead_ms": {"p50", "p99", "p50_difference"}, "target_overhead_ms",
+        "model_calls_per_request", "cache": {...}}``; times in milliseconds unless the key ends
+        in ``_s`` (seconds).
+    """
+    await embedder.load()
+    with running_server(embedder) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30.0) as client:
+
+            async def call(kind: str, i: int) -> float:
+                text = _text(i, kind)
+                start = time.perf_counter()
+                if kind == "encode":
+                    embedder.encode([text])
+                elif kind == "embed":
+                    await embedder.embed([text])
+                else:
+                    body = {"input": text, "model": embedder.model}
+                    if kind == "http_base64":
+                        body["encoding_format"] = "base64"
+                    response = await client.post("/embeddings", json=body)
+                    response.raise_for_status()
+                    response.json()
+                return (time.perf_counter() - start) * 1000
+
+            for i in range(-warmup, 0):
+                for kind in _KINDS:
+                    await call(kind, i)
+            samples: dict[str, list[float]] = {kind: [] for kind in _KINDS}
+            calls_before = embedder.stats.model_calls
+            for i in range(requests):
+                for k in range(len(_KINDS)):
+                    kind = _KINDS[(i + k) % len(_KINDS)]
+                    samples[kind].append(await call(kind, i))
+            http_calls = embedder.stats.model_calls - calls_before
+        cache = await _cache_effect(embedder, url, cache_texts)
+    paired = [h - e for h, e in zip(samples["http"], samples["encode"])]
+    latency = {kind: summarize(values) for kind, values in samples.items()}
+    return {
+        "model": embedder.model,
+        "dims": embedder.dims,
+        "requests": requests,
+        "server": url,
+        "latency_ms": latency,
+        "server_overhead_ms": {
+            **{k: v for k, v in summarize(paired).items() if k != "mean"},
+            "p50_difference": latency["http"]["p50"] - latency["encode"]["p50"],
+        },
+        "target_overhead_ms": TARGET_OVERHEAD_MS,
+        # embed, http and http_base64 each make one model call per text: 3 per iteration.
+        "model_calls_per_request": http_calls / (3 * requests),
+        "cache": cache,
+    }
+
+
+async def _cache_effect(embedder: SentenceTransformerEmbedder, url: str, count: int) -> dict[str, Any]:
+    """Ingest ``count`` distinct texts twice, in process and through the HTTP client."""
+    texts = [f"memory {i}: a fact worth keeping about topic {i % 41}" for i in range(count)]
+    stats = embedder.stats
+    runs = []
+    for _ in range(2):
+        calls, start = stats.model_calls, time.perf_counter()
+        await embedder.embed(texts)
+        runs.append((stats.model_calls - calls, time.perf_counter() - start))
+    remote_texts = [f"remote {text}" for text in texts]
+    http = OpenAIEmbedder(url, embedder.model, embedder.dims)
+    try:
+        requests, server_calls = [], []
+        for _ in range(2):
+            sent, calls = http.stats.model_calls, stats.model_calls
+            await http.embed(remote_texts)
+            requests.append(http.stats.model_calls - sent)
+            server_calls.append(stats.model_calls - calls)
+    finally:
+        await http.aclose()
+    return {
+        "texts": count,
+        "first_model_calls": runs[0][0],
+        "first_s": runs[0][1],
+        "again_model_calls": runs[1][0],
+        "again_s": runs[1][1],
+        "http_first_requests": requests[0],
+        "http_again_requests": requests[1],
+        "server_model_calls_first": server_calls[0],
+        "server_model_calls_again": server_calls[1],
+    }
