@@ -10,7 +10,6 @@ import tempfile
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from primitives.errors import InvalidInputError

@@ -13,12 +13,12 @@ import os
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from primitives.evaluation.ablation import run_ablation
 from primitives.evaluation.locomo import evaluate_locomo, load_conversations
+from primitives.memory.backend import SEARCH_MODES
 from primitives.memory.facade import BACKEND_CHOICES, Memory
 
 __all__ = ["add_parser"]
@@ -36,6 +36,19 @@ def add_parser(sub: Any) -> None:
         choices=[c for c in BACKEND_CHOICES if c != "auto"],
         default=None,
         help="backend to fill (default: what Memory.from_env() gives)",
+    )
+    lo.add_argument(
+        "--mode",
+        choices=list(SEARCH_MODES),
+        default=None,
+        help="search mode (default: hybrid when an embedder is configured, else keyword)",
+    )
+    lo.add_argument(
+        "--embeddings",
+        default=None,
+        help="embedder for the run: 'local' (the packaged MiniLM model), 'off', or leave unset "
+        "to use MEMORY_EMBEDDINGS* (vector and hybrid modes on the in-process and Redis backends "
+        "default to 'local')",
     )
     lo.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     lo.add_argument(
@@ -59,7 +72,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 def _print_locomo(report: dict[str, Any], console: Console) -> None:
     console.print(
-        f"LoCoMo evidence recall on [bold]{report['backend']}[/]: {report['conversations']} "
+        f"LoCoMo evidence recall on [bold]{report['backend']}[/] ({report['mode']} search"
+        + (f", {report['embedding_model']}" if report.get("embedding_model") else "")
+        + f"): {report['conversations']} "
         f"conversations, {report['turns']} turns, {report['questions']} questions "
         f"({report['questions_skipped']} without valid evidence skipped, "
         f"{report['malformed_evidence']} malformed evidence ids)"
@@ -93,6 +108,10 @@ async def _eval_locomo(args: argparse.Namespace, console: Console) -> dict[str, 
     env = dict(os.environ)
     if args.backend:
         env["MEMORY_BACKEND"] = args.backend
+    if args.embeddings:
+        env["MEMORY_EMBEDDINGS"] = args.embeddings
+    elif args.mode in ("vector", "hybrid") and not any(k.startswith("MEMORY_EMBEDDINGS") for k in env):
+        env["MEMORY_EMBEDDINGS"] = "local"
     # A fresh store: its own key prefix and outbox, deleted afterwards (no-ops in process).
     env["MEMORY_REDIS_PREFIX"] = f"eval-{uuid.uuid4().hex[:12]}:"
     with tempfile.TemporaryDirectory(prefix="memory-primitives-eval-") as tmp:
@@ -125,4 +144,5 @@ async def _run_locomo(args: argparse.Namespace, env: dict[str, str], conversatio
             lambda: Memory.from_env(env),
             ks=args.k,
             progress=lambda n: progress.advance(task, n),
+            mode=args.mode,
         )

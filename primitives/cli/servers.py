@@ -9,7 +9,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from primitives.localredis import LocalRedis
 from primitives.memory.facade import Memory

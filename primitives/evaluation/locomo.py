@@ -168,6 +168,7 @@ async def evaluate_locomo(
     *,
     ks: Sequence[int] = (5, 10),
     progress: Callable[[int], None] | None = None,
+    mode: str | None = None,
 ) -> dict[str, Any]:
     """Ingest every turn through ``RememberPrimitive``, ask every question through
     ``MemoryPrimitive``, and measure evidence recall@k.
@@ -182,6 +183,8 @@ async def evaluate_locomo(
         memory_factory: Makes the memory to fill (closed at the end).
         ks: Cut-offs, each ``>= 1``.
         progress: Called with 1 after each turn stored and each question asked.
+        mode: Search mode (``"keyword"``, ``"vector"``, ``"hybrid"``; ``None``: the backend's
+            default), reported as ``mode``.
 
     Returns:
         A JSON-ready dict: ``backend``, ``conversations``, ``turns``, ``questions`` (with valid
@@ -199,7 +202,7 @@ async def evaluate_locomo(
         raise InvalidInputError(f"every k must be an int >= 1, got {list(ks)!r}")
     memory = memory_factory()
     remember = RememberPrimitive(memory)
-    recall = MemoryPrimitive(memory, limit=max(ks), working_memory_limit=1)
+    recall = MemoryPrimitive(memory, limit=max(ks), working_memory_limit=1, mode=mode)
     sums = {k: 0.0 for k in ks}
     by_cat: dict[str, dict[int, float]] = {}
     count_by_cat: dict[str, int] = {}
@@ -253,10 +256,14 @@ async def evaluate_locomo(
                     sums[k] += r
                     cat_sums[k] += r
                 asked += 1
+        embedder = getattr(getattr(memory.backend, "primary", memory.backend), "embedder", None)
+        resolved_mode = mode or ("hybrid" if embedder is not None else "keyword")
     finally:
         await memory.aclose()
     return {
         "backend": ", ".join(sorted(backends)) or memory.backend_name,
+        "mode": resolved_mode,
+        "embedding_model": embedder.model if embedder is not None else None,
         "conversations": len(conversations),
         "turns": turns,
         "questions": asked,

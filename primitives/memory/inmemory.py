@@ -12,6 +12,7 @@ from typing import Any
 
 from cachetools import Cache, TLRUCache, TTLCache
 
+from primitives.embeddings.base import Embedder
 from primitives.errors import InvalidInputError, InvalidRecordTypeError
 from primitives.memory.analysis import Analyzer
 from primitives.memory.backend import (
@@ -19,10 +20,12 @@ from primitives.memory.backend import (
     MemoryBackend,
     SearchResult,
     check_limit,
+    check_mode,
     check_query,
     check_restorable,
     normalize_filter,
 )
+from primitives.memory.embedding import HYBRID_CANDIDATES, check_embeddings, embedding_text, fuse, require_embedder
 from primitives.memory.index import InvertedIndex
 from primitives.memory.record import (
     DEFAULT_TTLS,
@@ -86,6 +89,13 @@ class InMemoryBackend(MemoryBackend):
     ``indexed_metadata`` (default ``speaker`` and ``context``) and, when ``index_dates``, its
     ``created_at`` date written out ("8 May 2023"). Why: docs/in-memory-backend.md.
 
+    Vectors (when an ``embedder`` is given): each record is embedded on write (unless it comes
+    with an ``embedding`` of the embedder's ``dims``) from :func:`embedding_text`, and kept in a
+    :class:`~primitives.memory.vectors.VectorIndex` (exact cosine); ``search(mode=...)`` ranks by
+    ``"keyword"`` (BM25), ``"vector"`` (cosine) or ``"hybrid"`` (both, fused by
+    :func:`~primitives.memory.embedding.fuse`; the default with an embedder). A record's
+    embedding is returned by ``get`` but not carried by search hits.
+
     Working memory: per ``session_id`` a deque of the last ``working_memory_size`` messages,
     oldest first; a session untouched for ``default_ttls[WORKING]`` seconds (1 h) is forgotten,
     and at most ``max_sessions`` sessions are kept (least recently written dropped first).
@@ -104,6 +114,7 @@ class InMemoryBackend(MemoryBackend):
         indexed_metadata: Metadata keys whose string values are indexed with the text.
         k1, b: BM25 parameters (see :class:`InvertedIndex`).
         clock: Seconds since the epoch (``time.time`` by default); drives expiry and timestamps.
+        embedder: Turns texts into vectors; ``None`` (default) for keyword search only.
 
     Raises:
         InvalidInputError: a size argument is < 1.
@@ -127,6 +138,7 @@ class InMemoryBackend(MemoryBackend):
         k1: float = 1.2,
         b: float = 0.75,
         clock: Callable[[], float] = time.time,
+        embedder: Embedder | None = None,
     ) -> None:
         for arg, value in (
             ("maxsize", maxsize),
@@ -146,6 +158,13 @@ class InMemoryBackend(MemoryBackend):
         self.indexed_metadata = tuple(indexed_metadata)
         self._clock = clock
         self._index = InvertedIndex(k1=k1, b=b)
+        self.embedder = embedder
+        self.supports_vectors = embedder is not None  # type: ignore[misc]
+        self._vectors: VectorIndex | None = None
+        if embedder is not None:
+            from primitives.memory.vectors import VectorIndex  # numpy: only with an embedder
+
+            self._vectors = VectorIndex(embedder.dims)
         self._records = _RecordCache(maxsize, self._expires_at, clock, self._drop)
         self._sessions: TTLCache[str, deque[Message]] = TTLCache(
             max_sessions, self.default_ttls[MemoryType.WORKING], timer=clock
@@ -162,6 +181,30 @@ class InMemoryBackend(MemoryBackend):
 
     def _drop(self, key: str, record: MemoryRecord) -> None:
         self._index.remove(key)
+        if self._vectors is not None:
+            self._vectors.remove(key)
+
+    def _unindex(self, key: str) -> None:
+        self._index.remove(key)
+        if self._vectors is not None:
+            self._vectors.remove(key)
+
+    def _index_record(self, record: MemoryRecord, vector: tuple[float, ...] | None) -> None:
+        tags = self._tags(record)
+        self._index.add(record.id, self.analyzer.terms(self.indexed_text(record)), tags)
+        if self._vectors is not None and vector is not None:
+            self._vectors.add(record.id, vector, tags)
+
+    async def _embed(self, records: Sequence[MemoryRecord]) -> list[tuple[float, ...] | None]:
+        """Vectors for ``records`` (given ones checked, missing ones embedded), before anything
+        is stored, so a failing embedder leaves the store unchanged."""
+        if self.embedder is None:
+            return [None] * len(records)
+        return await check_embeddings(self.embedder, records, self.embedding_text)
+
+    def embedding_text(self, record: MemoryRecord) -> str:
+        """The text a record is embedded from; see :func:`embedding_text`."""
+        return embedding_text(record)
 
     # -- indexing ----------------------------------------------------------------------------
 
@@ -201,43 +244,47 @@ class InMemoryBackend(MemoryBackend):
                 raise InvalidRecordTypeError(
                     f"add() takes MemoryRecord objects, got {type(record).__name__}; nothing stored"
                 )
+        vectors = await self._embed(records)
         cache = self._records
         cache.expire()
         now = utc_from_timestamp(self._clock())
         stored: list[MemoryRecord] = []
-        for record in records:
+        for record, vector in zip(records, vectors):
             previous = cache.get(record.id) if record.id in self._index else None
             created_at = (
                 previous.created_at if previous is not None else (record.created_at or now)
             )
             record = with_timestamps(record, created_at, now)  # type: ignore[arg-type]
+            if vector is not None:
+                stored.append(replace(record, embedding=vector))
+                record = replace(record, embedding=None)  # the vector lives in the VectorIndex
+            else:
+                stored.append(record)
             cache[record.id] = record
-            stored.append(record)
             if record.ttl is not None and record.id not in cache:
                 # a ttl so small that it expired on arrival: cachetools dropped the old version
-                self._index.remove(record.id)
+                self._unindex(record.id)
                 continue
-            self._index.add(
-                record.id, self.analyzer.terms(self.indexed_text(record)), self._tags(record)
-            )
+            self._index_record(record, vector)
         return stored
 
     async def put_if_newer(self, records: Sequence[MemoryRecord]) -> int:
         check_restorable(records)
+        vectors = await self._embed(records)
         cache = self._records
         cache.expire()
         written = 0
-        for record in records:
+        for record, vector in zip(records, vectors):
             current = cache.get(record.id) if record.id in self._index else None
             if current is not None and current.updated_at > record.updated_at:  # type: ignore[operator]
                 continue
+            if vector is not None:
+                record = replace(record, embedding=None)
             cache[record.id] = record
             if record.id not in cache:  # its ttl ran out before now: cachetools dropped it
-                self._index.remove(record.id)
+                self._unindex(record.id)
                 continue
-            self._index.add(
-                record.id, self.analyzer.terms(self.indexed_text(record)), self._tags(record)
-            )
+            self._index_record(record, vector)
             written += 1
         return written
 
@@ -249,13 +296,18 @@ class InMemoryBackend(MemoryBackend):
             current = cache.get(id) if id in self._index else None
             if current is not None and current.updated_at <= deleted_at:  # type: ignore[operator]
                 cache.pop(id, None)
-                self._index.remove(id)
+                self._unindex(id)
                 deleted += 1
         return deleted
 
     async def get(self, id: str) -> MemoryRecord | None:
         self._records.expire()
-        return self._records.get(id)
+        record = self._records.get(id)
+        if record is not None and self._vectors is not None and record.embedding is None:
+            vector = self._vectors.vector(id)
+            if vector is not None:
+                record = replace(record, embedding=vector)
+        return record
 
     async def delete(self, ids: Sequence[str]) -> int:
         if isinstance(ids, str):
@@ -265,25 +317,47 @@ class InMemoryBackend(MemoryBackend):
         deleted = 0
         for id in ids:
             if cache.pop(id, None) is not None:
-                self._index.remove(id)
+                self._unindex(id)
                 deleted += 1
         return deleted
 
     async def search(
-        self, query: str, *, filter: Mapping[str, Any] | None = None, limit: int = 10
+        self,
+        query: str,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        limit: int = 10,
+        mode: str | None = None,
     ) -> SearchResult:
-        """BM25 search; see :meth:`MemoryBackend.search`. Scores are BM25, ``>= 0``, unbounded;
-        ties put the most recently written record first."""
+        """See :meth:`MemoryBackend.search`. Scores: BM25 (``>= 0``, unbounded; ties put the most
+        recently written record first) in keyword mode, cosine similarity in vector mode, the
+        fused score of :func:`~primitives.memory.embedding.fuse` in hybrid mode."""
         check_query(query)
         check_limit(limit)
+        mode = check_mode(mode) or ("hybrid" if self.embedder is not None else "keyword")
         tag_filter = normalize_filter(filter)
+        vector = None
+        if mode != "keyword":
+            embedder = require_embedder(self.embedder, mode, self.name)
+            if not query.strip():
+                return SearchResult([], self.name)
+            vector = (await embedder.embed_tuples([query]))[0]
         cache = self._records
         cache.expire()
-        terms = self.analyzer.terms(query)
-        if not terms:
-            return SearchResult([], self.name)
+        terms = self.analyzer.terms(query) if mode != "vector" else []
+        if mode == "keyword":
+            ranked = self._index.search(terms, tag_filter=tag_filter, limit=limit) if terms else []
+        else:
+            assert self._vectors is not None and vector is not None
+            depth = limit if mode == "vector" else max(limit, HYBRID_CANDIDATES)
+            by_vector = self._vectors.search(vector, tag_filter=tag_filter, limit=depth)
+            if mode == "vector":
+                ranked = by_vector
+            else:
+                by_keyword = self._index.search(terms, tag_filter=tag_filter, limit=depth) if terms else []
+                ranked = fuse(by_keyword, by_vector, limit=limit)
         hits = []
-        for key, score in self._index.search(terms, tag_filter=tag_filter, limit=limit):
+        for key, score in ranked:
             record = cache.get(key)  # None only if it expired since the purge above
             if record is not None:
                 hits.append(SearchHit(record, score))
@@ -339,12 +413,23 @@ class InMemoryBackend(MemoryBackend):
         return Health(
             ok=True,
             backend=self.name,
-            detail={"records": len(self._index), "maxsize": self.maxsize, "sessions": len(self._sessions)},
+            detail={
+                "records": len(self._index),
+                "maxsize": self.maxsize,
+                "sessions": len(self._sessions),
+                **(
+                    {"embedding_model": self.embedder.model, "dims": self.embedder.dims}
+                    if self.embedder is not None
+                    else {}
+                ),
+            },
         )
 
     async def aclose(self) -> None:
         self._records.clear()
         self._index.clear()
+        if self._vectors is not None:
+            self._vectors.clear()
         self._sessions.clear()
 
 

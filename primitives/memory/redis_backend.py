@@ -10,16 +10,19 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import struct
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
+from primitives.embeddings.base import Embedder
 from primitives.errors import (
     AuthenticationFailedError,
     BackendUnavailableError,
     ConfigurationError,
+    DimensionMismatchError,
     IndexSchemaMismatchError,
     InvalidInputError,
     InvalidRecordTypeError,
@@ -31,9 +34,17 @@ from primitives.memory.backend import (
     MemoryBackend,
     SearchResult,
     check_limit,
+    check_mode,
     check_query,
     check_restorable,
     normalize_filter,
+)
+from primitives.memory.embedding import (
+    HYBRID_CANDIDATES,
+    check_embeddings,
+    embedding_text,
+    fuse,
+    require_embedder,
 )
 from primitives.memory.record import (
     DEFAULT_TTLS,
@@ -67,21 +78,43 @@ _MEMORY_TYPES = {t.value: t for t in MemoryType}
 # created_at/updated_at are indexed NUMERIC seconds; RediSearch returns such fields rounded, so the
 # exact microsecond values travel in the unindexed *_us fields.
 _RETURN = ("id", "text", "user_id", "session_id", "namespace", "memory_type", "topics",
-           "metadata", "embedding", "created_at_us", "updated_at_us", "ttl")
+           "metadata", "created_at_us", "updated_at_us", "ttl")
 _START_FIX = "start one with: memory-primitives redis start"
 
 # Upsert of one record hash (KEYS[1]) that keeps a stored created_at. ARGV[1]: pexpire ms (0:
 # none); ARGV[2]: a JSON array [field, value, ...] starting with created_at_us and created_at (one
 # argument instead of two dozen: packing arguments is most of redis-py's client-side cost; an
-# array keeps the fields in a fixed order). Returns the created_at_us the record has now.
+# array keeps the fields in a fixed order); ARGV[3]: the float32 vector bytes, or empty (binary,
+# so not inside the JSON). Returns the created_at_us the record has now.
 _UPSERT = """
 local fields = cjson.decode(ARGV[2])
 local old = redis.call('HMGET', KEYS[1], 'created_at_us', 'created_at')
 if old[1] then fields[2] = old[1]; fields[4] = old[2] end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(fields))
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'vector', ARGV[3]) end
 if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return fields[2]
+"""
+
+# HGETALL of KEYS[1] with the binary float32 'vector' field turned into a JSON 'embedding' (the
+# client decodes replies as UTF-8, which raw float bytes are not).
+_GET = """
+local h = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #h, 2 do
+  if h[i] == 'vector' then
+    local v = h[i + 1]
+    local floats = {}
+    for j = 0, #v / 4 - 1 do floats[j + 1] = struct.unpack('<f', v, j * 4 + 1) end
+    out[#out + 1] = 'embedding'
+    out[#out + 1] = cjson.encode(floats)
+  else
+    out[#out + 1] = h[i]
+    out[#out + 1] = h[i + 1]
+  end
+end
+return out
 """
 
 # Last-writer-wins write of one record hash (KEYS[1]); ARGV: updated_at_us, pexpire ms (0: none),
@@ -119,6 +152,11 @@ def _dt(raw: str) -> datetime:
     return _EPOCH + timedelta(microseconds=int(raw))
 
 
+def _pack(vector: Sequence[float]) -> bytes:
+    """A vector as little-endian float32 bytes (RediSearch's FLOAT32 blob)."""
+    return struct.pack(f"<{len(vector)}f", *vector)
+
+
 def _glob_escape(text: str) -> str:
     """``text`` as a literal in a Redis glob pattern (``SCAN MATCH``)."""
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
@@ -144,6 +182,14 @@ class RedisBackend(MemoryBackend):
         max_connections: Size of the connection pool.
         socket_timeout, socket_connect_timeout: Seconds before a command or a connect gives up.
         index_dates: Index each record's written-out ``created_at`` date (as in-process).
+        embedder: Turns texts into vectors (``None``: keyword search only). With one, the index
+            gets a ``vector`` field (HNSW, FLOAT32, COSINE, ``embedder.dims``), each record is
+            embedded on write from :func:`~primitives.memory.embedding.embedding_text` and stored
+            as float32 bytes, and ``search(mode=)`` takes ``"vector"`` (KNN with the same TAG
+            pre-filter) and ``"hybrid"`` (BM25 and KNN in one round trip, fused client-side; the
+            default). The model and dims are recorded under ``{prefix}embedding``; a store built
+            with another model or dims is refused with :class:`DimensionMismatchError` until
+            ``memory-primitives index migrate`` re-embeds it.
 
     Raises:
         ConfigurationError: ``url`` is malformed (the message shows the accepted form).
@@ -167,6 +213,7 @@ class RedisBackend(MemoryBackend):
         socket_timeout: float = 5.0,
         socket_connect_timeout: float = 2.0,
         index_dates: bool = True,
+        embedder: Embedder | None = None,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigurationError(
@@ -188,7 +235,13 @@ class RedisBackend(MemoryBackend):
         except ValueError as exc:
             raise ConfigurationError(f"REDIS_URL {url!r} is malformed: {exc}") from exc
         self.prefix = prefix
-        self.spec = IndexSpec(name=index_name or f"{prefix}idx", prefix=f"{prefix}rec:")
+        self.embedder = embedder
+        self.supports_vectors = embedder is not None  # type: ignore[misc]
+        self.spec = IndexSpec(
+            name=index_name or f"{prefix}idx",
+            prefix=f"{prefix}rec:",
+            dims=embedder.dims if embedder is not None else None,
+        )
         self.default_ttls = {
             t: (math.inf if default_ttls.get(t) is None else float(default_ttls[t]))  # type: ignore[arg-type]
             for t in MemoryType
@@ -242,6 +295,14 @@ class RedisBackend(MemoryBackend):
                     await self._create_index()
                 else:
                     problems = self.spec.differences(info)
+                    vector_problems = [p for p in problems if "vector" in p.split(" ", 2)[:2]]
+                    if vector_problems and len(vector_problems) == len(problems):
+                        raise DimensionMismatchError(
+                            f"index {self.spec.name!r}: {'; '.join(vector_problems)} "
+                            f"({self.embedder.model if self.embedder else 'no embedder'}). "
+                            "Re-embed every record and rebuild the index (records are kept): "
+                            f"memory-primitives index migrate --prefix {self.prefix}"
+                        )
                     if problems:
                         raise IndexSchemaMismatchError(
                             f"index {self.spec.name!r} exists with a different schema: "
@@ -249,7 +310,29 @@ class RedisBackend(MemoryBackend):
                             "(drops the index, keeps every record, re-indexes them): "
                             f"memory-primitives index migrate --prefix {self.prefix}"
                         )
+                await self._check_embedding_model()
             self._ready = True
+
+    def _meta_key(self) -> str:
+        return f"{self.prefix}embedding"
+
+    async def _check_embedding_model(self) -> None:
+        """Record the embedder's model and dims on first use; refuse another model later (same
+        dims but another model gives vectors that cannot be compared)."""
+        if self.embedder is None:
+            return
+        meta = await self._client.hgetall(self._meta_key())
+        model, dims = meta.get("model"), meta.get("dims")
+        if model is None:
+            await self._client.hset(
+                self._meta_key(), mapping={"model": self.embedder.model, "dims": str(self.embedder.dims)}
+            )
+        elif model != self.embedder.model or dims != str(self.embedder.dims):
+            raise DimensionMismatchError(
+                f"the store under {self.prefix!r} was embedded with {model} ({dims} dims) but the "
+                f"embedder is {self.embedder.model} ({self.embedder.dims} dims); re-embed every "
+                f"record (records are kept): memory-primitives index migrate --prefix {self.prefix}"
+            )
 
     async def _create_index(self) -> None:
         try:
@@ -269,15 +352,61 @@ class RedisBackend(MemoryBackend):
             raise
         return pairs_to_dict(raw)
 
-    async def migrate_index(self) -> None:
+    async def migrate_index(self, *, batch_size: int = 256) -> int:
         """Drop the index (never the records: ``FT.DROPINDEX`` without ``DD``) and create it
         with this configuration's schema; Redis then re-indexes every record under the prefix in
-        the background (``FT.INFO`` ``indexing`` is 1 until it is done)."""
+        the background (``FT.INFO`` ``indexing`` is 1 until it is done).
+
+        With an embedder, every record is re-embedded first (``SCAN`` in batches of
+        ``batch_size``, one embedder call and one pipeline per batch) and the store is marked as
+        embedded with this model. Records written meanwhile by other clients are embedded by
+        them; a record deleted meanwhile is skipped.
+
+        Returns:
+            How many records were re-embedded (0 without an embedder).
+        """
+        reembedded = 0
         async with self._errors():
             if await self.index_info() is not None:
                 await self._client.execute_command("FT.DROPINDEX", self.spec.name)
+            if self.embedder is not None:
+                reembedded = await self._reembed(batch_size)
+                await self._client.hset(
+                    self._meta_key(), mapping={"model": self.embedder.model, "dims": str(self.embedder.dims)}
+                )
             await self._create_index()
         self._ready = False
+        return reembedded
+
+    async def _reembed(self, batch_size: int) -> int:
+        assert self.embedder is not None
+        done = 0
+        keys: list[str] = []
+
+        async def flush() -> int:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hmget(key, "id", "text", "metadata")
+                rows = await pipe.execute()
+            live = [(key, MemoryRecord(text=row[1], id=row[0], metadata=json.loads(row[2] or "{}")))
+                    for key, row in zip(keys, rows) if row[0] is not None and row[1]]
+            if not live:
+                return 0
+            vectors = await self.embedder.embed_tuples([embedding_text(r) for _, r in live])  # type: ignore[union-attr]
+            async with self._client.pipeline(transaction=False) as pipe:
+                for (key, _), vector in zip(live, vectors):
+                    pipe.hset(key, "vector", _pack(vector))
+                await pipe.execute()
+            return len(live)
+
+        async for key in self._client.scan_iter(match=f"{_glob_escape(self.spec.prefix)}*", count=500):
+            keys.append(key)
+            if len(keys) >= batch_size:
+                done += await flush()
+                keys = []
+        if keys:
+            done += await flush()
+        return done
 
     async def drop(self) -> None:
         """Delete this store: the index with every record under the prefix (``FT.DROPINDEX ...
@@ -322,8 +451,6 @@ class RedisBackend(MemoryBackend):
             fields["session_id"] = record.session_id
         if record.topics:
             fields["topics"] = TAG_SEPARATOR.join(record.topics)
-        if record.embedding is not None:
-            fields["embedding"] = json.dumps(list(record.embedding))
         if record.ttl is not None:
             fields["ttl"] = repr(float(record.ttl))
         for key in INDEXED_METADATA_KEYS:
@@ -356,6 +483,13 @@ class RedisBackend(MemoryBackend):
             ttl=float(ttl) if ttl is not None else None,
         )
 
+    async def _vectors(self, records: Sequence[MemoryRecord]) -> list[bytes]:
+        """float32 bytes per record: its embedding (checked) or the embedder's; records keep a
+        given embedding even without an embedder (then it is stored but not indexed)."""
+        if self.embedder is not None:
+            return [_pack(v) for v in await check_embeddings(self.embedder, records, embedding_text)]
+        return [_pack(r.embedding) if r.embedding is not None else b"" for r in records]
+
     # -- long-term memory --------------------------------------------------------------------
 
     async def add(self, records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
@@ -373,12 +507,13 @@ class RedisBackend(MemoryBackend):
         if not records:
             return []
         await self._ensure_ready()
+        vectors = await self._vectors(records)
         now = datetime.now(timezone.utc)
         stamped = [with_timestamps(r, r.created_at or now, now) for r in records]
         async with self._errors():
             upsert = self._client.register_script(_UPSERT)
             async with self._client.pipeline(transaction=False) as pipe:
-                for record in stamped:
+                for record, vector in zip(stamped, vectors):
                     ttl = self._effective_ttl(record)
                     fields = self._encode(record)
                     pairs = ["created_at_us", fields.pop("created_at_us"), "created_at", fields.pop("created_at")]
@@ -387,6 +522,7 @@ class RedisBackend(MemoryBackend):
                     args = [
                         str(max(1, int(ttl * 1000))) if math.isfinite(ttl) else "0",
                         json.dumps(pairs, ensure_ascii=False),
+                        vector,
                     ]
                     await upsert(keys=[self._key(record.id)], args=args, client=pipe)
                 kept = await pipe.execute()
@@ -410,12 +546,13 @@ class RedisBackend(MemoryBackend):
         if not records:
             return 0
         await self._ensure_ready()
+        vectors = await self._vectors(records)
         now = datetime.now(timezone.utc)
         async with self._errors():
             script = self._client.register_script(_PUT_IF_NEWER)
             async with self._client.pipeline(transaction=False) as pipe:
                 sent = 0
-                for record in records:
+                for record, vector in zip(records, vectors):
                     ttl = self._effective_ttl(record)
                     remaining = ttl - (now - record.updated_at).total_seconds()  # type: ignore[operator]
                     if remaining <= 0:
@@ -423,6 +560,8 @@ class RedisBackend(MemoryBackend):
                     args: list[str] = [_us(record.updated_at), str(int(remaining * 1000)) if math.isfinite(remaining) else "0"]  # type: ignore[arg-type]
                     for k, v in self._encode(record).items():
                         args += [k, v]
+                    if vector:
+                        args += ["vector", vector]  # type: ignore[list-item]
                     await script(keys=[self._key(record.id)], args=args, client=pipe)
                     sent += 1
                 results = await pipe.execute() if sent else []
@@ -443,8 +582,8 @@ class RedisBackend(MemoryBackend):
     async def get(self, id: str) -> MemoryRecord | None:
         await self._ensure_ready()
         async with self._errors():
-            fields = await self._client.hgetall(self._key(id))
-        return self._decode(fields) if fields else None
+            raw = await self._client.register_script(_GET)(keys=[self._key(id)])
+        return self._decode(pairs_to_dict(raw)) if raw else None
 
     async def delete(self, ids: Sequence[str]) -> int:
         if isinstance(ids, str):
@@ -456,29 +595,79 @@ class RedisBackend(MemoryBackend):
             return int(await self._client.delete(*(self._key(i) for i in ids)))
 
     async def search(
-        self, query: str, *, filter: Mapping[str, Any] | None = None, limit: int = 10
+        self,
+        query: str,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        limit: int = 10,
+        mode: str | None = None,
     ) -> SearchResult:
-        """``FT.SEARCH`` with ``SCORER BM25STD``; see :meth:`MemoryBackend.search`. Scores are
-        RediSearch's BM25, ``>= 0``, higher is better; equal scores put the most recently written
-        record first."""
+        """See :meth:`MemoryBackend.search`.
+
+        Keyword mode: ``FT.SEARCH`` with ``SCORER BM25STD``; scores are RediSearch's BM25,
+        ``>= 0``; equal scores put the most recently written record first. Vector mode: ``KNN``
+        on the ``vector`` field behind the same TAG pre-filter; scores are cosine similarity
+        (``1 - distance``). Hybrid: both queries in one pipeline (one round trip), each
+        ``max(limit, 50)`` deep, fused by :func:`~primitives.memory.embedding.fuse`.
+        """
         check_query(query)
         check_limit(limit)
+        mode = check_mode(mode) or ("hybrid" if self.embedder is not None else "keyword")
         tag_filter = normalize_filter(filter)
-        words = query_words(query)
-        if not words:
+        words = query_words(query) if mode != "vector" else []
+        vector = b""
+        if mode != "keyword":
+            embedder = require_embedder(self.embedder, mode, self.name)
+            if not query.strip():
+                return SearchResult([], self.name)
+            vector = _pack((await embedder.embed_tuples([query]))[0])
+        elif not words:
             return SearchResult([], self.name)
         await self._ensure_ready()
-        args = ["FT.SEARCH", self.spec.name, render_query(words, tag_filter), "WITHSCORES",
+        depth = limit if mode != "hybrid" else max(limit, HYBRID_CANDIDATES)
+        async with self._errors():
+            if mode == "keyword":
+                keyword = self._parse(await self._client.execute_command(*self._keyword_args(words, tag_filter, depth)))
+                return SearchResult(keyword, self.name)
+            if mode == "vector":
+                knn = self._parse(await self._client.execute_command(*self._knn_args(vector, tag_filter, depth)), knn=True)
+                return SearchResult(knn, self.name)
+            async with self._client.pipeline(transaction=False) as pipe:
+                if words:
+                    pipe.execute_command(*self._keyword_args(words, tag_filter, depth))
+                pipe.execute_command(*self._knn_args(vector, tag_filter, depth))
+                replies = await pipe.execute()
+        keyword = self._parse(replies[0]) if words else []
+        knn = self._parse(replies[-1], knn=True)
+        records = {h.record.id: h.record for h in (*keyword, *knn)}
+        fused = fuse([(h.record.id, h.score) for h in keyword], [(h.record.id, h.score) for h in knn], limit=limit)
+        return SearchResult([SearchHit(records[id], score) for id, score in fused], self.name)
+
+    def _keyword_args(self, words: list[str], tag_filter: Mapping[str, tuple[str, ...]], limit: int) -> list[str]:
+        return ["FT.SEARCH", self.spec.name, render_query(words, tag_filter), "WITHSCORES",
                 "SCORER", "BM25STD", "RETURN", str(len(_RETURN)), *_RETURN,
                 "LIMIT", "0", str(limit), "DIALECT", "2"]
-        async with self._errors():
-            raw = await self._client.execute_command(*args)
+
+    def _knn_args(self, vector: bytes, tag_filter: Mapping[str, tuple[str, ...]], limit: int) -> list[Any]:
+        # the filter is escaped by render_query; the vector and k travel as PARAMS, never inline
+        query = f"({render_query([], tag_filter)})=>[KNN $k @vector $vector AS __distance]"
+        return ["FT.SEARCH", self.spec.name, query, "PARAMS", "4", "k", str(limit), "vector", vector,
+                "SORTBY", "__distance", "ASC", "RETURN", str(len(_RETURN) + 1), *_RETURN, "__distance",
+                "LIMIT", "0", str(limit), "DIALECT", "2"]
+
+    def _parse(self, raw: list[Any], *, knn: bool = False) -> list[SearchHit]:
         hits = []
+        if knn:
+            for i in range(1, len(raw), 2):
+                fields = pairs_to_dict(raw[i + 1])
+                distance = float(fields.pop("__distance"))
+                hits.append(SearchHit(self._decode(fields), 1.0 - distance))
+            return hits
         for i in range(1, len(raw), 3):
             fields = pairs_to_dict(raw[i + 2])
             hits.append(SearchHit(self._decode(fields), float(raw[i + 1])))
         hits.sort(key=lambda h: (h.score, h.record.updated_at), reverse=True)
-        return SearchResult(hits, self.name)
+        return hits
 
     async def count(self, filter: Mapping[str, Any] | None = None) -> int:
         tag_filter = normalize_filter(filter)

@@ -24,8 +24,13 @@ class IndexField:
     type: str
     case_sensitive: bool = False
     separator: str | None = None
+    dims: int | None = None
 
     def args(self) -> list[str]:
+        if self.type == "VECTOR":
+            # HNSW (Malkov & Yashunin 2018) with RediSearch's defaults M=16, EF_CONSTRUCTION=200
+            return [self.name, "VECTOR", "HNSW", "6", "TYPE", "FLOAT32", "DIM", str(self.dims),
+                    "DISTANCE_METRIC", "COSINE"]
         out = [self.name, self.type]
         if self.separator is not None:
             out += ["SEPARATOR", self.separator]
@@ -34,6 +39,8 @@ class IndexField:
         return out
 
     def describe(self) -> str:
+        if self.type == "VECTOR":
+            return f"{self.name} VECTOR HNSW FLOAT32 DIM {self.dims} COSINE"
         opts = []
         if self.separator is not None:
             opts.append(f"SEPARATOR {self.separator!r}")
@@ -66,14 +73,19 @@ class IndexSpec:
 
     TEXT fields use RediSearch's English (Snowball) stemming, the in-process analyzer's stemmer,
     and the same stop words; TAG fields are case-sensitive so ``Alice`` and ``alice`` are two
-    users; timestamps are NUMERIC seconds since the epoch. A VECTOR field can be appended later
+    users; timestamps are NUMERIC seconds since the epoch. With ``dims`` a VECTOR field (HNSW, FLOAT32, COSINE) is appended
     without changing the others.
     """
 
     name: str
     prefix: str
+    dims: int | None = None
     fields: tuple[IndexField, ...] = _fields()
     stop_words: tuple[str, ...] = tuple(sorted(ENGLISH_STOP_WORDS))
+
+    def __post_init__(self) -> None:
+        if self.dims is not None and not any(f.type == "VECTOR" for f in self.fields):
+            object.__setattr__(self, "fields", (*self.fields, IndexField("vector", "VECTOR", dims=self.dims)))
 
     def create_args(self) -> list[str]:
         """Arguments of ``FT.CREATE``."""
@@ -106,6 +118,8 @@ class IndexSpec:
                     problems.append(f"field {f.name} CASESENSITIVE is {a['case_sensitive']}")
                 if f.separator is not None and a["separator"] != f.separator:
                     problems.append(f"field {f.name} SEPARATOR is {a['separator']!r}, needs {f.separator!r}")
+            if f.type == "VECTOR" and a["dims"] != f.dims:
+                problems.append(f"field {f.name} has DIM {a['dims']}, the embedder makes {f.dims}")
         for name, a in found.items():
             if a["type"] != "VECTOR":  # a vector field added by the embeddings upgrade is fine
                 problems.append(f"unexpected field {name} {a['type']}")
@@ -137,6 +151,7 @@ def _attributes(info: dict[str, Any]) -> list[dict[str, Any]]:
                 "type": str(d.get("type", "")).upper(),
                 "separator": d.get("SEPARATOR"),
                 "case_sensitive": "CASESENSITIVE" in flags,
+                "dims": int(d["dim"]) if "dim" in d else None,
             }
         )
     return out

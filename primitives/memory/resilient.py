@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from primitives.errors import BackendUnavailableError, InvalidInputError, InvalidRecordError, InvalidRecordTypeError
-from primitives.memory.backend import Health, MemoryBackend, SearchResult
+from primitives.memory.backend import Health, MemoryBackend, SearchResult, check_mode
 from primitives.memory.breaker import CircuitBreaker
 from primitives.memory.inmemory import InMemoryBackend
 from primitives.memory.outbox import Outbox, OutboxEntry
@@ -58,7 +58,8 @@ class ResilientBackend(MemoryBackend):
         warm_size: int = 10_000,
     ) -> None:
         self.primary = primary
-        self.fallback = fallback or InMemoryBackend(maxsize=10_000)
+        # the fallback embeds with the primary's embedder (same model, same cache), if any
+        self.fallback = fallback or InMemoryBackend(maxsize=10_000, embedder=getattr(primary, "embedder", None))
         self.outbox = outbox
         self.breaker = breaker or CircuitBreaker()
         self.name = primary.name  # type: ignore[misc]
@@ -194,10 +195,16 @@ class ResilientBackend(MemoryBackend):
 
     # -- reads ---------------------------------------------------------------------------------
 
-    async def search(self, query: str, *, filter: Mapping[str, Any] | None = None, limit: int = 10) -> SearchResult:
+    async def search(
+        self, query: str, *, filter: Mapping[str, Any] | None = None, limit: int = 10, mode: str | None = None
+    ) -> SearchResult:
+        """Search the primary; while it is down, the fallback (in keyword mode if the fallback
+        has no embedder)."""
+        check_mode(mode)
+        fallback_mode = mode if mode is None or self.fallback.supports_vectors else "keyword"
         result, degraded = await self._route(
-            lambda: self.primary.search(query, filter=filter, limit=limit),
-            lambda: self.fallback.search(query, filter=filter, limit=limit),
+            lambda: self.primary.search(query, filter=filter, limit=limit, mode=mode),
+            lambda: self.fallback.search(query, filter=filter, limit=limit, mode=fallback_mode),
         )
         return SearchResult(result.hits, result.backend, degraded) if degraded else result
 

@@ -13,6 +13,7 @@ from typing import Any
 from primitives.core.context import WorkflowContext
 from primitives.core.instrumented import InstrumentedPrimitive
 from primitives.errors import InvalidInputError
+from primitives.memory.backend import check_mode
 from primitives.memory.facade import Memory
 from primitives.memory.record import MemoryRecord, MemoryType, Message
 
@@ -51,6 +52,8 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
         limit: Long-term hits to return, ``>= 1``.
         working_memory_limit: Session messages to return, ``>= 1``.
         query_key: Where the query is when the input is a mapping.
+        mode: Search mode, ``"keyword"``, ``"vector"`` or ``"hybrid"``; ``None`` (default) is the
+            backend's default (hybrid when it has an embedder).
 
     Raises:
         InvalidInputError: (from ``execute``) the input has no string query.
@@ -63,9 +66,11 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
         limit: int = 5,
         working_memory_limit: int = 20,
         query_key: str = "query",
+        mode: str | None = None,
         **instrumentation: Any,
     ) -> None:
         super().__init__(**instrumentation)
+        self.mode = check_mode(mode)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidInputError(f"limit must be an int >= 1, got {limit!r}")
         if (
@@ -103,6 +108,7 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
             namespace=_namespace(context),
             limit=self.limit,
             working_memory_limit=self.working_memory_limit,
+            mode=self.mode,
         )
         return {
             "input": input,
