@@ -7,7 +7,6 @@ with ``set_defaults(run=handler)``, where ``handler(args, console) -> exit code`
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from rich.console import Console
