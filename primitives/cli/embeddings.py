@@ -44,6 +44,8 @@ def add_parser(sub: Any) -> None:
     be.add_argument("--requests", type=int, default=300, help="timed requests of each kind (default 300)")
     be.add_argument("--texts", type=int, default=1000, help="texts re-ingested for the cache measure (default 1000)")
     be.add_argument("--model", default=DEFAULT_LOCAL_MODEL, help=f"model directory or package (default {DEFAULT_LOCAL_MODEL})")
+    be.add_argument("--in-process", action="store_true",
+                    help="serve from a thread of the bench process instead of a child process (shares one GIL)")
     be.add_argument("--json", action="store_true", help="print one JSON object")
     be.set_defaults(run=_run_bench)
 
@@ -96,7 +98,8 @@ def _run_bench(args: argparse.Namespace, console: Console) -> int:
 
     if args.requests < 1 or args.texts < 1:
         raise InvalidInputError("--requests and --texts must be >= 1")
-    report = asyncio.run(run_embeddings_bench(_local(args.model), requests=args.requests, cache_texts=args.texts))
+    report = asyncio.run(run_embeddings_bench(_local(args.model), requests=args.requests, cache_texts=args.texts,
+                                              in_process=args.in_process))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -116,12 +119,17 @@ def _print_bench(report: dict[str, Any], console: Console) -> None:
     verdict = "[green]met[/]" if ov["p50"] <= report["target_overhead_ms"] else "[red]missed[/]"
     console.print(f"server overhead (paired HTTP - encode): p50 {ov['p50']:.2f} ms, p99 {ov['p99']:.2f} ms, "
                   f"p50(HTTP) - p50(encode) {ov['p50_difference']:.2f} ms; target <= {report['target_overhead_ms']} ms: {verdict}")
+    out = report["outside_embedder_ms"]
+    console.print(f"time outside the embedder per request (response time - x-embed-time-ms): float p50 {out['http']['p50']:.2f} ms "
+                  f"p99 {out['http']['p99']:.2f} ms; base64 p50 {out['http_base64']['p50']:.2f} ms p99 {out['http_base64']['p99']:.2f} ms")
     c = report["cache"]
     console.print(escape(f"cache: {c['texts']} texts; first ingest {c['first_model_calls']} model calls in {c['first_s']:.2f} s, "
                          f"re-ingest {c['again_model_calls']} model calls in {c['again_s'] * 1000:.1f} ms; "
-                         f"over HTTP: first {c['http_first_requests']} requests, again {c['http_again_requests']} requests"))
+                         f"over HTTP: first {c['http_first_requests']} requests ({c['server_model_calls_first']} model calls "
+                         f"in the server), again {c['http_again_requests']} requests ({c['server_model_calls_again']})"))
     console.print(escape(f"model {report['model']} ({report['dims']} dims), {report['requests']} requests of each kind, "
-                         f"interleaved; server in-process on {report['server']}"))
+                         f"interleaved; server: {report['server']}; server model calls per timed request "
+                         f"{report['server_model_calls_per_request']:.2f}"))
 
 
 def _flush() -> None:
