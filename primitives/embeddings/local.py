@@ -123,13 +123,16 @@ class SentenceTransformerEmbedder(Embedder):
             if self._model_obj is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
                 try:
                     from sentence_transformers import SentenceTransformer
+                    from transformers.utils import logging as transformers_logging
                 except ImportError as exc:
                     raise EmbedderUnavailableError(
                         f"the local embedding model needs sentence-transformers: {_INSTALL_HINT} "
                         f"({exc})"
                     ) from exc
+                transformers_logging.disable_progress_bar()  # no "Loading weights" bar on stderr
                 self._model_obj = SentenceTransformer(str(self._path), device=self._device)
             return self._model_obj
 

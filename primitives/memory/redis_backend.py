@@ -295,7 +295,7 @@ class RedisBackend(MemoryBackend):
                     await self._create_index()
                 else:
                     problems = self.spec.differences(info)
-                    vector_problems = [p for p in problems if "vector" in p.split(" ", 2)[:2]]
+                    vector_problems = [p for p in problems if "field vector " in p]
                     if vector_problems and len(vector_problems) == len(problems):
                         raise DimensionMismatchError(
                             f"index {self.spec.name!r}: {'; '.join(vector_problems)} "
