@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from primitives.errors import PrimitivesError
+
 #: The LoCoMo files shipped beside the project (``../shared/data/locomo``); override with LOCOMO_DATA.
 LOCOMO_DIR = Path(
     os.environ.get("LOCOMO_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo")
@@ -70,3 +72,18 @@ def ams_server(tmp_path_factory: pytest.TempPathFactory):
 def ams_server_no_ltm(ams_server):
     """A second AMS on the same Redis and token, started with long-term memory disabled."""
     return ams_server.start_another(long_term_memory=False)
+
+
+@pytest.fixture(scope="session")
+def local_embedder():
+    """The packaged all-MiniLM-L6-v2 model (384 dims), loaded once for the session."""
+    try:
+        from primitives.embeddings.local import SentenceTransformerEmbedder
+
+        embedder = SentenceTransformerEmbedder()
+        embedder.encode(["load the model once"])
+    except (ImportError, OSError, PrimitivesError) as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the local embedding model cannot load: {exc}")
+        pytest.skip(f"the local embedding model cannot load: {exc}")
+    return embedder
