@@ -9,6 +9,7 @@ import asyncio
 import base64
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,9 +23,10 @@ pytest.importorskip("uvicorn")
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from primitives.embeddings.base import Embedder  # noqa: E402
 from primitives.embeddings.openai_http import OpenAIEmbedder  # noqa: E402
 from primitives.embeddings.server import DEFAULT_MAX_BATCH, DEFAULT_MAX_TEXT_CHARS, running_server  # noqa: E402
-from primitives.errors import AuthenticationFailedError, EmbedderUnavailableError  # noqa: E402
+from primitives.errors import AuthenticationFailedError, ConfigurationError, EmbedderUnavailableError  # noqa: E402
 
 KEY = "sk-local-test"
 DIMS = 384
@@ -122,7 +124,7 @@ async def test_concurrent_requests_are_embedded_together_and_each_gets_its_own_v
             np.array([d["embedding"] for d in b.json()["data"]]), abs=1e-6)
 
 
-async def test_encoding_does_not_block_the_event_loop(url: str, model: Any) -> None:
+async def test_encoding_blocks_neither_the_event_loop_nor_small_requests(url: str, model: Any) -> None:
     texts = [f"a batch to keep the model busy for a while, sentence number {i} " * 4 for i in range(96)]
     async with httpx.AsyncClient(timeout=120) as client:
         calls = model.stats.model_calls
@@ -131,8 +133,11 @@ async def test_encoding_does_not_block_the_event_loop(url: str, model: Any) -> N
             await asyncio.sleep(0.001)
         health = await client.get(url.removesuffix("/v1") + "/health")
         answered_while_busy = not big.done()
+        small = await client.post(f"{url}/embeddings", json={"input": "a query while a bulk batch runs", "model": "m"})
+        small_first = not big.done()  # not queued behind the 96 texts
         assert (await big).status_code == 200
     assert health.status_code == 200 and answered_while_busy
+    assert small.status_code == 200 and small_first
 
 
 # --- bad input: 400 with OpenAI's error body -----------------------------------------------
@@ -295,3 +300,42 @@ async def test_the_benchmark_reports_every_figure(model: Any) -> None:
     cache = report["cache"]
     assert (cache["texts"], cache["again_model_calls"], cache["http_again_requests"], cache["server_model_calls_again"]) == (50, 0, 0, 0)
     assert cache["first_model_calls"] >= 1 and cache["http_first_requests"] == 1
+
+
+# --- limits and failures that need their own server ----------------------------------------
+
+
+class _Failing(Embedder):
+    """An embedder whose model cannot be used, as when its files vanished after start."""
+
+    async def _embed_batch(self, texts: list[str]) -> list[list[float]]:
+        raise EmbedderUnavailableError("the model directory /models/gone is missing")
+
+
+async def test_an_unavailable_model_is_a_503_server_error() -> None:
+    with running_server(_Failing(model="gone", dims=8)) as base:
+        response = await post(base, {"input": "x", "model": "m"})
+    assert (response.status_code, response.json()) == (503, {"error": {
+        "message": "the model is unavailable: the model directory /models/gone is missing",
+        "type": "server_error", "param": None, "code": "model_unavailable"}})
+
+
+async def test_an_oversize_body_is_a_413_before_the_model(model: Any) -> None:
+    calls = model.stats.model_calls
+    with running_server(model, max_body_bytes=1000) as base:
+        response = await post(base, {"input": ["x" * 600, "y" * 600], "model": "m"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    assert model.stats.model_calls == calls
+
+
+def test_a_busy_port_is_a_configuration_error() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        with pytest.raises(ConfigurationError, match=r"cannot listen on 127.0.0.1:\d+ .*choose another --port"):
+            with running_server(_Failing(model="gone", dims=8), port=taken.getsockname()[1]):
+                pass
+    finally:
+        taken.close()
