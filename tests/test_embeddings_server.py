@@ -297,6 +297,9 @@ async def test_the_benchmark_reports_every_figure(model: Any) -> None:
     assert set(report["latency_ms"]) == {"encode", "embed", "http", "http_base64"}
     assert all(v["p50"] > 0 for v in report["latency_ms"].values())
     assert report["server_model_calls_per_request"] == 1.0  # fresh texts: no request was a cache hit
+    assert set(report["outside_embedder_ms"]) == {"http", "http_base64"}
+    assert set(report["cached_request"]) == {"wall_ms", "cpu_ms_per_request"}  # in process: one CPU figure
+    assert report["cached_request"]["cpu_ms_per_request"] > 0
     cache = report["cache"]
     assert (cache["texts"], cache["again_model_calls"], cache["http_again_requests"], cache["server_model_calls_again"]) == (50, 0, 0, 0)
     assert cache["first_model_calls"] >= 1 and cache["http_first_requests"] == 1

@@ -122,6 +122,10 @@ def _print_bench(report: dict[str, Any], console: Console) -> None:
     out = report["outside_embedder_ms"]
     console.print(f"time outside the embedder per request (response time - x-embed-time-ms): float p50 {out['http']['p50']:.2f} ms "
                   f"p99 {out['http']['p99']:.2f} ms; base64 p50 {out['http_base64']['p50']:.2f} ms p99 {out['http_base64']['p99']:.2f} ms")
+    cached = report["cached_request"]
+    cpu = ", ".join(f"{k.removesuffix('_ms_per_request').replace('_', ' ')} {v:.2f} ms" for k, v in cached.items() if k != "wall_ms")
+    console.print(f"a request for a cached text (no model): wall p50 {cached['wall_ms']['p50']:.2f} ms "
+                  f"p99 {cached['wall_ms']['p99']:.2f} ms; per request {cpu}")
     c = report["cache"]
     console.print(escape(f"cache: {c['texts']} texts; first ingest {c['first_model_calls']} model calls in {c['first_s']:.2f} s, "
                          f"re-ingest {c['again_model_calls']} model calls in {c['again_s'] * 1000:.1f} ms; "

@@ -16,10 +16,15 @@ machine; compare runs, not machines.
 ``--in-process`` serves from a thread of this process instead: client and server then share one
 GIL, and each request waits for the other side's Python code (several ms on 2 busy cores), which
 is a property of that set-up, not of the server.
+
+Wall-clock overhead on a busy machine is mostly waiting for a CPU. So the benchmark also sends
+requests for one cached text (everything but the model) and reports the CPU time each one costs
+the server process and the client, read from ``/proc`` and ``time.process_time``.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -55,8 +60,9 @@ def _text(i: int, kind: str) -> str:
 
 
 @contextmanager
-def server_process(model: str, *, startup_timeout: float = 180.0) -> Iterator[str]:
-    """``embeddings serve --port 0`` as a child process for a ``with`` block; yields its base URL.
+def server_process(model: str, *, startup_timeout: float = 180.0) -> Iterator[tuple[str, int]]:
+    """``embeddings serve --port 0`` as a child process for a ``with`` block; yields its base URL
+    and process id.
 
     Raises:
         EmbedderUnavailableError: the server exited or printed no URL within ``startup_timeout``.
@@ -72,7 +78,7 @@ def server_process(model: str, *, startup_timeout: float = 180.0) -> Iterator[st
                 break
         else:
             raise EmbedderUnavailableError(f"`{' '.join(command)}` printed no URL:\n{''.join(lines)}")
-        yield line.split("=", 1)[1].strip()
+        yield line.split("=", 1)[1].strip(), process.pid
     finally:
         process.terminate()
         try:
@@ -80,6 +86,45 @@ def server_process(model: str, *, startup_timeout: float = 180.0) -> Iterator[st
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def _in_process(embedder: SentenceTransformerEmbedder) -> Iterator[tuple[str, int]]:
+    with running_server(embedder) as url:
+        yield url, os.getpid()
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; else ``None``)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+async def _cached_round_trips(client: httpx.AsyncClient, pid: int, count: int, in_process: bool) -> dict[str, Any]:
+    """``count`` requests for one cached text: HTTP, validation and JSON without the model."""
+    body = {"input": "a text the server has cached", "model": "m"}
+    await client.post("/embeddings", json=body)
+    server_cpu, client_cpu = _cpu_seconds(pid), time.process_time()
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        response = await client.post("/embeddings", json=body)
+        response.json()
+        samples.append((time.perf_counter() - start) * 1000)
+    client_cpu = time.process_time() - client_cpu
+    after = _cpu_seconds(pid)
+    report: dict[str, Any] = {"wall_ms": summarize(samples)}
+    if in_process:
+        report["cpu_ms_per_request"] = client_cpu / count * 1000  # client and server together
+    else:
+        report["client_cpu_ms_per_request"] = client_cpu / count * 1000
+        if server_cpu is not None and after is not None:
+            report["server_cpu_ms_per_request"] = (after - server_cpu) / count * 1000
+    return report
 
 
 async def _server_calls(client: httpx.AsyncClient, url: str) -> int:
@@ -108,7 +153,8 @@ async def run_embeddings_bench(
     Returns:
         ``{"model", "dims", "requests", "server", "latency_ms": {kind: {"p50", "p99", "mean"}},
         "server_overhead_ms": {"p50", "p99", "p50_difference"}, "outside_embedder_ms": {"http",
-        "http_base64": {"p50", "p99", "mean"}}, "target_overhead_ms",
+        "http_base64": {"p50", "p99", "mean"}}, "cached_request": {"wall_ms", "client_cpu_ms_per_request",
+        "server_cpu_ms_per_request"}, "target_overhead_ms",
         "server_model_calls_per_request", "cache": {...}}``; times in milliseconds unless the
         key ends in ``_s`` (seconds).
 
@@ -116,8 +162,8 @@ async def run_embeddings_bench(
         EmbedderUnavailableError: the server process did not start.
     """
     await embedder.load()
-    serving = running_server(embedder) if in_process else server_process(str(embedder.path))
-    with serving as url:
+    serving = _in_process(embedder) if in_process else server_process(str(embedder.path))
+    with serving as (url, pid):
         async with httpx.AsyncClient(base_url=url, timeout=30.0) as client:
 
             async def call(kind: str, i: int) -> float:
@@ -155,6 +201,7 @@ async def run_embeddings_bench(
             server_calls = await _server_calls(client, url) - calls_before
             if in_process:
                 server_calls -= requests  # the embed kind counts on the same embedder
+            cached = await _cached_round_trips(client, pid, max(requests, 500), in_process)
             cache = await _cache_effect(embedder, client, url, cache_texts)
     paired = [h - e for h, e in zip(samples["http"], samples["encode"])]
     latency = {kind: summarize(values) for kind, values in samples.items()}
@@ -170,6 +217,8 @@ async def run_embeddings_bench(
         },
         # per request: response time minus the x-embed-time-ms the server spent in the embedder
         "outside_embedder_ms": {kind: summarize(values) for kind, values in outside.items()},
+        # requests for a cached text: everything but the model, as wall and CPU time
+        "cached_request": cached,
         "target_overhead_ms": TARGET_OVERHEAD_MS,
         # 1.0: every timed request reached the model (no cache hit, no coalescing)
         "server_model_calls_per_request": server_calls / (2 * requests),
