@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 import sys
 from array import array
 from collections.abc import Sequence
@@ -117,6 +118,7 @@ class OpenAIEmbedder(Embedder):
         if send_dimensions:
             self._request_extra["dimensions"] = dims
         self._client: httpx.AsyncClient | None = None
+        self._ssl: ssl.SSLContext | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -125,8 +127,10 @@ class OpenAIEmbedder(Embedder):
         return self._url
 
     def _new_client(self, *, pooled: bool = True) -> httpx.AsyncClient:
+        if self._ssl is None:  # loading the CA bundle takes ~0.1 s: once per embedder, not per client
+            self._ssl = httpx.create_ssl_context()
         limits = httpx.Limits() if pooled else httpx.Limits(max_keepalive_connections=0)
-        return httpx.AsyncClient(timeout=self._timeout, headers=self._headers, limits=limits)
+        return httpx.AsyncClient(timeout=self._timeout, headers=self._headers, limits=limits, verify=self._ssl)
 
     def _pooled_client(self) -> httpx.AsyncClient:
         # A pool's connections belong to the loop that opened them: a new loop gets a new pool.
