@@ -1,6 +1,7 @@
 """``embeddings serve`` with the real local model (all-MiniLM-L6-v2, 384 dims), over real HTTP.
 
-One model load per module (about 10 s); the servers run in background threads on loopback.
+The model is the session's (``local_embedder`` in conftest, loaded once); the servers run in
+background threads on loopback.
 """
 
 from __future__ import annotations
@@ -33,17 +34,9 @@ DIMS = 384
 
 
 @pytest.fixture(scope="module")
-def model() -> Any:
-    try:
-        from primitives.embeddings.local import SentenceTransformerEmbedder
-
-        embedder = SentenceTransformerEmbedder()
-        embedder.encode(["load the model once for this module"])
-    except (ImportError, OSError, EmbedderUnavailableError) as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the local model cannot load: {exc}")
-        pytest.skip(f"the local model cannot load: {exc}")
-    return embedder
+def model(local_embedder: Any) -> Any:
+    """The session's MiniLM embedder (conftest), served by this module's servers."""
+    return local_embedder
 
 
 @pytest.fixture(scope="module")
