@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from primitives.embeddings.base import Embedder, EmbedderStats
+from primitives.embeddings.config import embedder_from_env
 
-__all__ = ["Embedder", "EmbedderStats", "SentenceTransformerEmbedder", "OpenAIEmbedder"]
+__all__ = ["Embedder", "EmbedderStats", "OpenAIEmbedder", "SentenceTransformerEmbedder", "embedder_from_env"]
 
 
 def __getattr__(name: str) -> Any:

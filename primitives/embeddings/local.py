@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,7 @@ class SentenceTransformerEmbedder(Embedder):
         name: Name reported as :attr:`model` (default: the package name or directory name).
 
     ``dims`` comes from the model's config files; the model itself (a few seconds to load) is
-    loaded on first use, in a worker thread, and ``encode`` runs in a worker thread too, so the
+    loaded on first use, in the embedder's one worker thread, where ``encode`` runs too, so the
     event loop is never blocked. ``HF_HUB_OFFLINE=1`` is set for the load: nothing is downloaded.
 
     Raises:
@@ -105,6 +106,9 @@ class SentenceTransformerEmbedder(Embedder):
         self._device = device
         self._model_obj: Any = None
         self._load_lock = threading.Lock()
+        # one worker thread: torch keeps a thread pool per calling thread, and several pools
+        # oversubscribe the cores; batches queue here instead
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         dims = _read_dims(self._path)
         if dims is None:
             dims = int(self._load().get_sentence_embedding_dimension())
@@ -149,8 +153,12 @@ class SentenceTransformerEmbedder(Embedder):
 
     async def load(self) -> None:
         """Load the model now (in a worker thread) instead of on the first :meth:`embed`."""
-        await asyncio.to_thread(self._load)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
 
     async def _embed_batch(self, texts: list[str]) -> Sequence[Sequence[float]]:
-        array = await asyncio.to_thread(self.encode, texts)
+        array = await asyncio.get_running_loop().run_in_executor(self._executor, self.encode, texts)
         return array.tolist()
+
+    async def aclose(self) -> None:
+        """Stop the worker thread (the model stays loaded until the embedder is dropped)."""
+        self._executor.shutdown(wait=False)
