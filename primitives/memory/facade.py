@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from datetime import datetime
 from typing import Any
 
+from primitives.embeddings.config import embedder_from_env
 from primitives.errors import ConfigurationError
 from primitives.memory.backend import Health, MemoryBackend, SearchResult
 from primitives.memory.inmemory import InMemoryBackend
@@ -21,7 +22,7 @@ from primitives.memory.record import DEFAULT_NAMESPACE, MemoryRecord, MemoryType
 __all__ = ["Memory", "Recall", "BACKEND_CHOICES", "outbox_path"]
 
 #: Values accepted by ``MEMORY_BACKEND`` (and ``--backend``).
-BACKEND_CHOICES = ("auto", "inmemory", "redis")
+BACKEND_CHOICES = ("auto", "inmemory", "redis", "ams")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,35 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _ams_backend(env: Mapping[str, str], url: str, working_memory_size: int) -> MemoryBackend:
+    """The Agent Memory Server backend ``MEMORY_BACKEND=ams`` (or auto with
+    ``AGENT_MEMORY_SERVER_URL``) describes, in the resilient wrapper unless ``MEMORY_RESILIENT``
+    is off. Variables: ``AGENT_MEMORY_SERVER_URL``, ``AGENT_MEMORY_SERVER_TOKEN`` (bearer token
+    for AMS token auth), ``MEMORY_AMS_PREFIX`` (partition of a shared server, default none),
+    ``MEMORY_AMS_DEDUPLICATE`` (default off: AMS deduplication may call an LLM),
+    ``MEMORY_AMS_CONNECT_TIMEOUT`` (seconds, default 2)."""
+    if not url:
+        raise ConfigurationError(
+            "MEMORY_BACKEND=ams needs AGENT_MEMORY_SERVER_URL (http://host:port of an Agent Memory Server)"
+        )
+    try:
+        from primitives.memory.ams_backend import AgentMemoryServerBackend
+    except ImportError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    prefix = env.get("MEMORY_AMS_PREFIX") or ""
+    backend: MemoryBackend = AgentMemoryServerBackend(
+        url,
+        token=(env.get("AGENT_MEMORY_SERVER_TOKEN") or "").strip() or None,
+        prefix=prefix,
+        deduplicate=(env.get("MEMORY_AMS_DEDUPLICATE") or "0").strip().lower() in ("1", "true", "yes", "on"),
+        working_memory_size=working_memory_size,
+        connect_timeout=_env_float(env, "MEMORY_AMS_CONNECT_TIMEOUT", 2.0),
+    )
+    if (env.get("MEMORY_RESILIENT") or "1").strip().lower() not in ("0", "false", "no", "off"):
+        backend = ResilientBackend(backend, outbox=Outbox(outbox_path(env, url, prefix or "ams")))
+    return backend
+
+
 class Memory:
     """Long-term and working memory for agents, over one :class:`MemoryBackend`.
 
@@ -109,14 +139,21 @@ class Memory:
         ``MEMORY_REDIS_CONNECT_TIMEOUT`` (seconds, default 2), ``MEMORY_RESILIENT`` (default on:
         Redis is wrapped in :class:`ResilientBackend` with an in-process fallback and a durable
         outbox at ``MEMORY_OUTBOX_PATH`` or :func:`outbox_path`'s default). Nothing connects
-        here: a Redis backend connects on its first call.
+        here: a Redis backend connects on its first call. The in-process and Redis backends get
+        the embedder the ``MEMORY_EMBEDDINGS*`` variables describe
+        (:func:`~primitives.embeddings.config.embedder_from_env`; none by default: keyword
+        search), which makes ``hybrid`` their default search mode.
+        ``MEMORY_BACKEND=ams`` selects the Agent Memory Server, as ``auto`` does whenever
+        ``AGENT_MEMORY_SERVER_URL`` is set (it takes precedence over ``REDIS_URL``); its
+        variables: :func:`_ams_backend`.
 
         Args:
             env: Variables to read instead of ``os.environ``.
 
         Raises:
             ConfigurationError: a variable has a value that is not accepted, ``redis`` without
-                ``REDIS_URL``, a malformed ``REDIS_URL``, or redis-py missing.
+                ``REDIS_URL``, a malformed ``REDIS_URL``, or redis-py missing (likewise ``ams``
+                without ``AGENT_MEMORY_SERVER_URL``, a malformed one, or agent-memory-client missing).
         """
         env = os.environ if env is None else env
         choice = (env.get("MEMORY_BACKEND") or "auto").strip().lower().replace("-", "")
@@ -126,8 +163,9 @@ class Memory:
                 f"accepted: {', '.join(BACKEND_CHOICES)}"
             )
         redis_url = (env.get("REDIS_URL") or "").strip()
-        if choice == "auto":
-            choice = "redis" if redis_url else "inmemory"
+        ams_url = (env.get("AGENT_MEMORY_SERVER_URL") or "").strip()
+        if choice == "auto":  # the Agent Memory Server first: it is the richer store
+            choice = "ams" if ams_url else "redis" if redis_url else "inmemory"
         working_memory_size = _env_int(env, "MEMORY_WORKING_MEMORY_SIZE", 50)
         backend: MemoryBackend
         if choice == "redis":
@@ -146,13 +184,17 @@ class Memory:
                 prefix=prefix,
                 working_memory_size=working_memory_size,
                 socket_connect_timeout=_env_float(env, "MEMORY_REDIS_CONNECT_TIMEOUT", 2.0),
+                embedder=embedder_from_env(env),
             )
             if (env.get("MEMORY_RESILIENT") or "1").strip().lower() not in ("0", "false", "no", "off"):
                 backend = ResilientBackend(backend, outbox=Outbox(outbox_path(env, redis_url, prefix)))
+        elif choice == "ams":
+            backend = _ams_backend(env, ams_url, working_memory_size)
         else:
             backend = InMemoryBackend(
                 maxsize=_env_int(env, "MEMORY_MAXSIZE", 100_000),
                 working_memory_size=working_memory_size,
+                embedder=embedder_from_env(env),
             )
         return cls(backend, namespace=env.get("MEMORY_NAMESPACE") or DEFAULT_NAMESPACE)
 
@@ -239,14 +281,16 @@ class Memory:
         memory_type: MemoryType | str | Sequence[str] | None = None,
         topics: Sequence[str] | None = None,
         limit: int = 10,
+        mode: str | None = None,
     ) -> SearchResult:
         """Long-term memories relevant to ``query`` in one namespace (the memory's by default).
 
         ``None`` arguments do not restrict; ``topics`` and a list of memory types match any of
-        the given values. See :meth:`MemoryBackend.search` for ordering, scores and errors.
+        the given values; ``mode`` is ``"keyword"``, ``"vector"``, ``"hybrid"`` or ``None`` (the
+        backend's default). See :meth:`MemoryBackend.search` for ordering, scores and errors.
         """
         flt = self._filter(user_id, session_id, namespace, memory_type, topics)
-        return await self.backend.search(query, filter=flt, limit=limit)
+        return await self.backend.search(query, filter=flt, limit=limit, mode=mode)
 
     async def count(self, *, namespace: str | None = None, user_id: str | None = None) -> int:
         """Number of live records in ``namespace`` (the memory's by default), optionally one user's."""
@@ -271,6 +315,7 @@ class Memory:
         namespace: str | None = None,
         limit: int = 5,
         working_memory_limit: int = 20,
+        mode: str | None = None,
     ) -> Recall:
         """Working memory of ``session_id`` plus long-term hits for ``query`` (one user's when
         ``user_id`` is given), in one call; what :class:`MemoryPrimitive` outputs."""
@@ -279,7 +324,7 @@ class Memory:
             if session_id is not None
             else []
         )
-        result = await self.search(query, user_id=user_id, namespace=namespace, limit=limit)
+        result = await self.search(query, user_id=user_id, namespace=namespace, limit=limit, mode=mode)
         return Recall(messages, result.hits, result.backend, result.degraded)
 
     # -- lifecycle ---------------------------------------------------------------------------
