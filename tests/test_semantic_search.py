@@ -143,3 +143,16 @@ async def test_redis_index_with_other_dims_is_refused_then_migrated(redis_server
     finally:
         await store.drop()
         await store.aclose()
+
+
+async def test_semantic_example_finds_what_keywords_miss(local_embedder, monkeypatch) -> None:
+    from examples import semantic_memory
+
+    for name in ("REDIS_URL", "AGENT_MEMORY_SERVER_URL", "MEMORY_BACKEND", "MEMORY_EMBEDDINGS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MEMORY_EMBEDDINGS", "local")
+    answers = await semantic_memory.main()
+    assert answers["keyword"] == ["(nothing)"] * 3
+    expected = [semantic_memory.FACTS[1], semantic_memory.FACTS[2], semantic_memory.FACTS[3]]
+    assert answers["vector"] == expected
+    assert answers["hybrid"] == expected
