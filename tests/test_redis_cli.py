@@ -69,7 +69,7 @@ async def test_index_migrate_command(redis_server, tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("MEMORY_OUTBOX_PATH", str(tmp_path / "o.sqlite3"))
     await asyncio.to_thread(main, ["index", "migrate", "--prefix", "mig:"])
     fresh = RedisBackend(redis_server.url, prefix="mig:")
-    for _ in range(100):
+    for _ in range(600):  # background re-indexing; slow on a loaded machine
         if (await fresh.search("survives")).hits:
             break
         await asyncio.sleep(0.05)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 
@@ -134,9 +135,10 @@ async def test_redis_index_with_other_dims_is_refused_then_migrated(redis_server
         with pytest.raises(DimensionMismatchError, match="index migrate"):
             await store.search("puppy", mode="vector")
         assert await store.migrate_index() == len(FACTS)  # re-embeds every record
-        for _ in range(100):  # Redis re-indexes in the background
-            if (await store.health()).detail.get("indexing") is False:
+        for _ in range(600):  # Redis re-indexes in the background; slow on a loaded machine
+            if await store.count() == len(FACTS) and not (await store.health()).detail.get("indexing"):
                 break
+            await asyncio.sleep(0.05)
         hits = (await store.search("puppy", limit=1, mode="vector")).hits
         assert hits[0].record.id == "pets"
         assert await store.count() == len(FACTS)
