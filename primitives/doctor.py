@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -38,12 +39,16 @@ def _problem(report: dict[str, Any], problem: str, fix: str) -> None:
 
 
 async def diagnose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Check the configuration ``Memory.from_env(env)`` describes, without writing anything.
+    """Check the configuration ``Memory.from_env(env)`` describes, without writing anything
+    (except, for the Agent Memory Server, one probe record written, indexed and deleted: the
+    only way to see over HTTP that it embeds and indexes).
 
     Returns:
         A JSON-ready dict: ``configured`` (backend name), ``healthy`` (the configured backend
         answers and can search), ``serving`` (who would serve a call now: the configured backend,
-        or ``"in-memory"`` as the degraded fallback), ``redis`` (``url`` without password,
+        or ``"in-memory"`` as the degraded fallback), ``ams`` (for the Agent Memory Server:
+        ``url``, ``reachable``, ``server_version``, ``token``, ``auth``, ``long_term_memory``,
+        ``vector_search``, ``embedding_dims``, ``indexing_ms`` or ``indexing_error``), ``redis`` (``url`` without password,
         ``reachable``, ``version``, ``query_engine``, ``json``, ``index`` with ``exists``,
         ``records``, ``schema_matches``, ``schema_problems``), ``outbox`` (``path``, ``pending``)
         and ``problems``: a list of ``{"problem", "fix"}`` where ``fix`` is the exact command to
@@ -56,7 +61,8 @@ async def diagnose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     except ConfigurationError as exc:
         report["configured"] = env.get("MEMORY_BACKEND") or "auto"
         if isinstance(exc.__cause__, ImportError):
-            fix = "python -m pip install 'memory-primitives[redis]'"
+            extra = "ams" if "agent-memory-client" in str(exc) else "redis"
+            fix = f"python -m pip install 'memory-primitives[{extra}]'"
         else:
             fix = "fix the variable named above, then: memory-primitives doctor"
         _problem(report, str(exc), fix)
@@ -70,6 +76,9 @@ async def diagnose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
                 "memories live in this process only; for a shared, durable store: "
                 "memory-primitives redis start, then export the REDIS_URL it prints"
             )
+            return report
+        if memory.backend_name == "agent-memory-server":
+            await _diagnose_ams(memory, report)
             return report
         await _diagnose_redis(memory, env, report)
     finally:
@@ -148,4 +157,71 @@ async def _probe(client: Any, *command: str) -> bool:
         await client.execute_command(*command)
     except redis_errors.ResponseError as exc:
         return "unknown command" not in str(exc).lower()
+    return True
+
+
+async def _diagnose_ams(memory: Memory, report: dict[str, Any]) -> None:
+    """The Agent Memory Server: reachable, version, token, long-term memory, vector search
+    (which needs AMS's embedding endpoint and an index of its model's dims), outbox backlog."""
+    from primitives.errors import AuthenticationFailedError, LongTermMemoryDisabledError
+
+    backend = memory.backend
+    ams = getattr(backend, "primary", backend)
+    health = await ams.health()
+    detail = health.detail
+    url = detail.get("url", "")
+    info = {key: detail.get(key) for key in ("url", "reachable", "server_version", "auth", "long_term_memory", "vector_search")}
+    info["token"] = "set" if getattr(ams, "token", None) else "not set"
+    info["embedding_dims"] = "not published by AMS over HTTP; checked by indexing a probe record (indexing_ms)"
+    report["ams"] = info
+    outbox: Outbox | None = getattr(backend, "outbox", None)
+    if outbox is not None:
+        report["outbox"] = {"path": str(outbox.path), "pending": outbox.pending_count()}
+    error_type = detail.get("error_type")
+    if not detail.get("reachable"):
+        _problem(report, f"the Agent Memory Server at {url} is unreachable: {detail.get('error')}",
+                 "memory-primitives ams start --port PORT   # a local one (then export AGENT_MEMORY_SERVER_URL=http://127.0.0.1:PORT), "
+                 "or set AGENT_MEMORY_SERVER_URL to where yours runs")
+    elif error_type == AuthenticationFailedError.__name__:
+        why = "it needs a token and none is set" if info["token"] == "not set" else "AGENT_MEMORY_SERVER_TOKEN is not valid there"
+        _problem(report, f"the Agent Memory Server at {url} refused the request: {why}",
+                 "export AGENT_MEMORY_SERVER_TOKEN=TOKEN   # make one on the server: agent-memory token add --description memory-primitives")
+    elif error_type == LongTermMemoryDisabledError.__name__:
+        _problem(report, f"the Agent Memory Server at {url} has long-term memory disabled: memories cannot be stored or searched",
+                 "restart it with LONG_TERM_MEMORY=true (memory-primitives ams start without --no-long-term-memory), or export MEMORY_BACKEND=redis")
+    elif detail.get("vector_search") is False or (health.ok and not await _probe_indexing(ams, info)):
+        _problem(report, f"the Agent Memory Server at {url} cannot embed and index memories: {info.get('indexing_error') or detail.get('error')}",
+                 "check its log: its embedding endpoint (EMBEDDING_MODEL, OPENAI_API_BASE) must answer, and "
+                 "REDISVL_VECTOR_DIMENSIONS must equal that model's dims (384 for MiniLM); after changing dims: agent-memory rebuild-index")
+        health = replace(health, ok=False)
+    elif not health.ok:
+        _problem(report, f"the Agent Memory Server at {url} is not healthy: {detail.get('error')}", "check its log, then: memory-primitives doctor")
+    version = info.get("server_version")
+    if version and not str(version).startswith("0.15."):
+        report["notes"] = [f"this backend is written and tested against AMS 0.15.2; the server is {version}"]
+    report["healthy"] = health.ok
+    if health.ok:
+        report["serving"] = memory.backend_name
+    elif outbox is not None and error_type == "BackendUnavailableError":
+        report["serving"] = "in-memory (degraded fallback)"
+    if outbox is not None and outbox.pending_count():
+        if health.ok:
+            report["outbox"]["replayed_now"] = await backend.replay()  # type: ignore[attr-defined]
+            report["outbox"]["pending"] = outbox.pending_count()
+        pending = report["outbox"]["pending"]
+        if pending:
+            _problem(report, f"{pending} writes made while the Agent Memory Server was unreachable wait in the outbox ({outbox.path})",
+                     "bring the server back (see above); the backlog replays by itself on the next call, or run: memory-primitives doctor")
+
+
+async def _probe_indexing(ams: Any, info: dict[str, Any]) -> bool:
+    """Write, wait for and delete one probe record (``probe_indexing``): the only way to see
+    over HTTP that AMS embeds and indexes, e.g. that its model's dims match its index."""
+    from primitives.errors import PrimitivesError
+
+    try:
+        info["indexing_ms"] = round(await ams.probe_indexing() * 1e3, 1)
+    except PrimitivesError as exc:
+        info["indexing_error"] = str(exc)
+        return False
     return True

@@ -1,4 +1,4 @@
-"""``memory-primitives bench inmemory|redis``: speed and memory benchmarks."""
+"""``memory-primitives bench inmemory|redis|ams``: speed and memory benchmarks."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ __all__ = ["add_parser"]
 
 
 def add_parser(sub: Any) -> None:
-    """Register ``bench inmemory`` and ``bench redis``."""
+    """Register ``bench inmemory``, ``bench redis`` and ``bench ams``."""
     be = sub.add_parser("bench", help="speed and memory benchmarks")
     be_sub = be.add_subparsers(dest="target", required=True)
     im = be_sub.add_parser("inmemory", help="the in-process backend on synthetic memories")
@@ -41,6 +41,17 @@ def add_parser(sub: Any) -> None:
     br.add_argument("--json", action="store_true", help="print one JSON object")
     br.add_argument("--storage", action="store_true", help="compare hashes and JSON documents instead")
     br.set_defaults(run=_run_redis)
+
+    ba = be_sub.add_parser("ams", help="the Agent Memory Server backend vs the same calls made with agent-memory-client")
+    ba.add_argument("--url", default=None,
+                    help="AMS base URL (default: AGENT_MEMORY_SERVER_URL, else a local one started for the run: Redis, embeddings, AMS)")
+    ba.add_argument("--token", default=None, help="bearer token (default: AGENT_MEMORY_SERVER_TOKEN)")
+    ba.add_argument("--memories", type=int, default=1000, help="records to add (default 1000)")
+    ba.add_argument("--queries", type=int, default=100, help="recall steps and searches to time (default 100)")
+    ba.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
+    ba.add_argument("--no-auth", action="store_true", help="the local server without token auth (AMS's bcrypt check costs ~0.3 s a request)")
+    ba.add_argument("--json", action="store_true", help="print one JSON object")
+    ba.set_defaults(run=_run_ams)
 
 
 def check_sizes(args: argparse.Namespace) -> None:
@@ -129,4 +140,51 @@ def _print_bench_redis(report: dict[str, Any], console: Console) -> None:
     table.add_row("MemoryPrimitive recall step / redis-py ft().search(), ms",
                   f"{report['recall_step_ms']:.3f} / {report['redis_py_search_api_ms']:.3f} = "
                   f"{report['recall_step_ratio_vs_search_api']:.2f}x")
+    console.print(table)
+
+
+def _run_ams(args: argparse.Namespace, console: Console) -> int:
+    from primitives.evaluation.bench_ams import local_ams_stack, run_ams_bench
+
+    check_sizes(args)
+    url = args.url or os.environ.get("AGENT_MEMORY_SERVER_URL")
+    token = args.token or os.environ.get("AGENT_MEMORY_SERVER_TOKEN")
+
+    def run(url: str, token: str | None) -> dict[str, Any]:
+        return asyncio.run(run_ams_bench(url, token, memories=args.memories, queries=args.queries, seed=args.seed))
+
+    if url:
+        report = run(url, token)
+    else:
+        with local_ams_stack(token_auth=not args.no_auth) as (local_url, local_token):
+            report = run(local_url, local_token)
+        auth = "off" if args.no_auth else "on"
+        report["server"] = f"local Agent Memory Server started for this run (token auth {auth}, MiniLM embeddings, own Redis)"
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_bench_ams(report, console)
+    return 0
+
+
+def _print_bench_ams(report: dict[str, Any], console: Console) -> None:
+    from rich.markup import escape
+
+    table = Table("measure", "value")
+    create = report["create"]
+    table.add_row("server", escape(f"AMS {report.get('server_version')}, token auth {'on' if report['token_auth'] else 'off'}"))
+    table.add_row("memories / queries", f"{report['memories']} / {report['queries']}")
+    table.add_row("create via AgentMemoryServerBackend (until indexed), records/s", f"{create['backend_records_per_s']}")
+    table.add_row("create via agent-memory-client: acknowledged / searchable, records/s",
+                  f"{create['client_ack_records_per_s']} / {create['client_until_searchable_records_per_s']}")
+    table.add_row("index lag, ack to readable, p50 / p99 ms", f"{report['index_lag_ms']['p50']} / {report['index_lag_ms']['p99']}")
+    table.add_row("request without / with auth, p50 ms",
+                  f"{report['request_ms']['no_auth_health']} / {report['request_ms']['authenticated_get']}")
+    table.add_row("recall step / direct client calls, ms",
+                  f"{report['recall_step_ms']} / {report['direct_recall_ms']} = {report['recall_step_ratio']:.3f}x")
+    table.add_row("working-memory get / direct, ms",
+                  f"{report['working_memory_get_ms']} / {report['direct_working_memory_get_ms']} = {report['working_memory_ratio']:.3f}x")
+    for mode, ms in report["search_ms"].items():
+        table.add_row(f"search {mode} p50 / p99, ms", f"{ms['p50']} / {ms['p99']}")
+    table.add_row("keyword queries with a hit", f"{report['hit_rate']:.0%}")
     console.print(table)
