@@ -172,15 +172,17 @@ def test_malformed_url_is_a_configuration_error(url: str) -> None:
 
 
 def test_errors_name_the_fix() -> None:
-    anonymous = AgentMemoryServerBackend("http://127.0.0.1:1")
-    with_token = AgentMemoryServerBackend("http://127.0.0.1:1", token="t")
-    assert isinstance(anonymous._error(401, "Missing authorization header"), AuthenticationFailedError)
-    assert "set AGENT_MEMORY_SERVER_TOKEN" in str(anonymous._error(401, "x"))
-    assert "agent-memory token add" in str(with_token._error(401, "Invalid token"))
-    disabled = anonymous._error(400, "Long-term memory is disabled")
+    from primitives.memory.ams_transport import http_error
+
+    url = "http://127.0.0.1:1"
+    assert isinstance(http_error(url, None, 401, "Missing authorization header"), AuthenticationFailedError)
+    assert "set AGENT_MEMORY_SERVER_TOKEN" in str(http_error(url, None, 401, "x"))
+    assert "agent-memory token add" in str(http_error(url, "t", 401, "Invalid token"))
+    disabled = http_error(url, None, 400, "Long-term memory is disabled")
     assert isinstance(disabled, LongTermMemoryDisabledError) and "LONG_TERM_MEMORY=true" in str(disabled)
-    assert isinstance(anonymous._error(503, "x"), BackendUnavailableError)
-    assert isinstance(anonymous._error(422, "bad"), InvalidInputError)
+    assert isinstance(http_error(url, None, 503, "x"), BackendUnavailableError)
+    assert isinstance(http_error(url, None, 422, "bad"), InvalidInputError)
+    assert isinstance(http_error(url, None, 404, "x"), ConfigurationError)
 
 
 def test_from_env_selects_ams_wrapped_and_ams_wins_over_redis_in_auto(tmp_path: Path) -> None:
@@ -429,7 +431,7 @@ async def test_working_memory_keeps_metadata_and_ignores_other_namespaces_sessio
         # absence with it (its key index); it is not ours
         other = WorkingMemory(session_id="x", namespace="elsewhere",
                               messages=[MemoryMessage(role="user", content="not yours", created_at=T0)])
-        await backend._api.put_working_memory(amap.id_out(backend.prefix + "s3"), other)
+        await backend._transport.api.put_working_memory(amap.id_out(backend.prefix + "s3"), other)
         assert await backend.get_messages("s3") == []
         await backend.append_messages("s3", [Message("user", "mine")])
         assert [m.content for m in await backend.get_messages("s3")] == ["mine"]
@@ -444,9 +446,7 @@ async def test_working_memory_keeps_metadata_and_ignores_other_namespaces_sessio
 async def test_a_poisoned_keep_alive_connection_is_left_for_a_new_one(ams_server) -> None:
     proxy = Proxy(ams_server.url)
     await proxy.start()
-    backend = backend_for(ams_server)
-    backend.url = proxy.url
-    backend._api._client = backend._new_http()  # the same backend, reached through the proxy
+    backend = AgentMemoryServerBackend(proxy.url, token=ams_server.token, prefix=fresh_prefix())
     try:
         await backend.add([MemoryRecord(text="the password hint is a tulip", id="hint")])
         # the fault itself, seen by a plain keep-alive client: a 500, then a dead connection

@@ -141,7 +141,7 @@ async def run_ams_bench(
             lags.append(time.perf_counter() - t0)
         report["index_lag_ms"] = _ms(lags)
 
-        http = backend._http
+        http = backend._transport.http
         health, authed = [], []
         for _ in range(10):
             t0 = time.perf_counter()

@@ -1,6 +1,7 @@
 """``AgentMemoryServerBackend``: memories in the Redis Agent Memory Server (AMS), through
 agent-memory-client. Written and tested against agent-memory-server 0.15.2 and
-agent-memory-client 0.14.0; field mapping in :mod:`primitives.memory.ams_mapping`.
+agent-memory-client 0.14.0. Field mapping: :mod:`primitives.memory.ams_mapping`; connection,
+auth, retry and error mapping: :mod:`primitives.memory.ams_transport`.
 
 - **Long-term memory.** ``add``/``put_if_newer`` -> ``create_long_term_memory`` (batches of
   ``batch_size``; ``deduplicate=False`` unless configured: AMS deduplication may merge with an
@@ -10,19 +11,21 @@ agent-memory-client 0.14.0; field mapping in :mod:`primitives.memory.ams_mapping
   (``keyword`` -> ``keyword``, ``vector`` -> ``semantic``, ``hybrid`` -> ``hybrid``), ``any``-of
   filters or ``recency_boost=false``.
 - **Read your own writes: a bounded poll after each write.** AMS acknowledges a create before
-  it indexes it (a background task embeds the text, then writes the hash): measured here,
-  acknowledgement to indexed took 136-385 ms (median 207 ms, 10 single-record creates, Redis
-  polled directly). ``add`` returns once every record reads back through AMS's search index
-  with the ``updated_at`` it was written with (one filter-only search per 100 ids, by the
-  ``mp-id:`` entity each record carries; first 150 ms after the acknowledgement, then 100..800
-  ms apart), at most ``index_timeout`` seconds, else :class:`BackendUnavailableError`: the
+  it indexes it (a background task embeds the text, then writes the hash). Measured on these
+  2 cores, acknowledgement to searchable for one short record: p50 32 ms, p99 57 ms with no
+  other load (``bench ams --no-auth``, ``index_lag_ms``); 136-385 ms, median 207 ms, with the
+  machine loaded (10 creates, AMS's Redis polled directly); a 100-record request ~7-9 s (AMS
+  indexed 10-14 records/s). ``add`` returns once every record reads back through AMS's search
+  index with the ``updated_at`` it was written with (one filter-only search per 100 ids, by
+  the ``mp-id:`` entity each record carries; see :meth:`_wait_indexed` for the schedule), at
+  most ``index_timeout`` (+0.2 s a record) seconds, else :class:`BackendUnavailableError`: the
   resilient wrapper then keeps the write in its journal and replays it, where a write
   acknowledged but never indexed (embedding endpoint down) would otherwise be lost silently.
-  Rejected: reading back through working memory (covers a session's own turns, not long-term
-  search) and a local overlay of recent writes (its hits would have to be ranked among AMS's
-  normalised scores, which cannot be reproduced locally, and an unindexed write would go
-  unnoticed). With ``deduplicate=True`` nothing is polled (a deduplicated record may never
-  appear under its id): writes are then only eventually visible.
+  Rejected: reading back through working memory (a session's own turns only, not long-term
+  search) and a local overlay of recent writes (its hits would need AMS's normalised scores,
+  which cannot be reproduced locally; an unindexed write would go unnoticed). With
+  ``deduplicate=True`` nothing is polled (a deduplicated record may never appear under its
+  id): writes are then only eventually visible.
 - **Filters are enforced here too.** AMS drops the topics/namespace/memory-type filters of a
   ``semantic`` search that matches nothing (its "soft-filter fallback"), and RediSearch TAGs
   match case-insensitively: every hit is checked against the filter again, so a namespace is a
@@ -53,11 +56,10 @@ from __future__ import annotations
 import asyncio
 import re
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, TypeVar
-from urllib.parse import quote
+from typing import Any
 
 from primitives.errors import (
     AuthenticationFailedError,
@@ -66,7 +68,6 @@ from primitives.errors import (
     InvalidInputError,
     InvalidRecordTypeError,
     LongTermMemoryDisabledError,
-    PrimitivesError,
 )
 from primitives.memory import ams_mapping as amap
 from primitives.memory.backend import (
@@ -82,12 +83,11 @@ from primitives.memory.backend import (
 from primitives.memory.record import MemoryRecord, Message, SearchHit, with_timestamps
 
 try:
-    import httpx
-    from agent_memory_client import MemoryAPIClient, MemoryClientConfig
-    from agent_memory_client import __version__ as client_version
-    from agent_memory_client.exceptions import MemoryNotFoundError, MemoryServerError
+    from agent_memory_client.exceptions import MemoryNotFoundError
     from agent_memory_client.models import ClientMemoryRecord, WorkingMemory
     from ulid import ULID  # a dependency of agent-memory-client: its message ids
+
+    from primitives.memory.ams_transport import AMSTransport, path_id
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "the Agent Memory Server backend needs agent-memory-client: "
@@ -96,18 +96,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 __all__ = ["AgentMemoryServerBackend"]
 
-T = TypeVar("T")
-_RETRYABLE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 _DELETED = re.compile(r"deleted (\d+)")
 _PAGE = 100  # AMS SearchRequest.limit maximum
 
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _path_id(value: str) -> str:
-    return quote(value, safe="")
 
 
 class AgentMemoryServerBackend(MemoryBackend):
@@ -126,7 +120,8 @@ class AgentMemoryServerBackend(MemoryBackend):
         working_memory_ttl: Seconds a session lives after its last append (``None``: forever).
         timeout, connect_timeout: Seconds per request (30: agent-memory-client's default; AMS
             with token auth serialises requests, see ``bench ams``) / per connection attempt.
-        index_timeout: Seconds a write waits to become readable before it counts as failed.
+        index_timeout: Seconds a write waits to become readable before it counts as failed,
+            plus 0.2 s per record written.
         batch_size: Records per create request (each request is one embedding batch on AMS).
         max_text_chars: Longest accepted ``text``. AMS embeds the whole text through its
             embedding endpoint, which refuses long input (the local server: 65,536 characters;
@@ -191,100 +186,16 @@ class AgentMemoryServerBackend(MemoryBackend):
         self.max_pages = max_pages
         #: Seconds the last write waited until AMS had indexed it (the read-your-writes poll).
         self.last_index_wait: float | None = None
-        self._api = MemoryAPIClient(MemoryClientConfig(base_url=self.url, timeout=timeout))
-        # agent-memory-client 0.14 has no auth option: its requests go through this httpx client,
-        # which we build (bearer token, connect timeout) and renew after a 5xx.
-        self._api._client = self._new_http()
-        self._retired: set[httpx.AsyncClient] = set()
+        self._transport = AMSTransport(self.url, self.token, timeout=timeout, connect_timeout=connect_timeout)
+        self._call = self._transport.call
+        self._raw = self._transport.raw
         self._session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._server_version: str | None = None
-
-    # -- transport ---------------------------------------------------------------------------
-
-    def _new_http(self) -> httpx.AsyncClient:
-        headers = {"User-Agent": f"memory-primitives agent-memory-client/{client_version}",
-                   "X-Client-Version": client_version}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        return httpx.AsyncClient(
-            base_url=self.url,
-            headers=headers,
-            timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
-        )
-
-    @property
-    def _http(self) -> httpx.AsyncClient:
-        return self._api._client
-
-    def _renew_pool(self, used: httpx.AsyncClient) -> None:
-        """Swap in a new connection pool unless another call already replaced ``used``; the old
-        pool is closed once no request can still be using it (after ``timeout`` + 1 s)."""
-        if self._api._client is not used:
-            return
-        loop = asyncio.get_running_loop()
-        self._api._client = self._new_http()
-        self._retired.add(used)
-
-        def close() -> None:
-            if used in self._retired:
-                self._retired.discard(used)
-                loop.create_task(used.aclose())
-
-        loop.call_later(self.timeout + 1.0, close)
-
-    async def _call(self, call: Callable[[], Awaitable[T]], *, missing_ok: bool = False) -> T:
-        """Run one request (``call`` builds it on the current pool), retried once on a new pool
-        after a 5xx or a dropped connection; errors mapped to this package's. A 404 is re-raised
-        as ``MemoryNotFoundError`` when ``missing_ok``, else it means a wrong URL."""
-        for attempt in (1, 2):
-            used = self._api._client
-            try:
-                return await call()
-            except MemoryNotFoundError as exc:
-                if missing_ok:
-                    raise
-                raise self._error(404, str(exc)) from exc
-            except MemoryServerError as exc:
-                status = exc.status_code or 0
-                if status >= 500 and attempt == 1:
-                    self._renew_pool(used)
-                    continue
-                raise self._error(status, str(exc)) from exc
-            except _RETRYABLE as exc:
-                if attempt == 1:
-                    self._renew_pool(used)
-                    continue
-                raise BackendUnavailableError(
-                    f"the Agent Memory Server at {self.url} dropped the connection twice, the second "
-                    f"time on a new connection ({type(exc).__name__}: {exc}); check that it is running"
-                ) from exc
-            except httpx.TransportError as exc:
-                raise BackendUnavailableError(
-                    f"the Agent Memory Server at {self.url} is unreachable ({type(exc).__name__}: {exc}); "
-                    "start it (agent-memory api --port PORT) or set AGENT_MEMORY_SERVER_URL to where it runs"
-                ) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _error(self, status: int, detail: str) -> PrimitivesError:
-        return amap.http_error(self.url, self.token, status, detail)
-
-    async def _raw(self, method: str, path: str, **kwargs: Any) -> Any:
-        """A request the client has no method for, on its pool; the JSON answer, ``None`` on 404."""
-        response = await self._http.request(method, path, **kwargs)
-        if response.status_code == 404:
-            return None
-        if response.status_code >= 400:
-            try:
-                detail = str(response.json().get("detail", response.text))
-            except ValueError:
-                detail = response.text
-            raise MemoryServerError(detail, response.status_code)
-        return response.json()
 
     async def _fetch(self, ams_id: str) -> dict[str, Any] | None:
         """The stored AMS record ``ams_id`` as JSON, or ``None``."""
         try:
-            model = await self._call(lambda: self._api.get_long_term_memory(_path_id(ams_id)), missing_ok=True)
+            model = await self._call(lambda: self._transport.api.get_long_term_memory(path_id(ams_id)), missing_ok=True)
         except MemoryNotFoundError:
             return None
         return model.model_dump(mode="json")
@@ -312,25 +223,32 @@ class AgentMemoryServerBackend(MemoryBackend):
 
     async def _create(self, records: Sequence[MemoryRecord]) -> None:
         """Create ``records`` (timestamps set) in batches, then wait until AMS has indexed them."""
+        loop = asyncio.get_running_loop()
+        took = 0.0
         for start in range(0, len(records), self.batch_size):
             chunk = records[start:start + self.batch_size]
             models = [ClientMemoryRecord(**amap.record_to_ams(r, self.prefix)) for r in chunk]
-            await self._call(lambda models=models: self._api.create_long_term_memory(models, deduplicate=self.deduplicate))
+            sent = loop.time()
+            await self._call(lambda models=models: self._transport.api.create_long_term_memory(models, deduplicate=self.deduplicate))
+            took = loop.time() - sent
         if not self.deduplicate:
-            await self._wait_indexed(records)
+            await self._wait_indexed(records, took)
 
-    async def _wait_indexed(self, records: Sequence[MemoryRecord]) -> None:
-        """Poll until every record reads back at least as new as written (module docstring).
-        The first poll waits 150 ms: AMS indexes in the event loop that serves requests, which
-        token auth holds ~0.45 s a request, so early polls delay the indexing they wait for
-        (measured: 1.7 s per single-record add polling at once, 1.05 s this way)."""
+    async def _wait_indexed(self, records: Sequence[MemoryRecord], request_time: float) -> None:
+        """Poll until every record reads back at least as new as written: first after half the
+        create's ``request_time`` (20..150 ms), then doubling up to 800 ms. With token auth a
+        request holds AMS's event loop ~0.3-0.45 s, so early polls delay the indexing they wait
+        for (a single-record add: 1.7 s polling at once, 1.05 s waiting 150 ms); without, a
+        request costs ~3 ms and polling early is cheap. Deadline: ``index_timeout`` + 0.2 s a
+        record (AMS indexed 10-14 records/s in ``bench ams`` here)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        deadline = start + self.index_timeout
+        deadline = start + self.index_timeout + 0.2 * len(records)
         waiting = {r.id: r.updated_at for r in records}
-        await asyncio.sleep(0.15)
-        delay = 0.1
+        delay = min(max(request_time / 2, 0.02), 0.15)
         while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.8)
             stored = await self._fetch_records(list(waiting), live=False)  # a short ttl may run out meanwhile
             waiting = {id: at for id, at in waiting.items() if id not in stored or stored[id].updated_at < at}  # type: ignore[operator]
             if not waiting:
@@ -338,12 +256,10 @@ class AgentMemoryServerBackend(MemoryBackend):
             if loop.time() >= deadline:
                 raise BackendUnavailableError(
                     f"the Agent Memory Server at {self.url} acknowledged a write but had not indexed "
-                    f"{len(waiting)} of its records after {self.index_timeout:g} s (e.g. {next(iter(waiting))!r}); "
+                    f"{len(waiting)} of its records after {loop.time() - start:.1f} s (e.g. {next(iter(waiting))!r}); "
                     "its embedding endpoint is probably failing (or returns vectors of another dims than "
                     "its index): check the server's log"
                 )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.8)
         self.last_index_wait = loop.time() - start
 
     async def add(self, records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
@@ -397,7 +313,7 @@ class AgentMemoryServerBackend(MemoryBackend):
         deleted = 0
         for start in range(0, len(ams_ids), _PAGE):
             chunk = ams_ids[start:start + _PAGE]
-            ack = await self._call(lambda chunk=chunk: self._api.delete_long_term_memories(chunk))
+            ack = await self._call(lambda chunk=chunk: self._transport.api.delete_long_term_memories(chunk))
             found = _DELETED.search(ack.status)
             if found is None:
                 raise ConfigurationError(f"unexpected answer to a delete: {ack.status!r}; this backend expects AMS 0.15")
@@ -527,7 +443,7 @@ class AgentMemoryServerBackend(MemoryBackend):
             sessions = (listing or {}).get("sessions") or []
             for sid in sessions:
                 if sid.startswith(self.prefix):
-                    await self._call(lambda sid=sid: self._api.delete_working_memory(_path_id(sid)))
+                    await self._call(lambda sid=sid: self._transport.api.delete_working_memory(path_id(sid)))
             if len(sessions) < 100:
                 return deleted
             offset += 100
@@ -565,13 +481,13 @@ class AgentMemoryServerBackend(MemoryBackend):
         if lock is None:
             lock = self._session_locks[sid] = asyncio.Lock()
         async with lock:
-            _, current = await self._call(lambda: self._api.get_or_create_working_memory(_path_id(sid)))
+            _, current = await self._call(lambda: self._transport.api.get_or_create_working_memory(path_id(sid)))
             memory = current.model_dump(mode="json")
             now = _utcnow()
             update = amap.appended(memory if self._ours(memory) else {}, messages, [str(ULID()) for _ in messages],
                                    now, self.working_memory_size, self.working_memory_ttl)
             update = WorkingMemory(session_id=sid, **update)
-            await self._call(lambda: self._api.put_working_memory(_path_id(sid), update))
+            await self._call(lambda: self._transport.api.put_working_memory(path_id(sid), update))
 
     async def get_messages(self, session_id: str, limit: int | None = None) -> list[Message]:
         """The last ``limit`` (default ``working_memory_size``) messages, oldest first; a plain
@@ -579,14 +495,14 @@ class AgentMemoryServerBackend(MemoryBackend):
         sid = self._session(session_id)
         if limit is not None:
             check_limit(limit)
-        memory = await self._call(lambda: self._raw("GET", f"/v1/working-memory/{_path_id(sid)}"))
+        memory = await self._call(lambda: self._raw("GET", f"/v1/working-memory/{path_id(sid)}"))
         if memory is None or not self._ours(memory):
             return []
         return amap.session_messages(memory)[-(limit or self.working_memory_size):]
 
     async def clear_session(self, session_id: str) -> None:
         sid = self._session(session_id)
-        await self._call(lambda: self._api.delete_working_memory(_path_id(sid)))
+        await self._call(lambda: self._transport.api.delete_working_memory(path_id(sid)))
 
     # -- health and lifecycle ----------------------------------------------------------------
 
@@ -613,7 +529,7 @@ class AgentMemoryServerBackend(MemoryBackend):
         """
         detail: dict[str, Any] = {"url": self.url, "reachable": False}
         try:
-            await self._call(self._api.health_check)
+            await self._call(self._transport.api.health_check)
             detail.update(reachable=True, server_version=await self.server_version())
             await self._search_page(amap.search_payload("", "keyword", {}, limit=1, offset=0, prefix=self.prefix))
             detail.update(auth="ok", long_term_memory=True, vector_search=False)
@@ -656,7 +572,4 @@ class AgentMemoryServerBackend(MemoryBackend):
             await self.delete([probe.id])
 
     async def aclose(self) -> None:
-        for client in list(self._retired):
-            await client.aclose()
-        self._retired.clear()
-        await self._api.close()
+        await self._transport.aclose()

@@ -41,14 +41,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from primitives.errors import (
-    AuthenticationFailedError,
-    BackendUnavailableError,
-    ConfigurationError,
-    InvalidInputError,
     InvalidRecordError,
     InvalidRecordTypeError,
-    LongTermMemoryDisabledError,
-    PrimitivesError,
     RecordTooLargeError,
 )
 from primitives.memory.record import (
@@ -63,7 +57,6 @@ from primitives.memory.redis_query import query_words
 __all__ = [
     "AMS_MODES",
     "appended",
-    "http_error",
     "ENCODED_MARK",
     "id_out",
     "tag_in",
@@ -494,35 +487,6 @@ def words_for(query: str) -> str:
 def unique(ids: Iterable[str]) -> list[str]:
     """``ids`` without repeats, first occurrence kept."""
     return list(dict.fromkeys(ids))
-
-
-_TOKEN_FIX = "make one on the server with: agent-memory token add --description memory-primitives"
-
-
-def http_error(url: str, token: str | None, status: int, detail: str) -> PrimitivesError:
-    """This package's error, naming the fix, for an AMS answer ``status`` with ``detail``:
-    401/403 -> ``AuthenticationFailedError``; "Long-term memory is disabled" ->
-    ``LongTermMemoryDisabledError``; 5xx -> ``BackendUnavailableError`` (the caller has retried);
-    400/422 -> ``InvalidInputError``; anything else -> ``ConfigurationError`` (a wrong URL)."""
-    where = f"the Agent Memory Server at {url}"
-    if status in (401, 403):
-        fix = (f"it needs a token: set AGENT_MEMORY_SERVER_TOKEN ({_TOKEN_FIX})" if token is None
-               else f"AGENT_MEMORY_SERVER_TOKEN is not a valid token there; {_TOKEN_FIX}")
-        return AuthenticationFailedError(f"{where} refused the request ({status} {detail}); {fix}")
-    if "long-term memory is disabled" in detail.lower():
-        return LongTermMemoryDisabledError(
-            f"{where} has long-term memory disabled, so memories cannot be stored or searched "
-            "there; restart it with LONG_TERM_MEMORY=true, or choose another backend "
-            "(MEMORY_BACKEND=redis or inmemory)"
-        )
-    if status >= 500:
-        return BackendUnavailableError(
-            f"{where} answered HTTP {status} twice, the second time on a new connection ({detail}); "
-            "check its log: its Redis or its embedding endpoint is failing"
-        )
-    if status in (400, 422):
-        return InvalidInputError(f"{where} refused the request ({status}): {detail}")
-    return ConfigurationError(f"{where} answered HTTP {status} ({detail}); is AGENT_MEMORY_SERVER_URL an AMS 0.15 API?")
 
 
 def appended(
