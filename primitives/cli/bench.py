@@ -177,6 +177,8 @@ def _print_bench_ams(report: dict[str, Any], console: Console) -> None:
     table.add_row("create via AgentMemoryServerBackend (until indexed), records/s", f"{create['backend_records_per_s']}")
     table.add_row("create via agent-memory-client: acknowledged / searchable, records/s",
                   f"{create['client_ack_records_per_s']} / {create['client_until_searchable_records_per_s']}")
+    table.add_row("add one record via the backend (until searchable), p50 / p99 ms",
+                  f"{report['add_one_ms']['p50']} / {report['add_one_ms']['p99']}")
     table.add_row("index lag, ack to readable, p50 / p99 ms", f"{report['index_lag_ms']['p50']} / {report['index_lag_ms']['p99']}")
     table.add_row("request without / with auth, p50 ms",
                   f"{report['request_ms']['no_auth_health']} / {report['request_ms']['authenticated_get']}")

@@ -82,6 +82,7 @@ async def run_ams_bench(
     Returns:
         A JSON-ready dict: ``server_version``, ``token_auth``, ``memories``, ``queries``,
         ``create`` (records/s: ``backend``, ``client_ack``, ``client_until_searchable``),
+        ``add_one_ms`` (p50/p99 of ``Memory.add`` of one record, until it is searchable),
         ``index_lag_ms`` (p50/p99, single records), ``request_ms`` (``no_auth_health`` and
         ``authenticated_get``, p50), ``recall_step_ms`` / ``direct_recall_ms`` (medians) and
         ``recall_step_ratio``, ``working_memory_get_ms`` / ``direct_working_memory_get_ms`` and
@@ -129,6 +130,13 @@ async def run_ams_bench(
             "client_ack_records_per_s": round(len(rest) / ack, 1) if len(rest) else None,
             "client_until_searchable_records_per_s": round(len(rest) / searchable, 1) if len(rest) else None,
         }
+
+        adds = []
+        for i in range(10):  # what RememberPrimitive pays per turn: one record, until searchable
+            t0 = time.perf_counter()
+            await memory.add([MemoryRecord(text=f"single record {i}", id=f"one{i}")])
+            adds.append(time.perf_counter() - t0)
+        report["add_one_ms"] = _ms(adds)
 
         lags = []
         for i in range(10):
