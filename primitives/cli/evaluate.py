@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from primitives.errors import PrimitivesError
 from primitives.evaluation.ablation import run_ablation
 from primitives.evaluation.locomo import evaluate_locomo, load_conversations
 from primitives.memory.backend import SEARCH_MODES
@@ -113,7 +114,9 @@ async def _eval_locomo(args: argparse.Namespace, console: Console) -> dict[str, 
     elif args.mode in ("vector", "hybrid") and not any(k.startswith("MEMORY_EMBEDDINGS") for k in env):
         env["MEMORY_EMBEDDINGS"] = "local"
     # A fresh store: its own key prefix and outbox, deleted afterwards (no-ops in process).
-    env["MEMORY_REDIS_PREFIX"] = f"eval-{uuid.uuid4().hex[:12]}:"
+    run_id = f"eval-{uuid.uuid4().hex[:12]}"
+    env["MEMORY_REDIS_PREFIX"] = f"{run_id}:"
+    env["MEMORY_AMS_PREFIX"] = run_id
     with tempfile.TemporaryDirectory(prefix="memory-primitives-eval-") as tmp:
         env["MEMORY_OUTBOX_PATH"] = str(Path(tmp) / "outbox.sqlite3")
         probe = Memory.from_env(env)  # fail on bad configuration before any work
@@ -122,8 +125,11 @@ async def _eval_locomo(args: argparse.Namespace, console: Console) -> dict[str, 
         finally:
             store = getattr(probe.backend, "primary", probe.backend)
             drop = getattr(store, "drop", None)
-            if drop is not None:
-                await drop()
+            try:
+                if drop is not None:
+                    await drop()
+            except PrimitivesError as exc:  # the figures are still good: say what was left behind
+                Console(stderr=True).print(escape(f"warning: the evaluation's store was not deleted: {exc}"))
             await probe.aclose()
 
 
