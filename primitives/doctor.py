@@ -178,14 +178,20 @@ async def _diagnose_redis(memory: Memory, env: Mapping[str, str], report: dict[s
             info["json_note"] = "JSON module absent: not needed by this version (records are hashes)"
     report["healthy"] = info["reachable"] and bool(info.get("query_engine")) and info.get("index", {}).get("schema_matches", True)
     report["serving"] = memory.backend_name if report["healthy"] else "in-memory (degraded fallback)"
-    if outbox is not None and outbox.pending_count():
-        if report["healthy"]:
-            report["outbox"]["replayed_now"] = await backend.replay()  # type: ignore[attr-defined]
-            report["outbox"]["pending"] = outbox.pending_count()
-        pending = report["outbox"]["pending"]
-        if pending:
-            _problem(report, f"{pending} writes made while Redis was down wait in the outbox ({outbox.path})",
-                     "bring Redis back (see above); the backlog replays by itself on the next call, or run: memory-primitives doctor")
+    await _outbox_backlog(report, backend, outbox, healthy=report["healthy"], server="Redis")
+
+
+async def _outbox_backlog(report: dict[str, Any], backend: Any, outbox: Outbox | None, *, healthy: bool, server: str) -> None:
+    """Replay the outbox now when the server is healthy; report what still waits as a problem."""
+    if outbox is None or not outbox.pending_count():
+        return
+    if healthy:
+        report["outbox"]["replayed_now"] = await backend.replay()
+        report["outbox"]["pending"] = outbox.pending_count()
+    pending = report["outbox"]["pending"]
+    if pending:
+        _problem(report, f"{pending} writes made while {server} was unreachable wait in the outbox ({outbox.path})",
+                 f"bring {server} back (see above); the backlog replays by itself on the next call, or run: memory-primitives doctor")
 
 
 async def _probe(client: Any, *command: str) -> bool:
@@ -243,14 +249,7 @@ async def _diagnose_ams(memory: Memory, report: dict[str, Any]) -> None:
         report["serving"] = memory.backend_name
     elif outbox is not None and error_type == "BackendUnavailableError":
         report["serving"] = "in-memory (degraded fallback)"
-    if outbox is not None and outbox.pending_count():
-        if health.ok:
-            report["outbox"]["replayed_now"] = await backend.replay()  # type: ignore[attr-defined]
-            report["outbox"]["pending"] = outbox.pending_count()
-        pending = report["outbox"]["pending"]
-        if pending:
-            _problem(report, f"{pending} writes made while the Agent Memory Server was unreachable wait in the outbox ({outbox.path})",
-                     "bring the server back (see above); the backlog replays by itself on the next call, or run: memory-primitives doctor")
+    await _outbox_backlog(report, backend, outbox, healthy=health.ok, server="the Agent Memory Server")
 
 
 async def _probe_indexing(ams: Any, info: dict[str, Any]) -> bool:
