@@ -18,7 +18,10 @@ EXPECTED = {
     "primitives.memory": [
         "DEFAULT_TTLS", "FILTER_FIELDS", "Analyzer", "Health", "InMemoryBackend", "Memory",
         "MemoryBackend", "MemoryPrimitive", "MemoryRecord", "MemoryType", "Message", "Recall",
-        "RememberPrimitive", "ResilientBackend", "SearchHit", "SearchResult",
+        "RememberPrimitive", "ResilientBackend", "SEARCH_MODES", "SearchHit", "SearchResult",
+    ],
+    "primitives.embeddings": [
+        "Embedder", "EmbedderStats", "OpenAIEmbedder", "SentenceTransformerEmbedder", "embedder_from_env",
     ],
     "primitives.evaluation": ["evaluate_locomo", "load_conversation", "load_conversations"],
 }

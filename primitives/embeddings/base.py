@@ -17,7 +17,7 @@ from cachetools import LRUCache
 
 from primitives.errors import EmbeddingResponseError, InvalidInputError
 
-__all__ = ["Embedder", "EmbedderStats", "DEFAULT_BATCH_SIZE", "DEFAULT_CACHE_SIZE"]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_CACHE_SIZE", "Embedder", "EmbedderStats", "check_texts", "normalize"]
 
 #: Texts sent to the model in one call, unless an implementation is given another size.
 DEFAULT_BATCH_SIZE = 64

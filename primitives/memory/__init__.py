@@ -1,9 +1,10 @@
 """Memory for agents: the record model, the backend seam, the in-process backend, the resilient
 wrapper, the facade and the pipeline steps. The Redis backend (extra ``redis``) is
-``primitives.memory.redis_backend.RedisBackend``."""
+``primitives.memory.redis_backend.RedisBackend``; the Agent Memory Server backend (extra ``ams``)
+``primitives.memory.ams_backend.AgentMemoryServerBackend``."""
 
 from primitives.memory.analysis import Analyzer
-from primitives.memory.backend import FILTER_FIELDS, Health, MemoryBackend, SearchResult
+from primitives.memory.backend import FILTER_FIELDS, SEARCH_MODES, Health, MemoryBackend, SearchResult
 from primitives.memory.facade import Memory, Recall
 from primitives.memory.inmemory import InMemoryBackend
 from primitives.memory.resilient import ResilientBackend
@@ -31,6 +32,7 @@ __all__ = [
     "Recall",
     "RememberPrimitive",
     "ResilientBackend",
+    "SEARCH_MODES",
     "SearchHit",
     "SearchResult",
 ]

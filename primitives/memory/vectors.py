@@ -107,10 +107,12 @@ class VectorIndex:
 
     def _allowed_rows(self, tag_filter: Mapping[str, Sequence[str]]) -> set[int] | None:
         allowed: set[int] | None = None
+        empty: set[int] = set()
         for field, values in sorted(tag_filter.items(), key=lambda kv: len(kv[1])):
-            rows: set[int] = set()
-            for value in values:
-                rows |= self._tags.get((field, value), set())
+            if len(values) == 1:  # the index's own set, only read: no copy per search
+                rows = self._tags.get((field, values[0]), empty)
+            else:
+                rows = set().union(*(self._tags.get((field, v), empty) for v in values))
             allowed = rows if allowed is None else allowed & rows
             if not allowed:
                 return set()
