@@ -23,6 +23,13 @@ __all__ = [
     "EmbeddingResponseError",
     "DimensionMismatchError",
     "LongTermMemoryDisabledError",
+    "PermissionDeniedError",
+    "InvalidKeyError",
+    "InvalidTTLError",
+    "SerializationError",
+    "CorruptValueError",
+    "RateLimitExceededError",
+    "InvalidStreamIdError",
 ]
 
 
@@ -91,3 +98,47 @@ class DimensionMismatchError(ConfigurationError):
 
 class LongTermMemoryDisabledError(ConfigurationError):
     """The Agent Memory Server answered that long-term memory is disabled on it."""
+
+
+class PermissionDeniedError(PrimitivesError, PermissionError):
+    """The server refused a command for this user (a Redis ACL ``NOPERM``: a key, channel or
+    command the user's ACL rules do not allow)."""
+
+
+class InvalidKeyError(InvalidInputError):
+    """A key part (namespace, entity, id) is empty or not a ``str``."""
+
+
+class InvalidTTLError(InvalidInputError):
+    """A ``ttl`` is not a number of seconds > 0."""
+
+
+class SerializationError(InvalidInputError, TypeError):
+    """A value cannot be serialized by the configured serializer (JSON by default); nothing was
+    written."""
+
+
+class CorruptValueError(PrimitivesError, ValueError):
+    """Stored bytes cannot be decoded: an unknown header byte, a broken compressed body, or a body
+    the serializer rejects. The stored value is left as it is."""
+
+
+class RateLimitExceededError(PrimitivesError):
+    """A rate limit refused the call.
+
+    Attributes:
+        key: The limited key (as the caller named it).
+        limit: Calls allowed per window.
+        retry_after: Seconds to wait before the next call can be allowed (``> 0``).
+    """
+
+    def __init__(self, message: str, *, key: str, limit: int, retry_after: float) -> None:
+        super().__init__(message)
+        self.key = key
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class InvalidStreamIdError(InvalidInputError):
+    """A change-feed position is not a Redis stream id (``<ms>-<seq>``), or lies in the future of
+    the stream."""

@@ -1,0 +1,107 @@
+"""One way to open a Redis connection for the store and sync primitives, and one place that maps
+redis-py's exceptions to this package's.
+
+Every store primitive takes a redis-py asyncio client (``redis.asyncio.Redis`` or
+``redis.asyncio.RedisCluster``) that the caller owns, or builds one with :func:`connect`. TLS is
+the ``rediss://`` scheme; ACL users are ``rediss://user:password@host:port``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, TypeAlias
+
+from primitives.errors import (
+    AuthenticationFailedError,
+    BackendUnavailableError,
+    ConfigurationError,
+    PermissionDeniedError,
+)
+
+try:
+    import redis.asyncio as aioredis
+    from redis import exceptions as redis_errors
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "the Redis store primitives need redis-py: python -m pip install 'memory-primitives[redis]'"
+    ) from exc
+
+__all__ = ["RedisClient", "connect", "is_cluster", "redis_errors_mapped", "cluster_from_env"]
+
+#: What the store primitives accept: a standalone or a cluster client from redis-py's asyncio API.
+RedisClient: TypeAlias = "aioredis.Redis | aioredis.RedisCluster"
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def connect(
+    url: str,
+    *,
+    cluster: bool = False,
+    socket_connect_timeout: float = 2.0,
+    **kwargs: Any,
+) -> aioredis.Redis | aioredis.RedisCluster:
+    """A redis-py asyncio client for ``url``; nothing connects until the first command.
+
+    Args:
+        url: ``redis://[user:password@]host:port[/db]`` or ``rediss://`` for TLS. TLS options can
+            be given as keyword arguments (``ssl_ca_certs="ca.pem"``, ``ssl_certfile``,
+            ``ssl_keyfile``) or in the query string (``?ssl_ca_certs=/path/ca.pem``).
+        cluster: ``url`` names one node of a Redis Cluster; the client discovers the others and
+            routes each command to the node owning its key's slot.
+        socket_connect_timeout: Seconds to wait for a TCP (and TLS) connection.
+        **kwargs: Passed to ``Redis.from_url`` / ``RedisCluster.from_url``.
+
+    Raises:
+        ConfigurationError: ``url`` is not a ``redis://``, ``rediss://`` or ``unix://`` URL.
+    """
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError(
+            f"a Redis URL must start with redis://, rediss:// (TLS) or unix://, got {url!r}"
+        )
+    if cluster:
+        return aioredis.RedisCluster.from_url(url, socket_connect_timeout=socket_connect_timeout, **kwargs)
+    return aioredis.Redis.from_url(url, socket_connect_timeout=socket_connect_timeout, **kwargs)
+
+
+def cluster_from_env(env: Mapping[str, str]) -> bool:
+    """``MEMORY_REDIS_CLUSTER`` is on (``1``, ``true``, ``yes``, ``on``): ``REDIS_URL`` names a
+    node of a Redis Cluster."""
+    return (env.get("MEMORY_REDIS_CLUSTER") or "").strip().lower() in _TRUE
+
+
+def is_cluster(client: object) -> bool:
+    """``client`` is a redis-py asyncio cluster client."""
+    return isinstance(client, aioredis.RedisCluster)
+
+
+@asynccontextmanager
+async def redis_errors_mapped(what: str = "Redis") -> AsyncIterator[None]:
+    """Map redis-py's exceptions raised inside the block to this package's, naming the fix.
+
+    ``AuthenticationError`` / ``NOAUTH`` / ``WRONGPASS`` become :class:`AuthenticationFailedError`;
+    an ACL ``NOPERM`` becomes :class:`PermissionDeniedError`; connection errors, timeouts and
+    ``OSError`` become :class:`BackendUnavailableError`. Other ``ResponseError``\\ s propagate
+    unchanged (they are bugs or bad input the caller should see).
+    """
+    try:
+        yield
+    except redis_errors.AuthenticationError as exc:
+        raise AuthenticationFailedError(
+            f"{what} refused the credentials ({exc}); check the user and password in the URL"
+        ) from exc
+    except redis_errors.NoPermissionError as exc:
+        raise PermissionDeniedError(f"{what} ACL refused the command: {exc}") from exc
+    except redis_errors.ResponseError as exc:
+        text = str(exc)
+        if text.startswith(("NOAUTH", "WRONGPASS")) or "NOAUTH" in text or "WRONGPASS" in text:
+            raise AuthenticationFailedError(
+                f"{what} needs valid credentials ({exc}); put them in the URL as "
+                "redis://user:password@host:port"
+            ) from exc
+        if text.startswith("NOPERM") or "NOPERM" in text:
+            raise PermissionDeniedError(f"{what} ACL refused the command: {exc}") from exc
+        raise
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        raise BackendUnavailableError(f"{what} is unreachable: {exc}") from exc
