@@ -30,6 +30,7 @@ __all__ = [
     "CorruptValueError",
     "RateLimitExceededError",
     "InvalidStreamIdError",
+    "ChangeFeedGapError",
 ]
 
 
@@ -142,3 +143,18 @@ class RateLimitExceededError(PrimitivesError):
 class InvalidStreamIdError(InvalidInputError):
     """A change-feed position is not a Redis stream id (``<ms>-<seq>``), or lies in the future of
     the stream."""
+
+
+class ChangeFeedGapError(PrimitivesError):
+    """Events after a reader's position were trimmed from the capped change-feed stream before it
+    read them, so catching up from that position would miss some.
+
+    Attributes:
+        after: The position the reader asked to resume after.
+        first_available: The oldest stream id still in the stream.
+    """
+
+    def __init__(self, message: str, *, after: str, first_available: str) -> None:
+        super().__init__(message)
+        self.after = after
+        self.first_available = first_available
