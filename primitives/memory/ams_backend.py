@@ -46,8 +46,8 @@ auth, retry and error mapping: :mod:`primitives.memory.ams_transport`.
   read creates nothing); ``clear_session`` -> ``delete_working_memory``.
 - **Limits:** ``put_if_newer``/``delete_if_older`` read then write (AMS has no conditional
   write): last writer wins for one writer per record. No per-record expiry on AMS
-  (``supports_ttl`` False): a record's own ``ttl`` hides it from reads once run out; per-type
-  default TTLs do not apply. ``count`` pages AMS's filter-only listing (100 a page): exact, but
+  (``supports_ttl`` False): a record whose lifetime has run out (its own ``ttl``, else its
+  type's ``default_ttls`` entry, from ``updated_at``) is hidden from reads; AMS keeps the data. ``count`` pages AMS's filter-only listing (100 a page): exact, but
   O(n^2/100) rows server-side.
 """
 
@@ -80,7 +80,7 @@ from primitives.memory.backend import (
     check_restorable,
     normalize_filter,
 )
-from primitives.memory.record import MemoryRecord, Message, SearchHit, with_timestamps
+from primitives.memory.record import DEFAULT_TTLS, MemoryRecord, MemoryType, Message, SearchHit, with_timestamps
 
 try:
     from agent_memory_client.exceptions import MemoryNotFoundError
@@ -130,6 +130,8 @@ class AgentMemoryServerBackend(MemoryBackend):
         hybrid_alpha: Weight of vector similarity in hybrid search (``None``: AMS's 0.7).
         max_pages: Search pages of ``min(limit, 100)`` hits fetched at most to fill ``limit``
             after filtering here.
+        default_ttls: Seconds per memory type when a record's ``ttl`` is ``None`` (``None``: never
+            expires); applied when reading, see the module's Limits.
 
     Raises:
         ConfigurationError: ``url`` is not an http(s) URL, or an argument is out of range.
@@ -157,6 +159,7 @@ class AgentMemoryServerBackend(MemoryBackend):
         max_text_chars: int | None = 65_536,
         hybrid_alpha: float | None = None,
         max_pages: int = 10,
+        default_ttls: Mapping[MemoryType, float | None] = DEFAULT_TTLS,
     ) -> None:
         if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
             raise ConfigurationError(
@@ -184,6 +187,7 @@ class AgentMemoryServerBackend(MemoryBackend):
         self.max_text_chars = max_text_chars
         self.hybrid_alpha = hybrid_alpha
         self.max_pages = max_pages
+        self.default_ttls: dict[MemoryType, float | None] = {t: default_ttls.get(t) for t in MemoryType}
         #: Seconds the last write waited until AMS had indexed it (the read-your-writes poll).
         self.last_index_wait: float | None = None
         self._transport = AMSTransport(self.url, self.token, timeout=timeout, connect_timeout=connect_timeout)
@@ -212,7 +216,7 @@ class AgentMemoryServerBackend(MemoryBackend):
         for start in range(0, len(keys), _PAGE):
             for data in await self._search_page(amap.lookup_payload(keys[start:start + _PAGE], self.prefix)):
                 record = amap.record_from_ams(data, self.prefix)
-                if record is not None and wanted.get(data.get("id")) == record.id and not (live and amap.expired(record, now)):
+                if record is not None and wanted.get(data.get("id")) == record.id and not (live and amap.expired(record, now, self.default_ttls)):
                     found[record.id] = record
         return found
 
@@ -292,7 +296,7 @@ class AgentMemoryServerBackend(MemoryBackend):
         check_restorable(records)
         self._check_records(records, "put_if_newer")
         now = _utcnow()
-        live = [r for r in records if not amap.expired(r, now)]
+        live = [r for r in records if not amap.expired(r, now, self.default_ttls)]
         if not live:
             return 0
         stored = await self._fetch_records([r.id for r in live])
@@ -335,7 +339,7 @@ class AgentMemoryServerBackend(MemoryBackend):
             raise InvalidInputError(f"id must be a str, got {type(id).__name__}")
         data = await self._fetch(self.prefix + amap.id_out(id))
         record = amap.record_from_ams(data, self.prefix) if data is not None else None
-        if record is None or record.id != id or amap.expired(record, _utcnow()):
+        if record is None or record.id != id or amap.expired(record, _utcnow(), self.default_ttls):
             return None
         return record
 
@@ -397,7 +401,7 @@ class AgentMemoryServerBackend(MemoryBackend):
             memories = await self._search_page(body)
             kept = 0
             for data in memories:
-                hit = amap.hit_from_ams(data, self.prefix, tag_filter, now, created_after, created_before)
+                hit = amap.hit_from_ams(data, self.prefix, tag_filter, now, created_after, created_before, self.default_ttls)
                 if hit is not None and hit.record.id not in hits:
                     hits[hit.record.id] = hit
                     kept += 1
@@ -415,7 +419,7 @@ class AgentMemoryServerBackend(MemoryBackend):
             memories = await self._search_page(
                 amap.search_payload("", "keyword", tag_filter, limit=_PAGE, offset=offset, prefix=self.prefix))
             for data in memories:
-                hit = amap.hit_from_ams(data, self.prefix, tag_filter, now)
+                hit = amap.hit_from_ams(data, self.prefix, tag_filter, now, default_ttls=self.default_ttls)
                 if hit is not None and hit.record.id not in seen:
                     seen.add(hit.record.id)
                     yield hit.record

@@ -304,9 +304,14 @@ def record_from_ams(data: Mapping[str, Any], prefix: str = "") -> MemoryRecord |
     )
 
 
-def expired(record: MemoryRecord, now: datetime) -> bool:
-    """Whether ``record``'s own ``ttl`` (seconds from ``updated_at``) has run out at ``now``."""
+def expired(
+    record: MemoryRecord, now: datetime, default_ttls: Mapping[MemoryType, float | None] | None = None
+) -> bool:
+    """Whether ``record``'s lifetime (seconds from ``updated_at``) has run out at ``now``: its own
+    ``ttl``, else its memory type's entry in ``default_ttls`` (``None``: never expires)."""
     ttl = record.ttl
+    if ttl is None and default_ttls is not None:
+        ttl = default_ttls.get(record.memory_type)
     if ttl is None or math.isinf(ttl):
         return False
     return record.updated_at + timedelta(seconds=ttl) <= now  # type: ignore[operator]
@@ -319,12 +324,13 @@ def hit_from_ams(
     now: datetime,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    default_ttls: Mapping[MemoryType, float | None] | None = None,
 ) -> SearchHit | None:
     """A search hit for an AMS result, or ``None`` unless it is in the partition, unexpired and
     matches the filter and the ``created_at`` bounds exactly. Its score is AMS's normalised
     ``score`` (or ``1 - dist`` from a server that sends none)."""
     record = record_from_ams(data, prefix)
-    if (record is None or expired(record, now) or not matches(record, tag_filter)
+    if (record is None or expired(record, now, default_ttls) or not matches(record, tag_filter)
             or (created_after is not None and record.created_at < created_after)  # type: ignore[operator]
             or (created_before is not None and record.created_at > created_before)):  # type: ignore[operator]
         return None

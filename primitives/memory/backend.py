@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from primitives.errors import InvalidFilterError, InvalidInputError
-from primitives.memory.record import MemoryRecord, MemoryType, Message, SearchHit
+from primitives.memory.record import DEFAULT_NAMESPACE, MemoryRecord, MemoryType, Message, SearchHit
+from primitives.memory.skills import SkillStats
 
 __all__ = [
     "FILTER_FIELDS",
@@ -181,6 +182,8 @@ class MemoryBackend(ABC):
     supports_vectors: ClassVar[bool] = False
     #: Per-session working memory (``append_messages`` / ``get_messages``).
     supports_working_memory: ClassVar[bool] = False
+    #: Skill execution statistics (``record_skill_execution`` / ``skill_stats``).
+    supports_skill_stats: ClassVar[bool] = False
 
     @abstractmethod
     async def add(self, records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
@@ -269,6 +272,33 @@ class MemoryBackend(ABC):
     async def clear_session(self, session_id: str) -> None:
         """Forget a session's working memory."""
         raise NotImplementedError(f"{self.name} has no working memory")
+
+    async def record_skill_execution(
+        self, name: str, *, success: bool, duration_s: float, namespace: str = DEFAULT_NAMESPACE
+    ) -> SkillStats:
+        """Fold one execution of skill ``name`` into its statistics, atomically, and return the
+        updated totals (see :class:`~primitives.memory.skills.SkillStats`).
+
+        Args:
+            name: The skill's name, a non-empty ``str``.
+            success: Whether this execution succeeded.
+            duration_s: How long it took, seconds ``>= 0``.
+            namespace: Statistics are kept per namespace.
+
+        Raises:
+            InvalidInputError: see :func:`~primitives.memory.skills.check_skill_execution`.
+        """
+        raise NotImplementedError(
+            f"{self.name} keeps no skill statistics; use the in-memory or Redis backend "
+            "(MEMORY_BACKEND=inmemory or REDIS_URL)"
+        )
+
+    async def skill_stats(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> SkillStats | None:
+        """The statistics of skill ``name`` in ``namespace``, or ``None`` when no execution is
+        recorded (or the last one is older than the skill lifetime)."""
+        raise NotImplementedError(
+            f"{self.name} keeps no skill statistics; use the in-memory or Redis backend"
+        )
 
     @abstractmethod
     async def health(self) -> Health:

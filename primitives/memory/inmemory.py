@@ -27,7 +27,9 @@ from primitives.memory.backend import (
 )
 from primitives.memory.embedding import HYBRID_CANDIDATES, check_embeddings, embedding_text, fuse, require_embedder
 from primitives.memory.index import InvertedIndex
+from primitives.memory.skills import InMemorySkillLedger, SkillStats, check_skill_execution
 from primitives.memory.record import (
+    DEFAULT_NAMESPACE,
     DEFAULT_TTLS,
     INDEXED_METADATA_KEYS,
     MemoryRecord,
@@ -124,6 +126,7 @@ class InMemoryBackend(MemoryBackend):
     supports_ttl = True
     supports_vectors = False
     supports_working_memory = True
+    supports_skill_stats = True
 
     def __init__(
         self,
@@ -169,6 +172,7 @@ class InMemoryBackend(MemoryBackend):
         self._sessions: TTLCache[str, deque[Message]] = TTLCache(
             max_sessions, self.default_ttls[MemoryType.WORKING], timer=clock
         )
+        self._skills = InMemorySkillLedger(ttl=self.default_ttls[MemoryType.SKILL], clock=clock)
 
     # -- cache hooks -------------------------------------------------------------------------
 
@@ -407,6 +411,18 @@ class InMemoryBackend(MemoryBackend):
     async def clear_session(self, session_id: str) -> None:
         _check_session(session_id)
         self._sessions.pop(session_id, None)
+
+    async def record_skill_execution(
+        self, name: str, *, success: bool, duration_s: float, namespace: str = DEFAULT_NAMESPACE
+    ) -> SkillStats:
+        """See :meth:`MemoryBackend.record_skill_execution`; kept ``default_ttls["skill"]``
+        seconds after the last execution."""
+        duration = check_skill_execution(name, success, duration_s)
+        return self._skills.record(name, success, duration, namespace)
+
+    async def skill_stats(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> SkillStats | None:
+        """See :meth:`MemoryBackend.skill_stats`."""
+        return self._skills.stats(name, namespace)
 
     async def health(self) -> Health:
         self._records.expire()

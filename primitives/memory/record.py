@@ -19,6 +19,7 @@ from primitives.errors import InvalidRecordError, InvalidRecordTypeError
 __all__ = [
     "DEFAULT_NAMESPACE",
     "DEFAULT_TTLS",
+    "default_ttls_from_env",
     "INDEXED_METADATA_KEYS",
     "MemoryRecord",
     "MemoryType",
@@ -54,6 +55,37 @@ DEFAULT_TTLS: Mapping[MemoryType, float | None] = {
     MemoryType.SEMANTIC: 90 * 86400.0,
     MemoryType.SKILL: 180 * 86400.0,
 }
+
+_NEVER = ("none", "never", "inf", "infinity")
+
+
+def default_ttls_from_env(env: Mapping[str, str]) -> dict[MemoryType, float | None]:
+    """:data:`DEFAULT_TTLS` with overrides from ``MEMORY_TTL_WORKING``, ``MEMORY_TTL_EPISODIC``,
+    ``MEMORY_TTL_SEMANTIC`` and ``MEMORY_TTL_SKILL``: seconds ``> 0``, or ``never`` (also
+    ``none``/``inf``) for no expiry. Unset or empty keeps the default.
+
+    Raises:
+        ConfigurationError: a value is neither a number of seconds > 0 nor ``never``.
+    """
+    from primitives.errors import ConfigurationError
+
+    ttls: dict[MemoryType, float | None] = dict(DEFAULT_TTLS)
+    for memory_type in MemoryType:
+        name = f"MEMORY_TTL_{memory_type.value.upper()}"
+        raw = (env.get(name) or "").strip()
+        if not raw:
+            continue
+        if raw.lower() in _NEVER:
+            ttls[memory_type] = None
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigurationError(f"{name} must be seconds > 0 or 'never', got {raw!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise ConfigurationError(f"{name} must be seconds > 0 or 'never', got {raw!r}")
+        ttls[memory_type] = value
+    return ttls
 
 
 def _new_id() -> str:

@@ -46,7 +46,9 @@ from primitives.memory.embedding import (
     fuse,
     require_embedder,
 )
+from primitives.memory import redis_skills
 from primitives.memory.record import (
+    DEFAULT_NAMESPACE,
     DEFAULT_TTLS,
     INDEXED_METADATA_KEYS,
     MemoryRecord,
@@ -59,6 +61,7 @@ from primitives.memory.record import (
 )
 from primitives.memory.redis_query import query_words, render_query
 from primitives.memory.redis_schema import TAG_SEPARATOR, IndexSpec, pairs_to_dict
+from primitives.memory.skills import SkillStats, check_skill_execution
 
 try:
     import redis.asyncio as aioredis
@@ -199,6 +202,7 @@ class RedisBackend(MemoryBackend):
     supports_ttl = True
     supports_vectors = False
     supports_working_memory = True
+    supports_skill_stats = True
 
     def __init__(
         self,
@@ -735,6 +739,29 @@ class RedisBackend(MemoryBackend):
             await self._client.delete(key)
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    # -- skill statistics --------------------------------------------------------------------
+
+    async def record_skill_execution(
+        self, name: str, *, success: bool, duration_s: float, namespace: str = DEFAULT_NAMESPACE
+    ) -> SkillStats:
+        """See :meth:`MemoryBackend.record_skill_execution`; one ``MULTI`` on the hash
+        :func:`~primitives.memory.redis_skills.skill_key` (kept ``default_ttls["skill"]``
+        seconds after the last execution)."""
+        duration = check_skill_execution(name, success, duration_s)
+        key = redis_skills.skill_key(self.prefix, namespace, name)
+        async with self._errors():
+            return await redis_skills.record_execution(
+                self._client, key, name, namespace, success, duration, self.default_ttls[MemoryType.SKILL]
+            )
+
+    async def skill_stats(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> SkillStats | None:
+        """See :meth:`MemoryBackend.skill_stats`."""
+        check_skill_execution(name, True, 0.0)
+        async with self._errors():
+            return await redis_skills.read_stats(
+                self._client, redis_skills.skill_key(self.prefix, namespace, name), name, namespace
+            )
 
     async def health(self) -> Health:
         try:

@@ -23,7 +23,8 @@ from primitives.memory.backend import Health, MemoryBackend, SearchResult, check
 from primitives.memory.breaker import CircuitBreaker
 from primitives.memory.inmemory import InMemoryBackend
 from primitives.memory.outbox import Outbox, OutboxEntry
-from primitives.memory.record import MemoryRecord, Message, with_timestamps
+from primitives.memory.record import DEFAULT_NAMESPACE, DEFAULT_TTLS, MemoryRecord, Message, with_timestamps
+from primitives.memory.skills import SkillStats
 
 __all__ = ["ResilientBackend"]
 
@@ -59,13 +60,18 @@ class ResilientBackend(MemoryBackend):
     ) -> None:
         self.primary = primary
         # the fallback embeds with the primary's embedder (same model, same cache), if any
-        self.fallback = fallback or InMemoryBackend(maxsize=10_000, embedder=getattr(primary, "embedder", None))
+        self.fallback = fallback or InMemoryBackend(
+            maxsize=10_000,
+            embedder=getattr(primary, "embedder", None),
+            default_ttls=getattr(primary, "default_ttls", DEFAULT_TTLS),
+        )
         self.outbox = outbox
         self.breaker = breaker or CircuitBreaker()
         self.name = primary.name  # type: ignore[misc]
         self.supports_ttl = primary.supports_ttl  # type: ignore[misc]
         self.supports_vectors = primary.supports_vectors  # type: ignore[misc]
         self.supports_working_memory = primary.supports_working_memory  # type: ignore[misc]
+        self.supports_skill_stats = primary.supports_skill_stats  # type: ignore[misc]
         self._replay_lock = asyncio.Lock()
         self._replay_task: asyncio.Task[int] | None = None
         self._needs_replay = outbox.pending_count() > 0  # a previous process died degraded
@@ -215,6 +221,24 @@ class ResilientBackend(MemoryBackend):
     async def count(self, filter: Mapping[str, Any] | None = None) -> int:
         n, _ = await self._route(lambda: self.primary.count(filter), lambda: self.fallback.count(filter))
         return n
+
+    async def record_skill_execution(
+        self, name: str, *, success: bool, duration_s: float, namespace: str = DEFAULT_NAMESPACE
+    ) -> SkillStats:
+        """Recorded on the primary; while it is down, in the fallback's statistics only (they are
+        not replayed: the primary's totals miss the executions of an outage)."""
+        stats, _ = await self._route(
+            lambda: self.primary.record_skill_execution(name, success=success, duration_s=duration_s, namespace=namespace),
+            lambda: self.fallback.record_skill_execution(name, success=success, duration_s=duration_s, namespace=namespace),
+        )
+        return stats
+
+    async def skill_stats(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> SkillStats | None:
+        stats, _ = await self._route(
+            lambda: self.primary.skill_stats(name, namespace=namespace),
+            lambda: self.fallback.skill_stats(name, namespace=namespace),
+        )
+        return stats
 
     async def get_messages(self, session_id: str, limit: int | None = None) -> list[Message]:
         messages, _ = await self._route(

@@ -1,0 +1,50 @@
+"""Skill execution statistics on Redis: one hash per skill, updated in one ``MULTI``.
+
+Key: ``{prefix}skill:{namespace}:{name}`` with both parts percent-encoded
+(``urllib.parse.quote(part, safe="")``), so no user string can reach another key. Fields:
+``executions``, ``successes`` (``HINCRBY``), ``total_duration_s`` (``HINCRBYFLOAT``),
+``last_executed_at`` (epoch seconds). The transaction increments, stamps, re-arms the key's
+``EXPIRE`` and reads the totals back (``HGETALL``) atomically, so concurrent recorders on any
+number of processes never lose an update and each gets the totals its own execution produced.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from urllib.parse import quote
+
+from primitives.memory.skills import SkillStats, stats_from_totals
+
+__all__ = ["skill_key", "record_execution", "read_stats"]
+
+
+def skill_key(prefix: str, namespace: str, name: str) -> str:
+    """The hash holding ``name``'s statistics in ``namespace``."""
+    return f"{prefix}skill:{quote(namespace, safe='')}:{quote(name, safe='')}"
+
+
+async def record_execution(
+    client: object, key: str, name: str, namespace: str, success: bool, duration_s: float, ttl: float
+) -> SkillStats:
+    """Fold one execution into the hash at ``key`` (``ttl`` seconds of life after it;
+    ``math.inf``: no expiry) and return the totals, in one round trip."""
+    pipe = client.pipeline(transaction=True)  # type: ignore[attr-defined]
+    pipe.hincrby(key, "executions", 1)
+    pipe.hincrby(key, "successes", 1 if success else 0)
+    pipe.hincrbyfloat(key, "total_duration_s", duration_s)
+    pipe.hset(key, "last_executed_at", repr(time.time()))
+    if math.isinf(ttl):
+        pipe.persist(key)
+    else:
+        pipe.pexpire(key, max(1, int(ttl * 1000)))
+    pipe.hgetall(key)
+    results = await pipe.execute()
+    return stats_from_totals(name, namespace, results[-1])
+
+
+async def read_stats(client: object, key: str, name: str, namespace: str) -> SkillStats | None:
+    """The totals at ``key``, or ``None`` when the hash does not exist (never recorded, or
+    expired)."""
+    totals = await client.hgetall(key)  # type: ignore[attr-defined]
+    return stats_from_totals(name, namespace, totals) if totals else None
