@@ -59,6 +59,36 @@ def plain_redis_server(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A real 3-master Redis Cluster on loopback (Debian's redis-server 7.0, formed by
+    ``redis-cli --cluster create``): ``.url`` is ``redis://127.0.0.1:PORT`` of one node, ``.ports``
+    the nodes' ports; ``connect(redis_cluster.url, cluster=True)`` makes a client."""
+    from tests.redis_server import running_cluster
+
+    yield from running_cluster(tmp_path_factory.mktemp("redis-cluster"))
+
+
+@pytest.fixture(scope="session")
+def tls_redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A TLS-only Redis (Debian's redis-server 7.0) with a CA and certificates made by trustme:
+    ``.url`` is ``rediss://127.0.0.1:TLSPORT/0``, ``.ca_file`` the CA's PEM
+    (``connect(url, ssl_ca_certs=ca_file)``), ``.client_cert_file``/``.client_key_file`` a client
+    certificate from the same CA."""
+    from tests.redis_server import running_tls
+
+    yield from running_tls(tmp_path_factory.mktemp("redis-tls"))
+
+
+@pytest.fixture(scope="session")
+def acl_redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A plain Redis whose default user has a password, for ACL users made in tests:
+    ``.url`` (the default user), ``.port``, ``.admin_password``, ``.user_url(user, password)``."""
+    from tests.redis_server import running_acl
+
+    yield from running_acl(tmp_path_factory.mktemp("redis-acl"))
+
+
+@pytest.fixture(scope="session")
 def ams_server(tmp_path_factory: pytest.TempPathFactory):
     """A real Agent Memory Server 0.15.2 with token auth on, its own Redis and the local MiniLM
     embeddings endpoint (``tests.ams_server.AMSStack``: ``url``, ``token``, ``redis_url``, ...).
