@@ -33,13 +33,27 @@ async def redis_client(plain_redis_server) -> AsyncIterator[Any]:
     await client.aclose()
 
 
-@pytest.fixture(params=["in-memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture
+async def cluster_client(redis_cluster) -> AsyncIterator[Any]:
+    client = connect(redis_cluster.url, cluster=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(
+    params=[
+        "in-memory",
+        pytest.param("redis", marks=pytest.mark.integration),
+        pytest.param("cluster", marks=pytest.mark.integration),
+    ]
+)
 def make(request, clock) -> Callable[..., BaseSessionHistory]:
-    """Builds the implementation under test; each test gets its own namespace."""
+    """Builds the implementation under test (the Redis one on a standalone server and on a
+    3-master Cluster); each test gets its own namespace."""
     namespace = f"t-{uuid.uuid4().hex[:8]}"
     if request.param == "in-memory":
         return lambda **kw: InMemorySessionHistory(namespace=kw.pop("namespace", namespace), clock=clock, **kw)
-    client = request.getfixturevalue("redis_client")
+    client = request.getfixturevalue("redis_client" if request.param == "redis" else "cluster_client")
     return lambda **kw: SessionHistory(client, namespace=kw.pop("namespace", namespace), clock=clock, **kw)
 
 
