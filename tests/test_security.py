@@ -298,3 +298,110 @@ async def test_an_acl_user_over_tls(tls_redis_server) -> None:
     finally:
         await admin.execute_command("ACL", "DELUSER", name)
         await admin.aclose()
+
+
+# --- ACL and the change feed -------------------------------------------------------------------
+
+#: What an agent needs for the change feed (default prefix ``memory:``): the stream key and the
+#: pub/sub channel, both ``memory:changes``.
+FEED_RULES = ["~memory:changes", "&memory:changes"]
+
+
+def _event(namespace: str = "alice", origin: str = "agent-a"):
+    from datetime import datetime, timezone
+
+    from primitives.sync.feed import ChangeEvent
+
+    return ChangeEvent(
+        id="rec-" + secrets.token_hex(4), op="upsert", namespace=namespace, user_id=None,
+        memory_type="episodic", updated_at=datetime.now(timezone.utc), origin=origin,
+    )
+
+
+async def _feed_user(admin, acl_redis_server, *rules: str) -> str:
+    name, password = "feed-" + secrets.token_hex(4), secrets.token_hex(12)
+    await admin.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}", *rules, "+@all", "-@dangerous")
+    return acl_redis_server.user_url(name, password)
+
+
+async def test_agents_with_the_feed_rules_publish_and_hear_each_other(admin, acl_redis_server) -> None:
+    from primitives.sync.feed_redis import RedisChangeFeed
+
+    rules = [f"~kv:{quote('alice', safe='')}:*", *FEED_RULES]
+    writer = RedisChangeFeed.from_url(await _feed_user(admin, acl_redis_server, *rules))
+    reader = RedisChangeFeed.from_url(await _feed_user(admin, acl_redis_server, *FEED_RULES))
+    try:
+        subscription = reader.subscribe(after="$", exclude_origin="agent-b")
+        await subscription.start()
+        event = _event()
+        (position,) = await writer.publish([event])
+        heard = await subscription.__anext__()
+        assert (heard.id, heard.position) == (event.id, position)
+        await subscription.aclose()
+    finally:
+        await writer.aclose()
+        await reader.aclose()
+
+
+@pytest.mark.parametrize("rules", [["resetchannels"], ["&memory:changes"]], ids=["nothing", "channel-only"])
+async def test_the_feed_without_its_stream_key_is_refused_and_writes_nothing(admin, acl_redis_server, rules) -> None:
+    from primitives.sync.feed_redis import RedisChangeFeed
+
+    before = await admin.xlen("memory:changes")
+    feed = RedisChangeFeed.from_url(await _feed_user(admin, acl_redis_server, "~kv:alice:*", *rules))
+    try:
+        with pytest.raises(PermissionDeniedError):
+            await feed.publish([_event()])
+        assert feed.pending == 0  # an ACL refusal is not kept for a retry
+        with pytest.raises(PermissionDeniedError):
+            await feed.subscribe(after="0").start()
+    finally:
+        await feed.aclose()
+    assert await admin.xlen("memory:changes") == before
+
+
+async def test_subscribing_needs_the_channel(admin, acl_redis_server) -> None:
+    from primitives.sync.feed_redis import RedisChangeFeed
+
+    feed = RedisChangeFeed.from_url(await _feed_user(admin, acl_redis_server, "~memory:changes", "resetchannels"))
+    try:
+        with pytest.raises(PermissionDeniedError, match="channel"):
+            await feed.subscribe(after="0").start()
+    finally:
+        await feed.aclose()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="redis_errors_mapped does not map Redis's 'ACL failure in script: No permissions ...' "
+    "(the PUBLISH inside the feed's script) to PermissionDeniedError; it propagates as ResponseError",
+)
+async def test_publishing_without_the_channel_is_a_permission_error(admin, acl_redis_server) -> None:
+    from primitives.sync.feed_redis import RedisChangeFeed
+
+    feed = RedisChangeFeed.from_url(await _feed_user(admin, acl_redis_server, "~memory:changes", "resetchannels"))
+    try:
+        with pytest.raises(PermissionDeniedError, match="channel"):
+            await feed.publish([_event()])
+    finally:
+        await feed.aclose()
+
+
+async def test_the_change_feed_over_tls(tls_redis_server) -> None:
+    from primitives.sync.feed_redis import RedisChangeFeed
+
+    ca = str(tls_redis_server.ca_file)
+    writer = RedisChangeFeed.from_url(tls_redis_server.url, prefix="tls-feed:", ssl_ca_certs=ca)
+    reader = RedisChangeFeed.from_url(tls_redis_server.url, prefix="tls-feed:", ssl_ca_certs=ca)
+    try:
+        subscription = reader.subscribe(after="$", exclude_origin="agent-b")
+        await subscription.start()
+        event = _event()
+        (position,) = await writer.publish([event])
+        heard = await subscription.__anext__()
+        assert (heard.id, heard.origin, heard.position) == (event.id, "agent-a", position)
+        assert [e.id for e in await reader.read("0")][-1] == event.id
+        await subscription.aclose()
+    finally:
+        await writer.aclose()
+        await reader.aclose()
