@@ -81,7 +81,7 @@ def tls_redis_server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def acl_redis_server(tmp_path_factory: pytest.TempPathFactory):
-    """A plain Redis whose default user has a password, for ACL users made in tests:
+    """A plain Redis whose default user has a password, only for ACL tests (they may empty it):
     ``.url`` (the default user), ``.port``, ``.admin_password``, ``.user_url(user, password)``."""
     from tests.redis_server import running_acl
 

@@ -63,6 +63,7 @@ async def make_user(admin, acl_redis_server, namespace: str) -> User:
 @pytest.fixture
 async def admin(acl_redis_server) -> AsyncIterator:
     client = connect(acl_redis_server.url)
+    await client.flushdb()  # each test starts from an empty server (it serves only ACL tests)
     made_before = set(await client.execute_command("ACL", "USERS"))
     yield client
     for user in set(await client.execute_command("ACL", "USERS")) - made_before:
@@ -405,3 +406,79 @@ async def test_the_change_feed_over_tls(tls_redis_server) -> None:
     finally:
         await writer.aclose()
         await reader.aclose()
+
+
+# --- the same rules through RedisKeyValueStore -------------------------------------------------
+
+
+async def test_the_key_value_store_over_tls(tls_redis_server) -> None:
+    from primitives.store.kv_redis import RedisKeyValueStore
+
+    client = connect(tls_redis_server.url, ssl_ca_certs=str(tls_redis_server.ca_file))
+    try:
+        store = RedisKeyValueStore(client, namespace="tls")
+        value = {"text": "ünïcode over TLS", "n": [1, 2.5, None], "big": "x" * 4096}  # compressed
+        assert await store.set("profile", "1", value, ttl=60) is True
+        assert await store.get("profile", "1") == value
+        assert await store.mget("profile", ["1", "missing"]) == [value, None]
+        assert await store.delete_namespace() == 1
+    finally:
+        await client.aclose()
+
+
+async def test_a_namespace_user_through_the_key_value_store(admin, acl_redis_server) -> None:
+    from primitives.store.kv_redis import RedisKeyValueStore
+
+    alice = await make_user(admin, acl_redis_server, "alice")
+    bobs = RedisKeyValueStore(admin, namespace="bob")
+    await bobs.set("profile", "1", {"name": "bob"})
+    client = connect(alice.url)
+    try:
+        store = RedisKeyValueStore(client, namespace="alice")
+        await store.set("profile", "1", {"name": "alice"}, ttl=60)
+        await store.mset("profile", {"2": 2, "3": 3})
+        assert await store.get("profile", "1") == {"name": "alice"}
+        assert await store.mget("profile", ["1", "2", "3"]) == [{"name": "alice"}, 2, 3]
+        assert 0 < await store.ttl("profile", "1") <= 60
+        with pytest.raises(PermissionDeniedError):
+            await store.get("profile", "1", namespace="bob")
+        with pytest.raises(PermissionDeniedError):
+            await store.set("profile", "1", "taken", namespace="bob")
+        with pytest.raises(PermissionDeniedError):
+            await store.delete("profile", "1", namespace="bob")
+        # SCAN finds bob's keys, UNLINK is refused: nothing of bob's goes
+        with pytest.raises(PermissionDeniedError):
+            await store.delete_namespace("bob")
+        assert await bobs.get("profile", "1") == {"name": "bob"}
+        assert await store.delete_namespace() == 3
+    finally:
+        await client.aclose()
+        await bobs.delete_namespace()
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_NAMESPACES)
+async def test_a_hostile_namespace_in_the_key_value_store_stays_outside_alices_rule(
+    admin, acl_redis_server, hostile
+) -> None:
+    from primitives.store.kv_redis import RedisKeyValueStore
+
+    alice = await make_user(admin, acl_redis_server, "alice")
+    mallory = await make_user(admin, acl_redis_server, hostile)
+    await RedisKeyValueStore(admin, namespace="alice").set("profile", "1", "alice's")
+    alice_client, mallory_client = connect(alice.url), connect(mallory.url)
+    try:
+        # alice's client, told to use the hostile namespace, is refused and writes nothing
+        with pytest.raises(PermissionDeniedError):
+            await RedisKeyValueStore(alice_client, namespace=hostile).set("profile", "1", "escaped")
+        assert await RedisKeyValueStore(admin, namespace=hostile).exists("profile", "1") is False
+        # the hostile namespace's own user works in its namespace and cannot read alice's
+        theirs = RedisKeyValueStore(mallory_client, namespace=hostile)
+        await theirs.set("profile", "1", "mine")
+        assert await theirs.get("profile", "1") == "mine"
+        with pytest.raises(PermissionDeniedError):
+            await theirs.get("profile", "1", namespace="alice")
+        assert await theirs.delete_namespace() == 1
+    finally:
+        await alice_client.aclose()
+        await mallory_client.aclose()
+        await RedisKeyValueStore(admin, namespace="alice").delete_namespace()
