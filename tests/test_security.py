@@ -482,3 +482,25 @@ async def test_a_hostile_namespace_in_the_key_value_store_stays_outside_alices_r
         await alice_client.aclose()
         await mallory_client.aclose()
         await RedisKeyValueStore(admin, namespace="alice").delete_namespace()
+
+
+async def test_a_namespace_user_through_session_history(admin, acl_redis_server) -> None:
+    """SessionHistory keys are ``primitives:session:{<ns>:<sid>}:...`` (both parts encoded): the
+    rule ``~primitives:session:{alice:*`` (``{`` is no glob character) gives alice her sessions."""
+    from primitives.store.session_redis import SessionHistory
+
+    name, password = "sess-" + secrets.token_hex(4), secrets.token_hex(12)
+    await admin.execute_command(
+        "ACL", "SETUSER", name, "reset", "on", f">{password}", "~primitives:session:{alice:*",
+        "resetchannels", "+@all", "-@dangerous",
+    )
+    client = connect(acl_redis_server.user_url(name, password))
+    try:
+        mine = SessionHistory(client, namespace="alice")
+        await mine.append("s-1", [{"role": "user", "content": "hi"}])
+        assert [m["content"] for m in await mine.read("s-1")] == ["hi"]
+        for other in ["bob", "alice:x", "alice*", "{alice}"]:
+            with pytest.raises(PermissionDeniedError):
+                await SessionHistory(client, namespace=other).append("s-1", [{"role": "user", "content": "x"}])
+    finally:
+        await client.aclose()
