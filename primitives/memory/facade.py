@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import os
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from primitives.embeddings.config import embedder_from_env
-from primitives.errors import ConfigurationError
+from primitives.errors import BackendUnavailableError, ConfigurationError
 from primitives.memory.backend import Health, MemoryBackend, SearchResult
 from primitives.memory.inmemory import InMemoryBackend
 from primitives.memory.outbox import Outbox
 from primitives.memory.resilient import ResilientBackend
 from primitives.memory.record import DEFAULT_NAMESPACE, MemoryRecord, MemoryType, Message, SearchHit
+from primitives.sync.feed import ChangeEvent, ChangeFeed, ChangeSubscription, InMemoryChangeFeed
 
 __all__ = ["Memory", "Recall", "BACKEND_CHOICES", "outbox_path"]
+
+logger = logging.getLogger(__name__)
 
 #: Values accepted by ``MEMORY_BACKEND`` (and ``--backend``).
 BACKEND_CHOICES = ("auto", "inmemory", "redis", "ams")
@@ -111,21 +117,72 @@ def _ams_backend(env: Mapping[str, str], url: str, working_memory_size: int) -> 
     return backend
 
 
+_OFF = ("0", "false", "no", "off")
+
+
+def _feed_from_env(env: Mapping[str, str], redis_url: str, backend: MemoryBackend) -> ChangeFeed | None:
+    """The change feed ``from_env`` gives a memory: on ``REDIS_URL`` when it is set (same
+    Redis, same ``MEMORY_REDIS_PREFIX``, ``MEMORY_REDIS_CLUSTER``, ``MEMORY_CHANGE_FEED_MAXLEN``
+    events kept, default 100000), an in-process feed for the in-process backend, else none;
+    ``MEMORY_CHANGE_FEED=0`` turns it off."""
+    if (env.get("MEMORY_CHANGE_FEED") or "1").strip().lower() in _OFF:
+        return None
+    if redis_url:
+        try:
+            from primitives.store.connection import cluster_from_env
+            from primitives.sync.feed_redis import DEFAULT_MAXLEN, RedisChangeFeed
+        except ImportError as exc:
+            raise ConfigurationError(str(exc)) from exc
+        return RedisChangeFeed.from_url(
+            redis_url,
+            cluster=cluster_from_env(env),
+            prefix=env.get("MEMORY_REDIS_PREFIX") or "memory:",
+            maxlen=_env_int(env, "MEMORY_CHANGE_FEED_MAXLEN", DEFAULT_MAXLEN),
+            socket_connect_timeout=_env_float(env, "MEMORY_REDIS_CONNECT_TIMEOUT", 2.0),
+        )
+    if isinstance(backend, InMemoryBackend):
+        return InMemoryChangeFeed(maxlen=_env_int(env, "MEMORY_CHANGE_FEED_MAXLEN", 100_000))
+    return None
+
+
 class Memory:
     """Long-term and working memory for agents, over one :class:`MemoryBackend`.
 
     Args:
         backend: Where memories live.
         namespace: Namespace for writes and searches that do not name one.
+        feed: Change feed on which every write and delete made through this memory is
+            announced, and from which :meth:`subscribe` hears other agents' changes (``None``:
+            no announcements). Several memories share a store by sharing its feed.
+        agent_id: This agent's id, the ``origin`` of its change events (default: a random
+            UUID hex, new for every ``Memory``).
 
     Use ``async with Memory.from_env() as memory: ...`` or call :meth:`aclose`.
+
+    Raises:
+        TypeError: ``backend`` is not a ``MemoryBackend``, or ``feed`` not a ``ChangeFeed``.
+        ConfigurationError: ``agent_id`` is not a non-empty str.
     """
 
-    def __init__(self, backend: MemoryBackend, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def __init__(
+        self,
+        backend: MemoryBackend,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        feed: ChangeFeed | None = None,
+        agent_id: str | None = None,
+    ) -> None:
         if not isinstance(backend, MemoryBackend):
             raise TypeError(f"backend must be a MemoryBackend, got {type(backend).__name__}")
+        if feed is not None and not isinstance(feed, ChangeFeed):
+            raise TypeError(f"feed must be a ChangeFeed, got {type(feed).__name__}")
+        if agent_id is not None and (not isinstance(agent_id, str) or not agent_id.strip()):
+            raise ConfigurationError(f"agent_id must be a non-empty str, got {agent_id!r}")
         self.backend = backend
         self.namespace = namespace
+        self.feed = feed
+        self.agent_id = agent_id or uuid.uuid4().hex
+        self._owns_feed = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Memory:
@@ -145,7 +202,10 @@ class Memory:
         search), which makes ``hybrid`` their default search mode.
         ``MEMORY_BACKEND=ams`` selects the Agent Memory Server, as ``auto`` does whenever
         ``AGENT_MEMORY_SERVER_URL`` is set (it takes precedence over ``REDIS_URL``); its
-        variables: :func:`_ams_backend`.
+        variables: :func:`_ams_backend`. The change feed (on by default,
+        ``MEMORY_CHANGE_FEED=0`` turns it off) is a ``RedisChangeFeed`` on ``REDIS_URL`` when
+        it is set, else an in-process one for the in-process backend (see
+        :func:`_feed_from_env`); ``MEMORY_AGENT_ID`` names this agent (default: random).
 
         Args:
             env: Variables to read instead of ``os.environ``.
@@ -196,7 +256,14 @@ class Memory:
                 working_memory_size=working_memory_size,
                 embedder=embedder_from_env(env),
             )
-        return cls(backend, namespace=env.get("MEMORY_NAMESPACE") or DEFAULT_NAMESPACE)
+        memory = cls(
+            backend,
+            namespace=env.get("MEMORY_NAMESPACE") or DEFAULT_NAMESPACE,
+            feed=_feed_from_env(env, redis_url, backend),
+            agent_id=(env.get("MEMORY_AGENT_ID") or "").strip() or None,
+        )
+        memory._owns_feed = memory.feed is not None
+        return memory
 
     @property
     def backend_name(self) -> str:
@@ -237,20 +304,81 @@ class Memory:
             created_at=created_at,
             **kwargs,
         )
-        (stored,) = await self.backend.add([record])
+        (stored,) = await self.add([record])
         return stored
 
     async def add(self, records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
-        """Insert or replace records; see :meth:`MemoryBackend.add`."""
-        return await self.backend.add(records)
+        """Insert or replace records (see :meth:`MemoryBackend.add`), then announce one
+        ``"upsert"`` event per record on the change feed (one round trip; see :meth:`_announce`)."""
+        stored = await self.backend.add(records)
+        await self._announce(
+            ChangeEvent(r.id, "upsert", r.namespace, r.user_id, r.memory_type.value, r.updated_at, self.agent_id)
+            for r in stored
+            if r.updated_at is not None
+        )
+        return stored
 
     async def get(self, id: str) -> MemoryRecord | None:
         """The record with ``id``, or ``None``."""
         return await self.backend.get(id)
 
     async def delete(self, ids: Sequence[str]) -> int:
-        """Delete records by id; returns how many existed."""
-        return await self.backend.delete(ids)
+        """Delete records by id; returns how many existed.
+
+        With a change feed, the records are read first (to learn their namespace, user and
+        type) and a ``"delete"`` event is announced for each one that existed then, stamped
+        with the time of the delete.
+        """
+        if self.feed is None:
+            return await self.backend.delete(ids)
+        found = await asyncio.gather(*(self.backend.get(i) for i in dict.fromkeys(ids)))
+        deleted = await self.backend.delete(ids)
+        now = datetime.now(timezone.utc)
+        await self._announce(
+            ChangeEvent(r.id, "delete", r.namespace, r.user_id, r.memory_type.value, now, self.agent_id)
+            for r in found
+            if r is not None
+        )
+        return deleted
+
+    # -- change feed -------------------------------------------------------------------------
+
+    async def _announce(self, events: Any) -> None:
+        """Publish change events after a successful write. A feed that is unreachable does not
+        fail the write: the events stay pending in the feed (bounded) and go out ahead of the
+        next publish (or :meth:`aclose`'s flush); a warning is logged."""
+        batch = list(events)
+        if self.feed is None or not batch:
+            return
+        try:
+            await self.feed.publish(batch)
+        except BackendUnavailableError as exc:
+            logger.warning("change feed unreachable, %d event(s) pending: %s", self.feed.pending, exc)
+
+    def subscribe(self, *, after: str | None = None, namespace: str | None = None) -> ChangeSubscription:
+        """Changes made by other agents: an async iterator of
+        :class:`~primitives.sync.feed.ChangeEvent` (this memory's own are filtered out).
+
+        Args:
+            after: ``None``/``"$"`` for changes from the start of the subscription on, ``"0"``
+                for every change the feed still keeps, or a position (``event.position`` or
+                the subscription's ``position``) to resume after.
+            namespace: Only this namespace's changes (``None``: every namespace).
+
+        Use ``async with memory.subscribe() as changes: async for event in changes: ...``
+        (entering starts listening). See :class:`~primitives.sync.feed.ChangeSubscription`
+        for the guarantees and the errors iteration raises.
+
+        Raises:
+            ConfigurationError: this memory has no change feed.
+            InvalidStreamIdError: ``after`` is malformed.
+        """
+        if self.feed is None:
+            raise ConfigurationError(
+                "this Memory has no change feed: pass feed= (InMemoryChangeFeed or RedisChangeFeed) "
+                "or build it with Memory.from_env() without MEMORY_CHANGE_FEED=0"
+            )
+        return self.feed.subscribe(after=after, namespace=namespace, exclude_origin=self.agent_id)
 
     def _filter(
         self,
@@ -334,8 +462,18 @@ class Memory:
         return await self.backend.health()
 
     async def aclose(self) -> None:
-        """Close the backend."""
-        await self.backend.aclose()
+        """Close the backend, and the change feed when :meth:`from_env` made it (after one
+        attempt to publish events still pending)."""
+        try:
+            if self._owns_feed and self.feed is not None:
+                if self.feed.pending:
+                    try:
+                        await self.feed.publish([])
+                    except BackendUnavailableError as exc:
+                        logger.warning("change feed: %d event(s) not published: %s", self.feed.pending, exc)
+                await self.feed.aclose()
+        finally:
+            await self.backend.aclose()
 
     async def __aenter__(self) -> Memory:
         return self

@@ -23,6 +23,9 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
 from primitives.errors import BackendUnavailableError, ChangeFeedGapError, InvalidStreamIdError
 from primitives.store.connection import RedisClient, connect, is_cluster, redis_errors_mapped
 from primitives.sync.feed import (
@@ -136,11 +139,16 @@ class RedisChangeFeed(ChangeFeed):
         **connect_kwargs: Any,
     ) -> RedisChangeFeed:
         """A feed on its own client for ``url`` (see :func:`~primitives.store.connection.connect`),
-        closed by :meth:`aclose`.
+        closed by :meth:`aclose`. Unless ``retry=`` is given, a command that fails on a broken
+        connection is retried once on a fresh one (a pooled socket may predate a server
+        restart); should the server have run the publish script before the connection broke,
+        that retry publishes the batch twice (consumers apply changes idempotently, last
+        writer wins).
 
         Raises:
             ConfigurationError: ``url`` is not a Redis URL.
         """
+        connect_kwargs.setdefault("retry", Retry(NoBackoff(), 1))
         feed = cls(connect(url, cluster=cluster, decode_responses=True, **connect_kwargs), prefix=prefix, maxlen=maxlen)
         feed._owns_client = True
         return feed
@@ -188,7 +196,7 @@ class RedisChangeFeed(ChangeFeed):
         for event in reversed(batch):
             self._pending.appendleft(event)
         while len(self._pending) > self.max_pending:
-            self._pending.pop()
+            self._pending.popleft()
             self.dropped += 1
         logger.warning(
             "change feed: Redis unreachable, %d event(s) pending (%d dropped so far)",
@@ -248,8 +256,6 @@ class RedisChangeFeed(ChangeFeed):
                 pipe.xrange(self.key, min="-" if after == START else f"({after}", max="+", count=limit)
                 pipe.xinfo_stream(self.key)
                 entries, info = await pipe.execute(raise_on_error=False)
-            if isinstance(entries, Exception):
-                raise entries
             last, max_deleted, first = self._parse_info(info)
         if key > last:
             message = (
@@ -266,6 +272,9 @@ class RedisChangeFeed(ChangeFeed):
                 after=after,
                 first_available=first or format_position(last),
             )
+        if isinstance(entries, Exception):
+            async with redis_errors_mapped(_WHAT):
+                raise entries
         events = []
         for position, fields in entries:
             values = {_s(k): _s(v) for k, v in fields.items()}
@@ -311,7 +320,11 @@ class _RedisSubscription(ChangeSubscription):
         self._catching_up = True
 
     async def _listen(self) -> None:
-        pubsub = self._feed.client.pubsub()
+        client = self._feed.client
+        if is_cluster(client):  # its pub/sub routes by the slot map, loaded on first use
+            async with redis_errors_mapped(_WHAT):
+                await client.initialize()
+        pubsub = client.pubsub()
         try:
             async with redis_errors_mapped(_WHAT):
                 await pubsub.subscribe(self._feed.channel)
