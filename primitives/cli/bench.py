@@ -53,6 +53,12 @@ def add_parser(sub: Any) -> None:
     ba.add_argument("--json", action="store_true", help="print one JSON object")
     ba.set_defaults(run=_run_ams)
 
+    bk = be_sub.add_parser("kv", help="the key-value store vs the same commands made with redis-py")
+    bk.add_argument("--url", default=None, help="Redis URL (default: REDIS_URL, else a plain local server started for the run)")
+    bk.add_argument("--ops", type=int, default=10_000, help="timed get and set pairs (default 10000)")
+    bk.add_argument("--json", action="store_true", help="print one JSON object")
+    bk.set_defaults(run=_run_kv)
+
 
 def check_sizes(args: argparse.Namespace) -> None:
     """Raise ``InvalidInputError`` unless ``--memories`` and ``--queries`` are >= 1."""
@@ -190,3 +196,36 @@ def _print_bench_ams(report: dict[str, Any], console: Console) -> None:
         table.add_row(f"search {mode} p50 / p99, ms", f"{ms['p50']} / {ms['p99']}")
     table.add_row("keyword queries with a hit", f"{report['hit_rate']:.0%}")
     console.print(table)
+
+
+def _run_kv(args: argparse.Namespace, console: Console) -> int:
+    from primitives.evaluation.bench_kv import run_kv_bench
+
+    if args.ops < 1:
+        raise InvalidInputError("--ops must be >= 1")
+    url = args.url or os.environ.get("REDIS_URL")
+    if url:
+        report = asyncio.run(run_kv_bench(url, ops=args.ops))
+    else:
+        with tempfile.TemporaryDirectory(prefix="memory-primitives-bench-") as tmp:
+            server = LocalRedis(dir=tmp, modules=False, persistent=False)
+            server.start()
+            try:
+                report = asyncio.run(run_kv_bench(server.url, ops=args.ops))
+            finally:
+                server.stop()
+        report["server"] = "local plain redis-server started for this run (no persistence)"
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    table = Table("op", "primitive p50 / mean, µs", "redis-py p50 / mean, µs", "ratio p50 / mean")
+    for op in ("get", "set", "mget_100"):
+        r = report[op]
+        ours, raw = r["primitive_us"], r["redis_py_us"]
+        table.add_row(op, f"{ours['p50']} / {ours['mean']}", f"{raw['p50']} / {raw['mean']}",
+                      f"{r['ratio_p50']} / {r['ratio_mean']}x")
+    console.print(table)
+    console.print(f"mget of 100 keys: {report['mget_100']['round_trips']} round trip(s) "
+                  f"({report['mget_100']['server_commands_for_one_call']}); Redis {report['redis_version']}, "
+                  f"value {report['value_bytes']} bytes, {report['ops']} pairs per op")
+    return 0

@@ -87,6 +87,8 @@ class KeyScheme:
             escape_part(entity, "entity")
         if type(id) is not str or not id:
             escape_part(id, "id")
+        if id.isascii() and id.isalnum():  # nothing to encode: skip quote() (a hot path)
+            return _scope(self.prefix, namespace, entity) + id
         return _scope(self.prefix, namespace, entity) + quote(id, safe="")
 
     def namespace_prefix(self, namespace: str) -> str:

@@ -9,7 +9,9 @@ hash tag, so on a cluster they spread over all slots; the multi-key calls use re
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, NoReturn
+
+from redis import exceptions as redis_errors
 
 from primitives.errors import ConfigurationError
 from primitives.store.connection import RedisClient, is_cluster, redis_errors_mapped
@@ -23,6 +25,15 @@ __all__ = ["RedisKeyValueStore"]
 SCAN_BATCH: Final = 500
 
 _WHAT: Final = "Redis (key-value store)"
+_FAILURES: Final = (redis_errors.RedisError, OSError)
+
+
+async def _raise_mapped(exc: BaseException) -> NoReturn:
+    """Re-raise a redis-py failure through :func:`redis_errors_mapped`. The calls catch first and
+    map after, so the success path pays no context-manager set-up (a few µs a call)."""
+    async with redis_errors_mapped(_WHAT):
+        raise exc
+    raise exc  # pragma: no cover - the block above always raises
 
 
 class RedisKeyValueStore(KeyValueStore):
@@ -37,7 +48,7 @@ class RedisKeyValueStore(KeyValueStore):
         ConfigurationError: the client decodes responses to ``str``.
         InvalidKeyError: ``namespace`` or ``prefix`` is not a non-empty ``str``.
 
-    Every Redis call is wrapped in :func:`~primitives.store.connection.redis_errors_mapped`, so
+    Every Redis failure goes through :func:`~primitives.store.connection.redis_errors_mapped`, so
     the methods also raise ``BackendUnavailableError``, ``AuthenticationFailedError`` and
     ``PermissionDeniedError`` (an ACL user without access to the key).
     """
@@ -62,21 +73,27 @@ class RedisKeyValueStore(KeyValueStore):
         return f"RedisKeyValueStore(namespace={self.namespace!r}, prefix={self.keys.prefix!r})"
 
     async def _raw_get(self, key: str) -> bytes | None:
-        async with redis_errors_mapped(_WHAT):
+        try:
             return await self.client.get(key)
+        except _FAILURES as exc:
+            await _raise_mapped(exc)
 
     async def _raw_mget(self, keys: list[str]) -> list[bytes | None]:
-        async with redis_errors_mapped(_WHAT):
+        try:
             if self._cluster:
                 return await self.client.mget_nonatomic(keys)
             return await self.client.mget(keys)
+        except _FAILURES as exc:
+            await _raise_mapped(exc)
 
     async def _raw_set(self, key: str, data: bytes, ttl: float | None, nx: bool) -> bool:
-        async with redis_errors_mapped(_WHAT):
+        try:
             if ttl is None:
                 done = await self.client.set(key, data, nx=nx)
             else:
                 done = await self.client.set(key, data, px=ttl_ms(ttl), nx=nx)
+        except _FAILURES as exc:
+            await _raise_mapped(exc)
         return bool(done)
 
     async def _raw_mset(self, items: dict[str, bytes], ttl: float | None) -> None:

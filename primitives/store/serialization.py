@@ -79,10 +79,14 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"MessagePack extension type {code} is not accepted")
 
 
+# check_circular=False: a circular value still fails (RecursionError from the C encoder, mapped
+# to SerializationError) without the encoder's per-container id bookkeeping.
 _json_encode = json.JSONEncoder(
-    separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=True
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
 ).encode
-_json_decode = json.JSONDecoder(parse_constant=_refuse_constant).decode
+# The decoder's C scanner directly: JSONDecoder.decode adds two whitespace regex matches a call,
+# and this format never has whitespace around the value.
+_json_scan = json.JSONDecoder(parse_constant=_refuse_constant).scan_once
 
 
 class Serializer:
@@ -182,9 +186,15 @@ class Serializer:
         code = header & _FORMAT_MASK
         if code == _JSON:
             try:
-                return _json_decode(body.decode("utf-8"))
+                text = body.decode("utf-8")
+                value, end = _json_scan(text, 0)
+            except StopIteration as exc:  # no JSON value at the start
+                raise CorruptValueError("stored JSON body is not a JSON value") from exc
             except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
                 raise CorruptValueError(f"stored JSON body cannot be decoded: {exc}") from exc
+            if end != len(text):
+                raise CorruptValueError(f"stored JSON body has trailing characters at {end}")
+            return value
         if code == _MSGPACK:
             return _loads_msgpack(body)
         raise CorruptValueError(f"unknown format code {code} in header byte 0x{header:02x}")
