@@ -59,6 +59,14 @@ def add_parser(sub: Any) -> None:
     bk.add_argument("--json", action="store_true", help="print one JSON object")
     bk.set_defaults(run=_run_kv)
 
+    bf = be_sub.add_parser("feed", help="change feed: publish-to-receive latency and offline catch-up")
+    bf.add_argument("--url", default=None, help="Redis URL (default: REDIS_URL, else a plain local server started for the run)")
+    bf.add_argument("--rate", type=int, default=1000, help="events per second published (default 1000)")
+    bf.add_argument("--seconds", type=float, default=10.0, help="length of the live phase (default 10)")
+    bf.add_argument("--catchup", type=int, default=10_000, help="events an offline reader catches up on (default 10000)")
+    bf.add_argument("--json", action="store_true", help="print one JSON object")
+    bf.set_defaults(run=_run_feed)
+
 
 def check_sizes(args: argparse.Namespace) -> None:
     """Raise ``InvalidInputError`` unless ``--memories`` and ``--queries`` are >= 1."""
@@ -228,4 +236,44 @@ def _run_kv(args: argparse.Namespace, console: Console) -> int:
     console.print(f"mget of 100 keys: {report['mget_100']['round_trips']} round trip(s) "
                   f"({report['mget_100']['server_commands_for_one_call']}); Redis {report['redis_version']}, "
                   f"value {report['value_bytes']} bytes, {report['ops']} pairs per op")
+    return 0
+
+
+def _run_feed(args: argparse.Namespace, console: Console) -> int:
+    from primitives.evaluation.bench_feed import run_feed_bench
+
+    if args.rate < 1 or args.catchup < 1 or not args.seconds > 0:
+        raise InvalidInputError("--rate and --catchup must be >= 1 and --seconds > 0")
+
+    def run(url: str) -> dict[str, Any]:
+        return asyncio.run(run_feed_bench(url, rate=args.rate, seconds=args.seconds, catchup=args.catchup))
+
+    url = args.url or os.environ.get("REDIS_URL")
+    if url:
+        report = run(url)
+    else:
+        with tempfile.TemporaryDirectory(prefix="memory-primitives-bench-") as tmp:
+            server = LocalRedis(dir=tmp, modules=False, persistent=False)
+            server.start()
+            try:
+                report = run(server.url)
+            finally:
+                server.stop()
+        report["server"] = "local plain redis-server started for this run (no persistence)"
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    live, catchup = report["live"], report["catchup"]
+    table = Table("measure", "value")
+    table.add_row("events published / received", f"{live['events']} / {live['received']}")
+    table.add_row("rate target / achieved, events/s", f"{live['rate_target']} / {live['rate_achieved']}")
+    lat = live["latency_ms"]
+    table.add_row("publish-to-receive p50 / p99 / max, ms", f"{lat['p50']} / {lat['p99']} / {lat['max']}")
+    rt = live["publish_round_trip_ms"]
+    table.add_row("publish round trip p50 / p99 / max, ms", f"{rt['p50']} / {rt['p99']} / {rt['max']}")
+    table.add_row("offline catch-up: events / missing / duplicated",
+                  f"{catchup['events']} / {catchup['missing']} / {catchup['duplicated']}")
+    table.add_row("offline catch-up time, s (events/s)", f"{catchup['seconds']} ({catchup['events_per_s']})")
+    console.print(table)
+    console.print(f"Redis {report['redis_version']}")
     return 0
