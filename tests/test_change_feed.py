@@ -502,3 +502,13 @@ async def test_from_env_builds_the_feed() -> None:
     await memory.aclose()
     with pytest.raises(ConfigurationError):
         Memory.from_env({"MEMORY_BACKEND": "inmemory", "MEMORY_CHANGE_FEED_MAXLEN": "0"})
+
+
+@pytest.mark.integration
+async def test_feed_benchmark_runs_and_counts_catch_up_exactly(plain_redis_server) -> None:
+    from primitives.evaluation.bench_feed import run_feed_bench
+
+    report = await run_feed_bench(plain_redis_server.url, rate=200, seconds=0.5, catchup=500)
+    assert report["live"]["events"] == report["live"]["received"] == 100
+    catchup = report["catchup"]
+    assert (catchup["received"], catchup["missing"], catchup["duplicated"], catchup["in_order"]) == (500, 0, 0, True)
