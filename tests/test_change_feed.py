@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from primitives.errors import (
     BackendUnavailableError,
@@ -20,17 +22,20 @@ from primitives.errors import (
     InvalidInputError,
     InvalidStreamIdError,
 )
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
 from primitives.localredis import LocalRedis
 from primitives.memory import InMemoryBackend, Memory, MemoryRecord
 from primitives.store.connection import connect
-from primitives.sync.feed import ChangeEvent, ChangeFeed, ChangeSubscription, InMemoryChangeFeed, parse_position
+from primitives.sync.feed import (
+    ChangeEvent,
+    ChangeFeed,
+    ChangeSubscription,
+    InMemoryChangeFeed,
+    parse_position,
+)
 from primitives.sync.feed_redis import RedisChangeFeed
 
 HOSTILE = ["*", "?", "[a-z]", "a:b", "{tag}", "}{", "a b", "line\nbreak", "ünï-💬", '"quoted"\\', "x]*?"]
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def event(i: int, *, origin: str = "agent-a", namespace: str = "ns", op: str = "upsert", **kw: Any) -> ChangeEvent:
@@ -106,7 +111,7 @@ async def test_publish_read_round_trip_with_hostile_strings(make) -> None:
         assert (got.id, got.op, got.namespace, got.user_id, got.memory_type, got.updated_at, got.origin) == (
             sent.id, sent.op, sent.namespace, sent.user_id, sent.memory_type, sent.updated_at, sent.origin
         )
-        assert got.updated_at.tzinfo is timezone.utc
+        assert got.updated_at.tzinfo is UTC
     assert await feed.last_position() == positions[-1]
     assert [e.position for e in await feed.read(positions[2], limit=3)] == positions[3:6]
     assert await feed.read(positions[-1]) == []

@@ -9,7 +9,11 @@ from typing import Any
 
 import pytest
 
-from primitives.errors import ChangeFeedGapError, ConfigurationError, InvalidStreamIdError
+from primitives.errors import (
+    ChangeFeedGapError,
+    ConfigurationError,
+    InvalidStreamIdError,
+)
 from primitives.memory import InMemoryBackend, Memory, MemoryRecord
 from primitives.memory.replica import LocalReplica
 from primitives.store.connection import connect

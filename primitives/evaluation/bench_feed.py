@@ -4,9 +4,10 @@ Two phases against one Redis, each feed on its own client (as two agents would b
 
 1. **Live latency.** One client publishes one event at a time at ``rate`` events/s (open loop:
    event ``i`` is due at ``i / rate`` s, late events are sent at once) for ``seconds``; a second
-   client, subscribed in its own thread and event loop, timestamps each event as its iterator
-   yields it. Latency is arrival minus the moment just before the publish call (both
-   ``time.perf_counter``, one process). Reported: p50 / p99 / max in ms, and the rate achieved.
+   client, subscribed in its own process, timestamps each event as its iterator yields it.
+   Latency is arrival minus the moment just before the publish call (both
+   ``time.perf_counter``, the system-wide monotonic clock on Linux). Reported: p50 / p99 / max
+   in ms, the publish round trip, and the rate achieved.
 2. **Offline catch-up.** The reader saves its position and goes away; ``catchup`` events are
    published (batches of 100); a new subscription from the saved position reads until it has
    them all. Reported: missing and duplicated events (by position, against what was published)
@@ -16,10 +17,10 @@ Two phases against one Redis, each feed on its own client (as two agents would b
 from __future__ import annotations
 
 import asyncio
-import threading
+import multiprocessing
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from primitives.evaluation.locomo import percentile
@@ -33,7 +34,7 @@ _CATCHUP_BATCH = 100
 
 
 def _event(i: int, origin: str) -> ChangeEvent:
-    return ChangeEvent(f"bench-{i}", "upsert", "bench", None, "episodic", datetime.now(timezone.utc), origin)
+    return ChangeEvent(f"bench-{i}", "upsert", "bench", None, "episodic", datetime.now(UTC), origin)
 
 
 def _ms(values: list[float]) -> dict[str, float]:
@@ -44,65 +45,78 @@ def _ms(values: list[float]) -> dict[str, float]:
     }
 
 
-def _receive(url: str, prefix: str, expected: int, ready: threading.Event, arrivals: dict[str, float],
-             errors: list[BaseException]) -> None:
-    """The second agent: its own client and loop; records when each event is yielded."""
+def _receive(url: str, prefix: str, expected: int, channel: Any) -> None:
+    """The second agent, in its own process: its own client; records when each event is
+    yielded (``time.perf_counter``: CLOCK_MONOTONIC, the same clock in every process on Linux)
+    and sends ``("ready", None)``, then ``("done", arrivals)`` or ``("error", message)``."""
 
-    async def listen() -> None:
+    async def listen() -> dict[str, float]:
+        arrivals: dict[str, float] = {}
         client = connect(url, decode_responses=True)
         feed = RedisChangeFeed(client, prefix=prefix)
         try:
             async with feed.subscribe() as sub:
-                ready.set()
+                channel.send(("ready", None))
                 async with asyncio.timeout(expected / 10 + 60):
                     async for event in sub:
                         if event.origin != "publisher":  # the unmeasured warm-up
                             continue
                         arrivals[event.id] = time.perf_counter()
                         if len(arrivals) == expected:
-                            return
+                            return arrivals
         finally:
             await client.aclose()
+        return arrivals
 
     try:
-        asyncio.run(listen())
-    except BaseException as exc:  # reported by the caller
-        errors.append(exc)
-        ready.set()
+        channel.send(("done", asyncio.run(listen())))
+    except Exception as exc:  # reported by the parent
+        channel.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _expect(channel: Any, kind: str, timeout: float) -> Any:
+    if not channel.poll(timeout):
+        raise TimeoutError(f"the receiving process sent nothing within {timeout} s")
+    got, value = channel.recv()
+    if got == "error":
+        raise RuntimeError(f"the receiving process failed: {value}")
+    if got != kind:
+        raise RuntimeError(f"the receiving process sent {got!r}, expected {kind!r}")
+    return value
 
 
 async def _live(url: str, prefix: str, rate: int, seconds: float) -> dict[str, Any]:
     count = max(1, int(rate * seconds))
-    arrivals: dict[str, float] = {}
-    errors: list[BaseException] = []
-    ready = threading.Event()
-    receiver = threading.Thread(target=_receive, args=(url, prefix, count, ready, arrivals, errors), daemon=True)
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    receiver = context.Process(target=_receive, args=(url, prefix, count, child), daemon=True)
     receiver.start()
-    await asyncio.to_thread(ready.wait)
-    if errors:
-        raise errors[0]
-    client = connect(url, decode_responses=True)
-    feed = RedisChangeFeed(client, prefix=prefix)
-    sent: dict[str, float] = {}
-    publish_s: list[float] = []
     try:
-        await feed.publish([_event(-1, "warm-up")])  # loads the script; not measured
-        start = time.perf_counter()
-        for i in range(count):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            event = _event(i, "publisher")
-            before = time.perf_counter()
-            sent[event.id] = before
-            await feed.publish([event])
-            publish_s.append(time.perf_counter() - before)
-        elapsed = time.perf_counter() - start
+        await asyncio.to_thread(_expect, parent, "ready", 60)
+        client = connect(url, decode_responses=True)
+        feed = RedisChangeFeed(client, prefix=prefix)
+        sent: dict[str, float] = {}
+        publish_s: list[float] = []
+        try:
+            await feed.publish([_event(-1, "warm-up")])  # loads the script; not measured
+            start = time.perf_counter()
+            for i in range(count):
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                event = _event(i, "publisher")
+                before = time.perf_counter()
+                sent[event.id] = before
+                await feed.publish([event])
+                publish_s.append(time.perf_counter() - before)
+            elapsed = time.perf_counter() - start
+        finally:
+            await client.aclose()
+        arrivals = await asyncio.to_thread(_expect, parent, "done", count / 10 + 120)
     finally:
-        await client.aclose()
-    await asyncio.to_thread(receiver.join, 120)
-    if errors:
-        raise errors[0]
+        receiver.join(10)
+        if receiver.is_alive():
+            receiver.terminate()
     latencies = [arrivals[k] - sent[k] for k in sent if k in arrivals]
     return {
         "events": count,

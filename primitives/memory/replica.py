@@ -10,7 +10,13 @@ from primitives.errors import BackendUnavailableError, ConfigurationError
 from primitives.memory.backend import MemoryBackend
 from primitives.memory.facade import Memory
 from primitives.memory.inmemory import InMemoryBackend
-from primitives.sync.feed import START, ChangeEvent, ChangeFeed, ChangeSubscription, parse_position
+from primitives.sync.feed import (
+    START,
+    ChangeEvent,
+    ChangeFeed,
+    ChangeSubscription,
+    parse_position,
+)
 
 __all__ = ["LocalReplica"]
 

@@ -23,20 +23,24 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from primitives.errors import ChangeFeedGapError, InvalidInputError, InvalidStreamIdError
+from primitives.errors import (
+    ChangeFeedGapError,
+    InvalidInputError,
+    InvalidStreamIdError,
+)
 
 __all__ = [
+    "LATEST",
     "OPS",
     "START",
-    "LATEST",
     "ChangeEvent",
     "ChangeFeed",
     "ChangeSubscription",
     "InMemoryChangeFeed",
-    "parse_position",
     "format_position",
+    "parse_position",
 ]
 
 #: Values of :attr:`ChangeEvent.op`.
@@ -124,8 +128,8 @@ class ChangeEvent:
             raise InvalidInputError(f"ChangeEvent.user_id must be a non-empty str or None, got {self.user_id!r}")
         if not isinstance(self.updated_at, datetime) or self.updated_at.utcoffset() is None:
             raise InvalidInputError(f"ChangeEvent.updated_at must be an aware datetime, got {self.updated_at!r}")
-        if self.updated_at.tzinfo is not timezone.utc:
-            object.__setattr__(self, "updated_at", self.updated_at.astimezone(timezone.utc))
+        if self.updated_at.tzinfo is not UTC:
+            object.__setattr__(self, "updated_at", self.updated_at.astimezone(UTC))
 
     def fields(self) -> list[str]:
         """The event as the seven strings a feed stores, in this order: ``id, op, namespace,

@@ -26,8 +26,17 @@ from typing import Any
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from primitives.errors import BackendUnavailableError, ChangeFeedGapError, InvalidStreamIdError
-from primitives.store.connection import RedisClient, connect, is_cluster, redis_errors_mapped
+from primitives.errors import (
+    BackendUnavailableError,
+    ChangeFeedGapError,
+    InvalidStreamIdError,
+)
+from primitives.store.connection import (
+    RedisClient,
+    connect,
+    is_cluster,
+    redis_errors_mapped,
+)
 from primitives.sync.feed import (
     LATEST,
     START,
@@ -42,7 +51,7 @@ from primitives.sync.feed import (
     parse_position,
 )
 
-__all__ = ["RedisChangeFeed", "DEFAULT_MAXLEN"]
+__all__ = ["DEFAULT_MAXLEN", "RedisChangeFeed"]
 
 logger = logging.getLogger(__name__)
 
