@@ -372,11 +372,6 @@ async def test_subscribing_needs_the_channel(admin, acl_redis_server) -> None:
         await feed.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="redis_errors_mapped does not map Redis's 'ACL failure in script: No permissions ...' "
-    "(the PUBLISH inside the feed's script) to PermissionDeniedError; it propagates as ResponseError",
-)
 async def test_publishing_without_the_channel_is_a_permission_error(admin, acl_redis_server) -> None:
     from primitives.sync.feed_redis import RedisChangeFeed
 

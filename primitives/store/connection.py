@@ -81,7 +81,8 @@ async def redis_errors_mapped(what: str = "Redis") -> AsyncIterator[None]:
     """Map redis-py's exceptions raised inside the block to this package's, naming the fix.
 
     ``AuthenticationError`` / ``NOAUTH`` / ``WRONGPASS`` become :class:`AuthenticationFailedError`;
-    an ACL ``NOPERM`` becomes :class:`PermissionDeniedError`; connection errors, timeouts and
+    an ACL ``NOPERM`` (also inside a Lua script: ``ACL failure in script``) becomes
+    :class:`PermissionDeniedError`; connection errors, timeouts and
     ``OSError`` become :class:`BackendUnavailableError`. Other ``ResponseError``\\ s propagate
     unchanged (they are bugs or bad input the caller should see).
     """
@@ -100,8 +101,13 @@ async def redis_errors_mapped(what: str = "Redis") -> AsyncIterator[None]:
                 f"{what} needs valid credentials ({exc}); put them in the URL as "
                 "redis://user:password@host:port"
             ) from exc
-        if text.startswith("NOPERM") or "NOPERM" in text:
+        if "NOPERM" in text or "ACL failure in script" in text:
             raise PermissionDeniedError(f"{what} ACL refused the command: {exc}") from exc
         raise
     except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            raise BackendUnavailableError(
+                f"{what} TLS certificate check failed ({exc}); pass the server's CA with "
+                "ssl_ca_certs=PATH (or ?ssl_ca_certs=PATH in the rediss:// URL)"
+            ) from exc
         raise BackendUnavailableError(f"{what} is unreachable: {exc}") from exc
