@@ -45,7 +45,13 @@ class Harness:
     namespace: str
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.integration),
+        pytest.param("cluster", marks=pytest.mark.integration),
+    ]
+)
 async def harness(request: pytest.FixtureRequest, clock: Any) -> AsyncIterator[Harness]:
     namespace = f"t-{uuid.uuid4().hex[:10]}"
     if request.param == "memory":
@@ -94,9 +100,6 @@ async def harness(request: pytest.FixtureRequest, clock: Any) -> AsyncIterator[H
         yield Harness(request.param, make_redis, plant_redis, raw_redis, sleep, namespace)
     finally:
         await client.aclose()
-
-
-pytestmark = pytest.mark.integration
 
 
 # -- basic operations -------------------------------------------------------------------------
@@ -391,6 +394,7 @@ def sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return counter
 
 
+@pytest.mark.integration
 async def test_mget_of_100_keys_is_one_round_trip(plain_redis_server: Any, sends: list[int]) -> None:
     client = connect(plain_redis_server.url)
     try:
@@ -415,6 +419,7 @@ async def test_mget_of_100_keys_is_one_round_trip(plain_redis_server: Any, sends
         await client.aclose()
 
 
+@pytest.mark.integration
 async def test_cluster_mget_is_one_round_trip_per_node(redis_cluster: Any, sends: list[int]) -> None:
     client = connect(redis_cluster.url, cluster=True)
     try:
@@ -437,6 +442,7 @@ async def test_cluster_mget_is_one_round_trip_per_node(redis_cluster: Any, sends
         await client.aclose()
 
 
+@pytest.mark.integration
 async def test_keys_on_the_server_follow_the_scheme(plain_redis_server: Any) -> None:
     client = connect(plain_redis_server.url)
     try:
@@ -455,6 +461,7 @@ async def test_keys_on_the_server_follow_the_scheme(plain_redis_server: Any) -> 
         await client.aclose()
 
 
+@pytest.mark.integration
 async def test_client_decoding_responses_is_refused(plain_redis_server: Any) -> None:
     client = connect(plain_redis_server.url, decode_responses=True)
     try:
@@ -464,6 +471,7 @@ async def test_client_decoding_responses_is_refused(plain_redis_server: Any) -> 
         await client.aclose()
 
 
+@pytest.mark.integration
 async def test_custom_prefix_with_glob_characters(plain_redis_server: Any) -> None:
     client = connect(plain_redis_server.url)
     try:
@@ -475,5 +483,24 @@ async def test_custom_prefix_with_glob_characters(plain_redis_server: Any) -> No
         assert await starred.delete_namespace() == 1
         assert await plain.get("thing", "x") == 2
         assert await plain.delete_namespace() == 1
+    finally:
+        await client.aclose()
+
+
+async def test_unreachable_server_is_backend_unavailable() -> None:
+    from primitives.errors import BackendUnavailableError
+    from primitives.localredis import free_port
+
+    client = connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    try:
+        store = RedisKeyValueStore(client)
+        with pytest.raises(BackendUnavailableError):
+            await store.get("thing", "x")
+        with pytest.raises(BackendUnavailableError):
+            await store.set("thing", "x", 1)
+        with pytest.raises(BackendUnavailableError):
+            await store.mget("thing", ["x", "y"])
+        with pytest.raises(BackendUnavailableError):
+            await store.delete_namespace()
     finally:
         await client.aclose()
