@@ -377,6 +377,30 @@ async def test_publish_while_redis_is_down_keeps_events_and_sends_them_first_lat
 
 
 @pytest.mark.integration
+async def test_resilient_memory_on_redis_keeps_writing_and_announces_after_an_outage(tmp_path: Path) -> None:
+    """Redis (Query Engine) dies: the resilient wrapper serves the write from its fallback, the
+    write does not fail, its event waits; after a restart on the same port it goes out first."""
+    server = LocalRedis(dir=tmp_path / "redis", modules=True, persistent=False)
+    server.start()
+    env = {"REDIS_URL": server.url, "MEMORY_REDIS_PREFIX": "p:", "MEMORY_AGENT_ID": "w",
+           "MEMORY_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3")}
+    memory = Memory.from_env(env)
+    try:
+        await memory.remember("before the outage", id="r0")
+        server.kill()
+        written = await memory.remember("during the outage", id="r1")
+        assert written.id == "r1" and memory.feed.pending == 1
+        assert (await memory.search("outage")).degraded is True
+        server.start()
+        await memory.remember("after the outage", id="r2")
+        assert memory.feed.pending == 0
+        assert [(e.id, e.origin) for e in await memory.feed.read("0")] == [("r1", "w"), ("r2", "w")]
+    finally:
+        await memory.aclose()
+        server.stop()
+
+
+@pytest.mark.integration
 async def test_subscriber_reconnects_and_catches_up_after_a_restart(tmp_path: Path) -> None:
     server = LocalRedis(dir=tmp_path, modules=False, persistent=True)
     server.start()
