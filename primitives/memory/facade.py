@@ -20,7 +20,8 @@ from primitives.memory.backend import Health, MemoryBackend, SearchResult
 from primitives.memory.inmemory import InMemoryBackend
 from primitives.memory.outbox import Outbox
 from primitives.memory.resilient import ResilientBackend
-from primitives.memory.record import DEFAULT_NAMESPACE, MemoryRecord, MemoryType, Message, SearchHit
+from primitives.memory.record import DEFAULT_NAMESPACE, MemoryRecord, MemoryType, Message, SearchHit, default_ttls_from_env
+from primitives.memory.skills import SkillStats
 from primitives.sync.feed import ChangeEvent, ChangeFeed, ChangeSubscription, InMemoryChangeFeed
 
 __all__ = ["Memory", "Recall", "BACKEND_CHOICES", "outbox_path"]
@@ -88,7 +89,9 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _ams_backend(env: Mapping[str, str], url: str, working_memory_size: int) -> MemoryBackend:
+def _ams_backend(
+    env: Mapping[str, str], url: str, working_memory_size: int, default_ttls: Mapping[MemoryType, float | None]
+) -> MemoryBackend:
     """The Agent Memory Server backend ``MEMORY_BACKEND=ams`` (or auto with
     ``AGENT_MEMORY_SERVER_URL``) describes, in the resilient wrapper unless ``MEMORY_RESILIENT``
     is off. Variables: ``AGENT_MEMORY_SERVER_URL``, ``AGENT_MEMORY_SERVER_TOKEN`` (bearer token
@@ -111,6 +114,7 @@ def _ams_backend(env: Mapping[str, str], url: str, working_memory_size: int) -> 
         deduplicate=(env.get("MEMORY_AMS_DEDUPLICATE") or "0").strip().lower() in ("1", "true", "yes", "on"),
         working_memory_size=working_memory_size,
         connect_timeout=_env_float(env, "MEMORY_AMS_CONNECT_TIMEOUT", 2.0),
+        default_ttls=default_ttls,
     )
     if (env.get("MEMORY_RESILIENT") or "1").strip().lower() not in ("0", "false", "no", "off"):
         backend = ResilientBackend(backend, outbox=Outbox(outbox_path(env, url, prefix or "ams")))
@@ -206,6 +210,9 @@ class Memory:
         ``MEMORY_CHANGE_FEED=0`` turns it off) is a ``RedisChangeFeed`` on ``REDIS_URL`` when
         it is set, else an in-process one for the in-process backend (see
         :func:`_feed_from_env`); ``MEMORY_AGENT_ID`` names this agent (default: random).
+        ``MEMORY_TTL_WORKING``, ``MEMORY_TTL_EPISODIC``, ``MEMORY_TTL_SEMANTIC`` and
+        ``MEMORY_TTL_SKILL`` override the memory types' default lifetimes for every backend
+        (seconds, or ``never``; :func:`~primitives.memory.record.default_ttls_from_env`).
 
         Args:
             env: Variables to read instead of ``os.environ``.
@@ -227,6 +234,7 @@ class Memory:
         if choice == "auto":  # the Agent Memory Server first: it is the richer store
             choice = "ams" if ams_url else "redis" if redis_url else "inmemory"
         working_memory_size = _env_int(env, "MEMORY_WORKING_MEMORY_SIZE", 50)
+        default_ttls = default_ttls_from_env(env)
         backend: MemoryBackend
         if choice == "redis":
             if not redis_url:
@@ -245,16 +253,18 @@ class Memory:
                 working_memory_size=working_memory_size,
                 socket_connect_timeout=_env_float(env, "MEMORY_REDIS_CONNECT_TIMEOUT", 2.0),
                 embedder=embedder_from_env(env),
+                default_ttls=default_ttls,
             )
             if (env.get("MEMORY_RESILIENT") or "1").strip().lower() not in ("0", "false", "no", "off"):
                 backend = ResilientBackend(backend, outbox=Outbox(outbox_path(env, redis_url, prefix)))
         elif choice == "ams":
-            backend = _ams_backend(env, ams_url, working_memory_size)
+            backend = _ams_backend(env, ams_url, working_memory_size, default_ttls)
         else:
             backend = InMemoryBackend(
                 maxsize=_env_int(env, "MEMORY_MAXSIZE", 100_000),
                 working_memory_size=working_memory_size,
                 embedder=embedder_from_env(env),
+                default_ttls=default_ttls,
             )
         memory = cls(
             backend,
@@ -423,6 +433,28 @@ class Memory:
     async def count(self, *, namespace: str | None = None, user_id: str | None = None) -> int:
         """Number of live records in ``namespace`` (the memory's by default), optionally one user's."""
         return await self.backend.count({"namespace": namespace or self.namespace, "user_id": user_id})
+
+    # -- skills ------------------------------------------------------------------------------
+
+    async def record_skill_execution(
+        self, name: str, *, success: bool, duration_s: float, namespace: str | None = None
+    ) -> SkillStats:
+        """Record one execution of skill ``name`` (in the memory's namespace by default) and
+        return its updated statistics: executions, success rate, mean duration in seconds.
+        Atomic under concurrency; see :meth:`MemoryBackend.record_skill_execution`.
+
+        Raises:
+            InvalidInputError: ``name`` empty, ``success`` not a bool, ``duration_s`` negative
+                or not finite.
+            NotImplementedError: the backend keeps no statistics (the Agent Memory Server).
+        """
+        return await self.backend.record_skill_execution(
+            name, success=success, duration_s=duration_s, namespace=namespace or self.namespace
+        )
+
+    async def skill_stats(self, name: str, *, namespace: str | None = None) -> SkillStats | None:
+        """Statistics of skill ``name`` (in the memory's namespace by default), or ``None``."""
+        return await self.backend.skill_stats(name, namespace=namespace or self.namespace)
 
     # -- working memory ----------------------------------------------------------------------
 
