@@ -1,7 +1,9 @@
 """A chat loop with bounded history and a rate limit, with no LLM and, by default, no server.
 
-    python examples/chat.py                              # in-process history and limiter
-    REDIS_URL=redis://127.0.0.1:6379 python examples/chat.py   # the same on Redis
+    python -m examples.chat                                    # in-process history and limiter
+    REDIS_URL=redis://127.0.0.1:6379 python -m examples.chat   # the same on Redis
+
+(from the repository root; ``python examples/chat.py`` works too where the package is installed)
 
 Each turn runs the pipeline ``RateLimitPrimitive >> load history >> reply >> save turn``:
 
@@ -24,7 +26,11 @@ from typing import Any
 
 from primitives import LambdaPrimitive, WorkflowContext
 from primitives.errors import RateLimitExceededError
-from primitives.store.ratelimit import BaseRateLimiter, InMemoryRateLimiter, RateLimitPrimitive
+from primitives.store.ratelimit import (
+    BaseRateLimiter,
+    InMemoryRateLimiter,
+    RateLimitPrimitive,
+)
 from primitives.store.session import BaseSessionHistory, InMemorySessionHistory
 
 #: Messages kept per session (two per turn: the user's and the assistant's).

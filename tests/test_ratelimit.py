@@ -283,6 +283,8 @@ async def test_primitive_with_static_and_async_keys(clock) -> None:
         await RateLimitPrimitive(limiter, key="tenant:a").execute("x", WorkflowContext())
     with pytest.raises(InvalidKeyError):
         RateLimitPrimitive(limiter, key="")
+    with pytest.raises(InvalidInputError):
+        RateLimitPrimitive(limiter, key="k", cost=4)
     with pytest.raises(InvalidKeyError):
         await RateLimitPrimitive(limiter, key=lambda i, c: None).execute("x", WorkflowContext())
 

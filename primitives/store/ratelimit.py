@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cachetools import TLRUCache
+from opentelemetry import metrics, trace
 
 from primitives.core.context import WorkflowContext
 from primitives.core.instrumented import InstrumentedPrimitive
@@ -42,12 +43,12 @@ from primitives.errors import InvalidInputError, InvalidKeyError, RateLimitExcee
 
 __all__ = [
     "ALGORITHMS",
+    "RATE_LIMIT_STATE_KEY",
     "Algorithm",
     "BaseRateLimiter",
     "InMemoryRateLimiter",
     "RateLimitPrimitive",
     "RateLimitResult",
-    "RATE_LIMIT_STATE_KEY",
 ]
 
 Algorithm = Literal["fixed", "sliding", "gcra"]
@@ -270,7 +271,9 @@ class RateLimitPrimitive(InstrumentedPrimitive[Any, Any]):
         tracer_provider, meter_provider: See :class:`~primitives.core.InstrumentedPrimitive`.
 
     Raises:
-        InvalidInputError: ``key`` is neither a non-empty ``str`` nor callable.
+        InvalidKeyError: ``key`` is neither a non-empty ``str`` nor callable (at construction), or
+            ``key(...)`` returns one that is not a non-empty ``str`` (at execute).
+        InvalidInputError: ``cost`` is not an int in ``1..limiter.limit``.
     """
 
     def __init__(
@@ -279,11 +282,14 @@ class RateLimitPrimitive(InstrumentedPrimitive[Any, Any]):
         *,
         key: str | Callable[[Any, WorkflowContext], str | Awaitable[str]],
         cost: int = 1,
-        **instrumentation: Any,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
-        super().__init__(**instrumentation)
+        super().__init__(tracer_provider=tracer_provider, meter_provider=meter_provider)
         if not callable(key):
             check_key(key)
+        if isinstance(cost, bool) or not isinstance(cost, int) or not 1 <= cost <= limiter.limit:
+            raise InvalidInputError(f"cost must be an int in 1..limit ({limiter.limit}), got {cost!r}")
         self.limiter = limiter
         self.key = key
         self.cost = cost

@@ -22,9 +22,14 @@ from urllib.parse import quote
 
 from primitives.errors import InvalidInputError
 from primitives.store.connection import RedisClient, redis_errors_mapped
-from primitives.store.ratelimit import Algorithm, BaseRateLimiter, RateLimitResult, check_key
+from primitives.store.ratelimit import (
+    Algorithm,
+    BaseRateLimiter,
+    RateLimitResult,
+    check_key,
+)
 
-__all__ = ["RateLimiter", "DEFAULT_RATE_LIMIT_PREFIX"]
+__all__ = ["DEFAULT_RATE_LIMIT_PREFIX", "RateLimiter"]
 
 #: Key prefix of every rate-limit key unless configured otherwise.
 DEFAULT_RATE_LIMIT_PREFIX = "primitives:ratelimit:"

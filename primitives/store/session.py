@@ -27,7 +27,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from cachetools import TTLCache
@@ -41,11 +41,11 @@ from primitives.errors import (
 )
 
 __all__ = [
-    "BaseSessionHistory",
-    "InMemorySessionHistory",
+    "DEFAULT_CHAIN_LIMIT",
     "DEFAULT_MAX_MESSAGES",
     "DEFAULT_SESSION_TTL",
-    "DEFAULT_CHAIN_LIMIT",
+    "BaseSessionHistory",
+    "InMemorySessionHistory",
 ]
 
 #: Messages kept per session unless configured otherwise (the oldest are dropped first).
@@ -88,7 +88,7 @@ def check_limit(limit: object, what: str = "limit") -> int | None:
 
 def utc_iso(ts: float) -> str:
     """``ts`` (seconds since the epoch) as UTC ISO 8601 with microseconds."""
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
 
 
 def encode_messages(messages: Mapping[str, Any] | Iterable[Mapping[str, Any]], now: float) -> list[str]:
@@ -125,7 +125,7 @@ def encode_messages(messages: Mapping[str, Any] | Iterable[Mapping[str, Any]], n
         elif isinstance(created, datetime):
             if created.tzinfo is None:
                 raise InvalidInputError(f"message {i}: created_at must be timezone-aware")
-            body["created_at"] = created.astimezone(timezone.utc).isoformat(timespec="microseconds")
+            body["created_at"] = created.astimezone(UTC).isoformat(timespec="microseconds")
         elif not isinstance(created, str):
             raise InvalidInputError(
                 f"message {i}: created_at must be an ISO 8601 str or an aware datetime, got {created!r}"

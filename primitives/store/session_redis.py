@@ -50,7 +50,7 @@ from primitives.store.session import (
     walk_chain,
 )
 
-__all__ = ["SessionHistory", "DEFAULT_SESSION_PREFIX"]
+__all__ = ["DEFAULT_SESSION_PREFIX", "SessionHistory"]
 
 #: Key prefix of every session key unless configured otherwise.
 DEFAULT_SESSION_PREFIX = "primitives:session:"
