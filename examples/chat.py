@@ -116,7 +116,7 @@ async def main() -> None:
     session_id = f"chat-{uuid.uuid4().hex[:8]}"
     client = None
     if url:
-        from primitives.store.connection import connect
+        from primitives.redis_connection import connect
         from primitives.store.ratelimit_redis import RateLimiter
         from primitives.store.session_redis import SessionHistory
 

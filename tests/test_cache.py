@@ -17,7 +17,7 @@ from primitives.errors import (
     SerializationError,
 )
 from primitives.store.cache import CachePrimitive, cached, canonical_key
-from primitives.store.connection import connect
+from primitives.redis_connection import connect
 from primitives.store.kv import InMemoryKeyValueStore
 from primitives.store.kv_redis import RedisKeyValueStore
 

@@ -24,7 +24,7 @@ from primitives.errors import (
 )
 from primitives.localredis import LocalRedis
 from primitives.memory import InMemoryBackend, Memory, MemoryRecord
-from primitives.store.connection import connect
+from primitives.redis_connection import connect
 from primitives.sync.feed import (
     ChangeEvent,
     ChangeFeed,

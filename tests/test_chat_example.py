@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from examples import chat
-from primitives.store.connection import connect
+from primitives.redis_connection import connect
 from primitives.store.ratelimit import InMemoryRateLimiter
 from primitives.store.ratelimit_redis import RateLimiter
 from primitives.store.session import InMemorySessionHistory

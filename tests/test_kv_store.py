@@ -22,7 +22,7 @@ from primitives.errors import (
     InvalidTTLError,
     SerializationError,
 )
-from primitives.store.connection import connect
+from primitives.redis_connection import connect
 from primitives.store.kv import MAX_TTL, InMemoryKeyValueStore, KeyValueStore
 from primitives.store.kv_redis import RedisKeyValueStore
 from primitives.store.serialization import Serializer

@@ -11,7 +11,7 @@ from redis.exceptions import MovedError
 from primitives.errors import PrimitivesError
 from primitives.localcluster import LocalRedisCluster, find_redis_cli
 from primitives.localredis import LocalRedis, LocalRedisError, TLSConfig, redis_command, supports_tls
-from primitives.store.connection import connect, is_cluster
+from primitives.redis_connection import connect, is_cluster
 
 # --- no server -------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import pytest
 
 from primitives import LambdaPrimitive, WorkflowContext
 from primitives.errors import InvalidInputError, InvalidKeyError, RateLimitExceededError
-from primitives.store.connection import connect, is_cluster
+from primitives.redis_connection import connect, is_cluster
 from primitives.store.ratelimit import (
     ALGORITHMS,
     RATE_LIMIT_STATE_KEY,
@@ -38,11 +38,9 @@ async def redis_client(plain_redis_server) -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def cluster_client(redis_cluster) -> AsyncIterator[Any]:
+    # a fresh client: the primitives initialise it themselves (redis-py 8.1.0's lazy cluster
+    # initialisation races under concurrent first commands; see initialize_cluster)
     client = connect(redis_cluster.url, cluster=True)
-    # redis-py 8.1.0: concurrent first commands on an uninitialized asyncio RedisCluster race in
-    # its lazy initialize() and fail with AttributeError ('NoneType' ... 'writelines');
-    # initializing first avoids it (reproduced with 50 tasks of plain INCR).
-    await client.initialize()
     yield client
     await client.aclose()
 

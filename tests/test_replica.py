@@ -16,7 +16,7 @@ from primitives.errors import (
 )
 from primitives.memory import InMemoryBackend, Memory, MemoryRecord
 from primitives.memory.replica import LocalReplica
-from primitives.store.connection import connect
+from primitives.redis_connection import connect
 from primitives.sync.feed import InMemoryChangeFeed
 from primitives.sync.feed_redis import RedisChangeFeed
 

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 
 from primitives.errors import AuthenticationFailedError, BackendUnavailableError, PermissionDeniedError
-from primitives.store.connection import connect, redis_errors_mapped
+from primitives.redis_connection import connect, redis_errors_mapped
 
 pytestmark = pytest.mark.integration
 

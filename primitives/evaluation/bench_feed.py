@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from primitives.evaluation.locomo import percentile
-from primitives.store.connection import connect
+from primitives.redis_connection import connect
 from primitives.sync.feed import ChangeEvent
 from primitives.sync.feed_redis import RedisChangeFeed
 

@@ -18,7 +18,7 @@ import uuid
 from typing import Any
 
 from primitives.evaluation.locomo import percentile
-from primitives.store.connection import connect
+from primitives.redis_connection import connect
 from primitives.store.kv_redis import RedisKeyValueStore
 
 __all__ = ["run_kv_bench", "VALUE"]

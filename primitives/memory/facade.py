@@ -133,7 +133,7 @@ def _feed_from_env(env: Mapping[str, str], redis_url: str, backend: MemoryBacken
         return None
     if redis_url:
         try:
-            from primitives.store.connection import cluster_from_env
+            from primitives.redis_connection import cluster_from_env
             from primitives.sync.feed_redis import DEFAULT_MAXLEN, RedisChangeFeed
         except ImportError as exc:
             raise ConfigurationError(str(exc)) from exc

@@ -14,7 +14,7 @@ from typing import Final, NoReturn
 from redis import exceptions as redis_errors
 
 from primitives.errors import ConfigurationError
-from primitives.store.connection import RedisClient, is_cluster, redis_errors_mapped
+from primitives.redis_connection import RedisClient, is_cluster, redis_errors_mapped
 from primitives.store.keys import DEFAULT_PREFIX
 from primitives.store.kv import DEFAULT_NAMESPACE, KeyValueStore, ttl_ms
 from primitives.store.serialization import Serializer
@@ -48,7 +48,7 @@ class RedisKeyValueStore(KeyValueStore):
         ConfigurationError: the client decodes responses to ``str``.
         InvalidKeyError: ``namespace`` or ``prefix`` is not a non-empty ``str``.
 
-    Every Redis failure goes through :func:`~primitives.store.connection.redis_errors_mapped`, so
+    Every Redis failure goes through :func:`~primitives.redis_connection.redis_errors_mapped`, so
     the methods also raise ``BackendUnavailableError``, ``AuthenticationFailedError`` and
     ``PermissionDeniedError`` (an ACL user without access to the key).
     """
@@ -74,12 +74,16 @@ class RedisKeyValueStore(KeyValueStore):
 
     async def _raw_get(self, key: str) -> bytes | None:
         try:
+            if self._cluster:
+                await self.client.initialize()  # see initialize_cluster
             return await self.client.get(key)
         except _FAILURES as exc:
             await _raise_mapped(exc)
 
     async def _raw_mget(self, keys: list[str]) -> list[bytes | None]:
         try:
+            if self._cluster:
+                await self.client.initialize()  # see initialize_cluster
             if self._cluster:
                 return await self.client.mget_nonatomic(keys)
             return await self.client.mget(keys)
@@ -88,6 +92,8 @@ class RedisKeyValueStore(KeyValueStore):
 
     async def _raw_set(self, key: str, data: bytes, ttl: float | None, nx: bool) -> bool:
         try:
+            if self._cluster:
+                await self.client.initialize()  # see initialize_cluster
             if ttl is None:
                 done = await self.client.set(key, data, nx=nx)
             else:
@@ -97,7 +103,7 @@ class RedisKeyValueStore(KeyValueStore):
         return bool(done)
 
     async def _raw_mset(self, items: dict[str, bytes], ttl: float | None) -> None:
-        async with redis_errors_mapped(_WHAT):
+        async with redis_errors_mapped(_WHAT, self.client):
             if ttl is None:
                 if self._cluster:
                     await self.client.mset_nonatomic(items)
@@ -112,19 +118,19 @@ class RedisKeyValueStore(KeyValueStore):
             await pipe.execute()
 
     async def _raw_delete(self, key: str) -> bool:
-        async with redis_errors_mapped(_WHAT):
+        async with redis_errors_mapped(_WHAT, self.client):
             return bool(await self.client.delete(key))
 
     async def _raw_exists(self, key: str) -> bool:
-        async with redis_errors_mapped(_WHAT):
+        async with redis_errors_mapped(_WHAT, self.client):
             return bool(await self.client.exists(key))
 
     async def _raw_expire(self, key: str, ttl: float) -> bool:
-        async with redis_errors_mapped(_WHAT):
+        async with redis_errors_mapped(_WHAT, self.client):
             return bool(await self.client.pexpire(key, ttl_ms(ttl)))
 
     async def _raw_ttl(self, key: str) -> float | None:
-        async with redis_errors_mapped(_WHAT):
+        async with redis_errors_mapped(_WHAT, self.client):
             ms = await self.client.pttl(key)
         if ms == -2:
             return None
@@ -136,7 +142,7 @@ class RedisKeyValueStore(KeyValueStore):
         pattern = self.keys.namespace_pattern(namespace)
         deleted = 0
         batch: list[bytes] = []
-        async with redis_errors_mapped(_WHAT):
+        async with redis_errors_mapped(_WHAT, self.client):
             # scan_iter on a RedisCluster scans every primary.
             async for key in self.client.scan_iter(match=pattern, count=SCAN_BATCH):
                 batch.append(key)

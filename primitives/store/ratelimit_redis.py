@@ -21,7 +21,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from primitives.errors import InvalidInputError
-from primitives.store.connection import RedisClient, redis_errors_mapped
+from primitives.redis_connection import RedisClient, redis_errors_mapped
 from primitives.store.ratelimit import (
     Algorithm,
     BaseRateLimiter,
@@ -119,7 +119,7 @@ class RateLimiter(BaseRateLimiter):
         InvalidInputError: ``limit``, ``window``, ``algorithm`` or ``prefix`` is not accepted.
 
     Every method maps redis-py errors with
-    :func:`~primitives.store.connection.redis_errors_mapped` (``BackendUnavailableError``,
+    :func:`~primitives.redis_connection.redis_errors_mapped` (``BackendUnavailableError``,
     ``AuthenticationFailedError``, ``PermissionDeniedError``).
     """
 
@@ -150,7 +150,7 @@ class RateLimiter(BaseRateLimiter):
 
     async def _run(self, key: str, cost: int, dry: bool) -> RateLimitResult:
         self._check(key, cost)
-        async with redis_errors_mapped("Redis (rate limiter)"):
+        async with redis_errors_mapped("Redis (rate limiter)", self._client):
             reply = await self._script(
                 keys=self.keys(key), args=[self.limit, self._window_us, cost, 1 if dry else 0]
             )
@@ -164,5 +164,5 @@ class RateLimiter(BaseRateLimiter):
 
     async def reset(self, key: str) -> None:
         keys = self.keys(key)
-        async with redis_errors_mapped("Redis (rate limiter)"):
+        async with redis_errors_mapped("Redis (rate limiter)", self._client):
             await self._client.delete(*keys)  # the keys share a hash tag: one slot, one DEL

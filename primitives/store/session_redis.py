@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import quote
 
 from primitives.errors import InvalidInputError
-from primitives.store.connection import RedisClient, redis_errors_mapped
+from primitives.redis_connection import RedisClient, redis_errors_mapped
 from primitives.store.session import (
     DEFAULT_CHAIN_LIMIT,
     DEFAULT_MAX_MESSAGES,
@@ -146,7 +146,7 @@ class SessionHistory(BaseSessionHistory):
         InvalidInputError: ``max_messages`` is not an int >= 1.
 
     Every method maps redis-py errors with
-    :func:`~primitives.store.connection.redis_errors_mapped` (``BackendUnavailableError``,
+    :func:`~primitives.redis_connection.redis_errors_mapped` (``BackendUnavailableError``,
     ``AuthenticationFailedError``, ``PermissionDeniedError``).
     """
 
@@ -192,20 +192,20 @@ class SessionHistory(BaseSessionHistory):
             return []
         # Only the last max_messages can survive the trim; do not ship the rest.
         sent = encoded[-self.max_messages :]
-        async with redis_errors_mapped("Redis (session history)"):
+        async with redis_errors_mapped("Redis (session history)", self._client):
             await self._append(keys=keys, args=[self.max_messages, self._ttl_ms, utc_iso(now), *sent])
         return [json.loads(m) for m in encoded]
 
     async def read(self, session_id: str, limit: int | None = None) -> list[dict[str, Any]]:
         keys = self.keys(session_id)
         limit = check_limit(limit)
-        async with redis_errors_mapped("Redis (session history)"):
+        async with redis_errors_mapped("Redis (session history)", self._client):
             raw = await self._read(keys=keys, args=[limit or 0, self._ttl_ms])
         return [decode_message(m) for m in raw]
 
     async def clear(self, session_id: str) -> None:
         messages, _ = self.keys(session_id)
-        async with redis_errors_mapped("Redis (session history)"):
+        async with redis_errors_mapped("Redis (session history)", self._client):
             await self._client.unlink(messages)
 
     async def rotate(self, session_id: str, new_session_id: str | None = None) -> str:
@@ -213,7 +213,7 @@ class SessionHistory(BaseSessionHistory):
         new = self._new_id(session_id, new_session_id)
         new_keys = self.keys(new)
         stamp = utc_iso(self._clock())
-        async with redis_errors_mapped("Redis (session history)"):
+        async with redis_errors_mapped("Redis (session history)", self._client):
             created = await self._rotate_new(keys=new_keys, args=[session_id, stamp, self._ttl_ms])
             if not created:
                 raise InvalidInputError(f"session {new!r} already exists; rotate needs a new id")
@@ -231,7 +231,7 @@ class SessionHistory(BaseSessionHistory):
         check_limit(limit)
 
         async def links(sid: str) -> dict[str, str]:
-            async with redis_errors_mapped("Redis (session history)"):
+            async with redis_errors_mapped("Redis (session history)", self._client):
                 prev, nxt = await self._client.hmget(self.keys(sid)[1], ["prev", "next"])
             found = {"prev": _text(prev), "next": _text(nxt)}
             return {k: v for k, v in found.items() if v is not None}

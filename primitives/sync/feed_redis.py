@@ -31,7 +31,7 @@ from primitives.errors import (
     ChangeFeedGapError,
     InvalidStreamIdError,
 )
-from primitives.store.connection import (
+from primitives.redis_connection import (
     RedisClient,
     connect,
     is_cluster,
@@ -147,7 +147,7 @@ class RedisChangeFeed(ChangeFeed):
         maxlen: int = DEFAULT_MAXLEN,
         **connect_kwargs: Any,
     ) -> RedisChangeFeed:
-        """A feed on its own client for ``url`` (see :func:`~primitives.store.connection.connect`),
+        """A feed on its own client for ``url`` (see :func:`~primitives.redis_connection.connect`),
         closed by :meth:`aclose`. Unless ``retry=`` is given, a command that fails on a broken
         connection is retried once on a fresh one (a pooled socket may predate a server
         restart); should the server have run the publish script before the connection broke,
@@ -220,7 +220,7 @@ class RedisChangeFeed(ChangeFeed):
         def args(chunk: list[ChangeEvent]) -> list[str]:
             return [self.channel, str(self.maxlen), slack, *(f for e in chunk for f in e.fields())]
 
-        async with redis_errors_mapped(_WHAT):
+        async with redis_errors_mapped(_WHAT, self.client):
             if len(chunks) == 1 or is_cluster(self.client):  # a cluster pipeline runs no scripts
                 results = [await self._script(keys=[self.key], args=args(chunk)) for chunk in chunks]
                 return [_s(p) for result in results for p in result]
@@ -232,7 +232,7 @@ class RedisChangeFeed(ChangeFeed):
 
     async def _info(self) -> tuple[StreamKey, StreamKey, str | None]:
         """``(last generated, max deleted, first kept id)`` of the stream; zeros when missing."""
-        async with redis_errors_mapped(_WHAT):
+        async with redis_errors_mapped(_WHAT, self.client):
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.xinfo_stream(self.key)
                 (info,) = await pipe.execute(raise_on_error=False)
@@ -260,7 +260,7 @@ class RedisChangeFeed(ChangeFeed):
         if after == LATEST:
             return []
         key = (0, 0) if after == START else parse_position(after)
-        async with redis_errors_mapped(_WHAT):
+        async with redis_errors_mapped(_WHAT, self.client):
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.xrange(self.key, min="-" if after == START else f"({after}", max="+", count=limit)
                 pipe.xinfo_stream(self.key)
