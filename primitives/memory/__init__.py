@@ -7,6 +7,7 @@ from primitives.memory.analysis import Analyzer
 from primitives.memory.backend import FILTER_FIELDS, SEARCH_MODES, Health, MemoryBackend, SearchResult
 from primitives.memory.facade import Memory, Recall
 from primitives.memory.inmemory import InMemoryBackend
+from primitives.memory.replica import LocalReplica
 from primitives.memory.resilient import ResilientBackend
 from primitives.memory.record import (
     DEFAULT_TTLS,
@@ -15,6 +16,7 @@ from primitives.memory.record import (
     Message,
     SearchHit,
 )
+from primitives.memory.skills import SkillStats
 from primitives.memory.workflow import MemoryPrimitive, RememberPrimitive
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "Analyzer",
     "Health",
     "InMemoryBackend",
+    "LocalReplica",
     "Memory",
     "MemoryBackend",
     "MemoryPrimitive",
@@ -35,4 +38,5 @@ __all__ = [
     "SEARCH_MODES",
     "SearchHit",
     "SearchResult",
+    "SkillStats",
 ]
