@@ -117,3 +117,25 @@ def local_embedder():
             pytest.fail(f"the local embedding model cannot load: {exc}")
         pytest.skip(f"the local embedding model cannot load: {exc}")
     return embedder
+
+
+@pytest.fixture
+async def redis_client(plain_redis_server):
+    """A redis-py asyncio client (bytes responses) on ``plain_redis_server``, closed after the test."""
+    from primitives.redis_connection import connect
+
+    client = connect(plain_redis_server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def cluster_client(redis_cluster):
+    """A fresh redis-py asyncio cluster client on ``redis_cluster``, closed after the test. Not
+    initialised on purpose: the primitives initialise it themselves (see
+    ``primitives.redis_connection.initialize_cluster``)."""
+    from primitives.redis_connection import connect
+
+    client = connect(redis_cluster.url, cluster=True)
+    yield client
+    await client.aclose()

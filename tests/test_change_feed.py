@@ -29,6 +29,7 @@ from primitives.sync.feed import (
     ChangeEvent,
     ChangeFeed,
     ChangeSubscription,
+    START,
     InMemoryChangeFeed,
     parse_position,
 )
@@ -48,13 +49,6 @@ def event(i: int, *, origin: str = "agent-a", namespace: str = "ns", op: str = "
 @pytest.fixture
 async def redis_client(plain_redis_server) -> AsyncIterator[Any]:
     client = connect(plain_redis_server.url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def cluster_client(redis_cluster) -> AsyncIterator[Any]:
-    client = connect(redis_cluster.url, cluster=True)
     yield client
     await client.aclose()
 
@@ -541,3 +535,18 @@ async def test_feed_benchmark_runs_and_counts_catch_up_exactly(plain_redis_serve
     assert report["live"]["events"] == report["live"]["received"] == 100
     catchup = report["catchup"]
     assert (catchup["received"], catchup["missing"], catchup["duplicated"], catchup["in_order"]) == (500, 0, 0, True)
+
+
+async def test_in_process_feed_trims_in_chunks_and_still_detects_every_gap() -> None:
+    """Deleting from the head of the event list costs O(maxlen), so the in-process feed, like the
+    Redis one, lets 1% more accumulate and then trims back to exactly ``maxlen``."""
+    feed = InMemoryChangeFeed(maxlen=200)  # slack: 2 events
+    positions = await feed.publish([event(i) for i in range(202)])
+    assert len(await feed.read(START, limit=1000)) == 202  # within the slack: nothing dropped yet
+    positions += await feed.publish([event(202)])
+    kept = await feed.read(START, limit=1000)
+    assert [e.position for e in kept] == positions[3:]  # back to exactly maxlen
+    assert [e.id for e in await feed.read(positions[2])] == [e.id for e in kept]  # right after the newest dropped
+    with pytest.raises(ChangeFeedGapError):
+        await feed.read(positions[1])
+    assert all(e.position is not None and e.origin == "agent-a" for e in kept)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 
 from primitives import LambdaPrimitive, WorkflowContext
 from primitives.errors import InvalidInputError, InvalidKeyError, RateLimitExceededError
-from primitives.redis_connection import connect, is_cluster
+from primitives.redis_connection import is_cluster
 from primitives.store.ratelimit import (
     ALGORITHMS,
     RATE_LIMIT_STATE_KEY,
@@ -27,22 +27,6 @@ from primitives.store.ratelimit import (
 from primitives.store.ratelimit_redis import RateLimiter
 
 HOSTILE_KEYS = ["*", "?", "[a-z]", "a:b", "{tag}", "}{", "a b", "line\nbreak", "ünï-🔑", "%2A"]
-
-
-@pytest.fixture
-async def redis_client(plain_redis_server) -> AsyncIterator[Any]:
-    client = connect(plain_redis_server.url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def cluster_client(redis_cluster) -> AsyncIterator[Any]:
-    # a fresh client: the primitives initialise it themselves (redis-py 8.1.0's lazy cluster
-    # initialisation races under concurrent first commands; see initialize_cluster)
-    client = connect(redis_cluster.url, cluster=True)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture(

@@ -134,12 +134,14 @@ async def test_wrong_password_is_an_authentication_error(tmp_path) -> None:
 
 
 async def test_plain_redis_without_query_engine_is_refused_with_the_fix(plain_redis_server) -> None:
-    backend = RedisBackend(plain_redis_server.url, prefix=fresh_prefix())
+    prefix = fresh_prefix()
+    backend = RedisBackend(plain_redis_server.url, prefix=prefix)
     with pytest.raises(QueryEngineUnavailableError) as info:
         await backend.add([MemoryRecord(text="would be unsearchable")])
     assert "memory-primitives redis start" in str(info.value)
     assert "MEMORY_BACKEND=inmemory" in str(info.value)
-    assert await backend._client.dbsize() == 0  # nothing was written
+    # nothing was written (the server is shared with other tests: look at this prefix only)
+    assert [k async for k in backend._client.scan_iter(match=f"{prefix}*")] == []
     health = await backend.health()
     assert health.ok is False and health.detail["error_type"] == "QueryEngineUnavailableError"
     await backend.aclose()

@@ -244,7 +244,7 @@ async def test_a_user_of_a_hostile_namespace_cannot_reach_alice(admin, acl_redis
 async def test_without_encoding_the_pattern_would_leak(admin, acl_redis_server) -> None:
     """Why the encoding matters: a rule written from the raw name ``al*`` would match
     ``kv:alice:...``; the encoded rule does not."""
-    raw_pw, encoded_pw = secrets.token_hex(8), secrets.token_hex(8)
+    raw_pw = secrets.token_hex(8)
     await admin.execute_command(
         "ACL", "SETUSER", "raw-rule", "reset", "on", f">{raw_pw}", "~kv:al*:*", "+@all", "-@dangerous"
     )

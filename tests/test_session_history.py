@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -24,22 +24,6 @@ from primitives.store.session import BaseSessionHistory, InMemorySessionHistory
 from primitives.store.session_redis import SessionHistory
 
 HOSTILE_IDS = ["*", "?", "[a-z]", "a:b", "{tag}", "}{", "a b", "line\nbreak", "ünï-💬", "%3A", "x]*?"]
-
-
-@pytest.fixture
-async def redis_client(plain_redis_server) -> AsyncIterator[Any]:
-    client = connect(plain_redis_server.url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def cluster_client(redis_cluster) -> AsyncIterator[Any]:
-    # a fresh client: the primitives initialise it themselves (redis-py 8.1.0's lazy cluster
-    # initialisation races under concurrent first commands; see initialize_cluster)
-    client = connect(redis_cluster.url, cluster=True)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture(

@@ -22,7 +22,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from primitives.errors import (
@@ -126,10 +126,22 @@ class ChangeEvent:
             raise InvalidInputError(f"ChangeEvent.op must be one of {OPS}, got {self.op!r}")
         if self.user_id is not None and (not isinstance(self.user_id, str) or not self.user_id):
             raise InvalidInputError(f"ChangeEvent.user_id must be a non-empty str or None, got {self.user_id!r}")
-        if not isinstance(self.updated_at, datetime) or self.updated_at.utcoffset() is None:
-            raise InvalidInputError(f"ChangeEvent.updated_at must be an aware datetime, got {self.updated_at!r}")
-        if self.updated_at.tzinfo is not UTC:
-            object.__setattr__(self, "updated_at", self.updated_at.astimezone(UTC))
+        when = self.updated_at
+        if not isinstance(when, datetime):
+            raise InvalidInputError(f"ChangeEvent.updated_at must be an aware datetime, got {when!r}")
+        if when.tzinfo is not UTC:  # the common case (UTC) skips the offset lookup
+            if when.utcoffset() is None:
+                raise InvalidInputError(f"ChangeEvent.updated_at must be an aware datetime, got {when!r}")
+            object.__setattr__(self, "updated_at", when.astimezone(UTC))
+
+    def at(self, position: str) -> ChangeEvent:
+        """This event with ``position`` set (no re-validation: the fields were checked when it
+        was made)."""
+        event = object.__new__(ChangeEvent)
+        for name in _SLOTS:
+            object.__setattr__(event, name, getattr(self, name))
+        object.__setattr__(event, "position", position)
+        return event
 
     def fields(self) -> list[str]:
         """The event as the seven strings a feed stores, in this order: ``id, op, namespace,
@@ -346,6 +358,9 @@ class ChangeFeed(ABC):
         """Release the feed's resources (a caller-owned client is left open)."""
 
 
+_SLOTS = ("id", "op", "namespace", "user_id", "memory_type", "updated_at", "origin")
+
+
 def _check_events(events: object) -> list[ChangeEvent]:
     if isinstance(events, ChangeEvent) or not isinstance(events, Sequence):
         raise InvalidInputError("publish takes a sequence of ChangeEvent")
@@ -367,7 +382,8 @@ class InMemoryChangeFeed(ChangeFeed):
     one in-process backend share one of these to hear each other's changes.
 
     Positions are generated like Redis stream ids (milliseconds of the wall clock, then a
-    sequence number), strictly increasing. The oldest events beyond ``maxlen`` are dropped;
+    sequence number), strictly increasing. Once more than ``maxlen + maxlen // 100`` events
+    are kept, the oldest are dropped down to ``maxlen`` (in chunks, as the Redis feed trims);
     reading after a dropped event raises :class:`ChangeFeedGapError`, as with Redis.
 
     Args:
@@ -380,6 +396,8 @@ class InMemoryChangeFeed(ChangeFeed):
 
     def __init__(self, *, maxlen: int = 100_000, clock=time.time) -> None:  # type: ignore[no-untyped-def]
         self.maxlen = _check_limit(maxlen)
+        #: events kept beyond ``maxlen`` before a trim, as the Redis feed does (1%)
+        self._slack = maxlen // 100
         self._clock = clock
         self._keys: list[StreamKey] = []
         self._events: list[ChangeEvent] = []
@@ -401,10 +419,10 @@ class InMemoryChangeFeed(ChangeFeed):
             key = self._next_key()
             position = format_position(key)
             self._keys.append(key)
-            self._events.append(replace(event, position=position))
+            self._events.append(event.at(position))
             positions.append(position)
         excess = len(self._keys) - self.maxlen
-        if excess > 0:
+        if excess > self._slack:  # trim in chunks: deleting from the list's head is O(maxlen)
             self._max_deleted = self._keys[excess - 1]
             del self._keys[:excess]
             del self._events[:excess]
