@@ -92,17 +92,28 @@ def is_cluster(client: object) -> bool:
 
 
 @asynccontextmanager
-async def redis_errors_mapped(what: str = "Redis", client: object = None) -> AsyncIterator[None]:
+async def redis_errors_mapped(
+    what: str = "Redis",
+    client: object = None,
+    *,
+    url_name: str = "the URL",
+    unreachable_fix: str | None = None,
+) -> AsyncIterator[None]:
     """Map redis-py's exceptions raised inside the block to this package's, naming the fix.
 
     ``AuthenticationError`` / ``NOAUTH`` / ``WRONGPASS`` become :class:`AuthenticationFailedError`;
     an ACL ``NOPERM`` (also inside a Lua script: ``ACL failure in script``) becomes
-    :class:`PermissionDeniedError`; connection errors, timeouts and
-    ``OSError`` become :class:`BackendUnavailableError`. Other ``ResponseError``\\ s propagate
-    unchanged (they are bugs or bad input the caller should see).
+    :class:`PermissionDeniedError`; connection errors, timeouts and ``OSError`` become
+    :class:`BackendUnavailableError`. Other ``ResponseError``\\ s propagate unchanged (they are
+    bugs or bad input the caller should see).
 
-    Given the ``client`` the block will use, a cluster client is initialised first (see
-    :func:`initialize_cluster`).
+    Args:
+        what: Names the server in messages (``"Redis (key-value store)"``).
+        client: The client the block will use; a cluster client is initialised first (see
+            :func:`initialize_cluster`).
+        url_name: Where the credentials are configured, for the authentication messages
+            (``"REDIS_URL"``).
+        unreachable_fix: Appended to the unreachable message (e.g. how to start a server).
     """
     try:
         if client is not None and isinstance(client, aioredis.RedisCluster):
@@ -110,15 +121,15 @@ async def redis_errors_mapped(what: str = "Redis", client: object = None) -> Asy
         yield
     except redis_errors.AuthenticationError as exc:
         raise AuthenticationFailedError(
-            f"{what} refused the credentials ({exc}); check the user and password in the URL"
+            f"{what} refused the credentials ({exc}); check the user and password in {url_name}"
         ) from exc
     except redis_errors.NoPermissionError as exc:
         raise PermissionDeniedError(f"{what} ACL refused the command: {exc}") from exc
     except redis_errors.ResponseError as exc:
         text = str(exc)
-        if text.startswith(("NOAUTH", "WRONGPASS")) or "NOAUTH" in text or "WRONGPASS" in text:
+        if "NOAUTH" in text or "WRONGPASS" in text:
             raise AuthenticationFailedError(
-                f"{what} needs valid credentials ({exc}); put them in the URL as "
+                f"{what} needs valid credentials ({exc}); put them in {url_name} as "
                 "redis://user:password@host:port"
             ) from exc
         if "NOPERM" in text or "ACL failure in script" in text:
@@ -130,4 +141,5 @@ async def redis_errors_mapped(what: str = "Redis", client: object = None) -> Asy
                 f"{what} TLS certificate check failed ({exc}); pass the server's CA with "
                 "ssl_ca_certs=PATH (or ?ssl_ca_certs=PATH in the rediss:// URL)"
             ) from exc
-        raise BackendUnavailableError(f"{what} is unreachable: {exc}") from exc
+        fix = f"; {unreachable_fix}" if unreachable_fix else ""
+        raise BackendUnavailableError(f"{what} is unreachable: {exc}{fix}") from exc

@@ -27,7 +27,6 @@ from primitives.memory.backend import (
 )
 from primitives.memory.embedding import HYBRID_CANDIDATES, check_embeddings, embedding_text, fuse, require_embedder
 from primitives.memory.index import InvertedIndex
-from primitives.memory.skills import InMemorySkillLedger, SkillStats, check_skill_execution
 from primitives.memory.record import (
     DEFAULT_NAMESPACE,
     DEFAULT_TTLS,
@@ -40,6 +39,7 @@ from primitives.memory.record import (
     with_timestamps,
     written_date,
 )
+from primitives.memory.skills import InMemorySkillLedger, SkillStats, check_skill_execution
 
 __all__ = ["InMemoryBackend"]
 

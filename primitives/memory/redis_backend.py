@@ -11,15 +11,14 @@ import asyncio
 import json
 import math
 import struct
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
 from primitives.embeddings.base import Embedder
 from primitives.errors import (
-    AuthenticationFailedError,
     BackendUnavailableError,
     ConfigurationError,
     DimensionMismatchError,
@@ -29,6 +28,7 @@ from primitives.errors import (
     QueryEngineUnavailableError,
     RecordTooLargeError,
 )
+from primitives.memory import redis_skills
 from primitives.memory.backend import (
     Health,
     MemoryBackend,
@@ -46,7 +46,6 @@ from primitives.memory.embedding import (
     fuse,
     require_embedder,
 )
-from primitives.memory import redis_skills
 from primitives.memory.record import (
     DEFAULT_NAMESPACE,
     DEFAULT_TTLS,
@@ -68,6 +67,8 @@ try:
     from redis import exceptions as redis_errors
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
+
+    from primitives.redis_connection import redis_errors_mapped
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "the Redis backend needs redis-py: python -m pip install 'memory-primitives[redis]'"
@@ -259,23 +260,10 @@ class RedisBackend(MemoryBackend):
 
     # -- connection, probing, index ----------------------------------------------------------
 
-    @asynccontextmanager
-    async def _errors(self) -> AsyncIterator[None]:
-        """Map redis-py's exceptions to this package's, naming the fix."""
-        try:
-            yield
-        except redis_errors.AuthenticationError as exc:
-            raise AuthenticationFailedError(
-                f"Redis refused the credentials ({exc}); check the user and password in REDIS_URL"
-            ) from exc
-        except redis_errors.ResponseError as exc:
-            if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
-                raise AuthenticationFailedError(
-                    f"Redis needs a password ({exc}); put it in REDIS_URL as redis://:PASSWORD@host:port"
-                ) from exc
-            raise
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            raise BackendUnavailableError(f"Redis is unreachable: {exc}; {_START_FIX}") from exc
+    def _errors(self) -> AbstractAsyncContextManager[None]:
+        """Map redis-py's exceptions to this package's, naming the fix
+        (:func:`~primitives.redis_connection.redis_errors_mapped`)."""
+        return redis_errors_mapped("Redis", url_name="REDIS_URL", unreachable_fix=_START_FIX)
 
     async def _ensure_ready(self) -> None:
         if self._ready:
