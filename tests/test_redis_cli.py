@@ -1,5 +1,5 @@
-"""``memory-primitives redis start|status|stop``, ``eval locomo --backend redis`` and
-``index migrate`` against real servers."""
+"""``memory-primitives redis start|status|stop``, ``eval locomo --backend redis``,
+``index migrate`` and ``bench redis|kv|feed`` against real servers."""
 
 from __future__ import annotations
 
@@ -97,3 +97,21 @@ def test_bench_redis_leaves_no_keys_behind(redis_server) -> None:
     before = {k for k in client.scan_iter(match="bench-*", count=1000)} | {k for k in client.scan_iter(match="store-*", count=1000)}
     assert before == set()
     client.close()
+
+
+def test_bench_kv_reports_ratios_and_one_round_trip(plain_redis_server, capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "kv", "--url", plain_redis_server.url, "--ops", "50", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for op in ("get", "set", "mget_100"):
+        assert report[op]["ratio_p50"] > 0 and report[op]["primitive_us"]["p50"] > 0
+    assert report["mget_100"]["round_trips"] == 1
+    assert main(["bench", "kv", "--url", plain_redis_server.url, "--ops", "0"]) == 2
+
+
+def test_bench_feed_reports_latency_and_an_exact_catch_up(plain_redis_server, capsys: pytest.CaptureFixture) -> None:
+    args = ["bench", "feed", "--url", plain_redis_server.url, "--rate", "200", "--seconds", "0.5", "--catchup", "300"]
+    assert main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["live"]["received"] == report["live"]["events"] > 0
+    assert report["live"]["latency_ms"]["p99"] >= report["live"]["latency_ms"]["p50"] > 0
+    assert (report["catchup"]["received"], report["catchup"]["missing"], report["catchup"]["duplicated"]) == (300, 0, 0)

@@ -1,4 +1,4 @@
-"""``memory-primitives bench inmemory|redis|ams``: speed and memory benchmarks."""
+"""``memory-primitives bench inmemory|redis|ams|kv|feed``: speed and memory benchmarks."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -20,7 +21,7 @@ __all__ = ["add_parser"]
 
 
 def add_parser(sub: Any) -> None:
-    """Register ``bench inmemory``, ``bench redis`` and ``bench ams``."""
+    """Register ``bench inmemory``, ``bench redis``, ``bench ams``, ``bench kv`` and ``bench feed``."""
     be = sub.add_parser("bench", help="speed and memory benchmarks")
     be_sub = be.add_subparsers(dest="target", required=True)
     im = be_sub.add_parser("inmemory", help="the in-process backend on synthetic memories")
@@ -66,6 +67,24 @@ def add_parser(sub: Any) -> None:
     bf.add_argument("--catchup", type=int, default=10_000, help="events an offline reader catches up on (default 10000)")
     bf.add_argument("--json", action="store_true", help="print one JSON object")
     bf.set_defaults(run=_run_feed)
+
+
+def on_redis(args: argparse.Namespace, run: Callable[[str], dict[str, Any]], *, modules: bool) -> dict[str, Any]:
+    """``run(url)`` on ``--url`` or ``REDIS_URL``; without either, on a local throw-away
+    redis-server (with the Query Engine and JSON when ``modules``), stopped afterwards."""
+    url = args.url or os.environ.get("REDIS_URL")
+    if url:
+        return run(url)
+    with tempfile.TemporaryDirectory(prefix="memory-primitives-bench-") as tmp:
+        server = LocalRedis(dir=tmp, modules=modules, persistent=False)
+        server.start()
+        try:
+            report = run(server.url)
+        finally:
+            server.stop()
+    plain = "" if modules else "plain "
+    report["server"] = f"local {plain}redis-server started for this run (no persistence)"
+    return report
 
 
 def check_sizes(args: argparse.Namespace) -> None:
@@ -127,18 +146,7 @@ def _bench_redis(args: argparse.Namespace) -> dict[str, Any]:
             return asyncio.run(compare_storage(url, args.memories, queries=args.queries, seed=args.seed))
         return asyncio.run(run_redis_bench(url, args.memories, queries=args.queries, seed=args.seed))
 
-    url = args.url or os.environ.get("REDIS_URL")
-    if url:
-        return run(url)
-    with tempfile.TemporaryDirectory(prefix="memory-primitives-bench-") as tmp:
-        server = LocalRedis(dir=tmp, persistent=False)
-        server.start()
-        try:
-            report = run(server.url)
-        finally:
-            server.stop()
-    report["server"] = "local redis-server started for this run (no persistence)"
-    return report
+    return on_redis(args, run, modules=True)
 
 
 def _print_bench_redis(report: dict[str, Any], console: Console) -> None:
@@ -211,18 +219,7 @@ def _run_kv(args: argparse.Namespace, console: Console) -> int:
 
     if args.ops < 1:
         raise InvalidInputError("--ops must be >= 1")
-    url = args.url or os.environ.get("REDIS_URL")
-    if url:
-        report = asyncio.run(run_kv_bench(url, ops=args.ops))
-    else:
-        with tempfile.TemporaryDirectory(prefix="memory-primitives-bench-") as tmp:
-            server = LocalRedis(dir=tmp, modules=False, persistent=False)
-            server.start()
-            try:
-                report = asyncio.run(run_kv_bench(server.url, ops=args.ops))
-            finally:
-                server.stop()
-        report["server"] = "local plain redis-server started for this run (no persistence)"
+    report = on_redis(args, lambda url: asyncio.run(run_kv_bench(url, ops=args.ops)), modules=False)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -248,18 +245,7 @@ def _run_feed(args: argparse.Namespace, console: Console) -> int:
     def run(url: str) -> dict[str, Any]:
         return asyncio.run(run_feed_bench(url, rate=args.rate, seconds=args.seconds, catchup=args.catchup))
 
-    url = args.url or os.environ.get("REDIS_URL")
-    if url:
-        report = run(url)
-    else:
-        with tempfile.TemporaryDirectory(prefix="memory-primitives-bench-") as tmp:
-            server = LocalRedis(dir=tmp, modules=False, persistent=False)
-            server.start()
-            try:
-                report = run(server.url)
-            finally:
-                server.stop()
-        report["server"] = "local plain redis-server started for this run (no persistence)"
+    report = on_redis(args, run, modules=False)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
