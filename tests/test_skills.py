@@ -125,6 +125,9 @@ async def _check_stats_semantics(backend) -> None:
         with pytest.raises(InvalidInputError):
             await backend.record_skill_execution(args.pop("name"), **args)
     assert (await backend.skill_stats("deploy")).executions == 3  # nothing recorded by bad calls
+    for bad_name in ("", "  ", 3, None):
+        with pytest.raises(InvalidInputError):
+            await backend.skill_stats(bad_name)
 
 
 async def test_in_process_skill_statistics(clock) -> None:

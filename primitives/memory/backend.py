@@ -295,7 +295,11 @@ class MemoryBackend(ABC):
 
     async def skill_stats(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> SkillStats | None:
         """The statistics of skill ``name`` in ``namespace``, or ``None`` when no execution is
-        recorded (or the last one is older than the skill lifetime)."""
+        recorded (or the last one is older than the skill lifetime).
+
+        Raises:
+            InvalidInputError: ``name`` is not a non-empty ``str``.
+        """
         raise NotImplementedError(
             f"{self.name} keeps no skill statistics; use the in-memory or Redis backend"
         )

@@ -39,7 +39,7 @@ from primitives.memory.record import (
     with_timestamps,
     written_date,
 )
-from primitives.memory.skills import InMemorySkillLedger, SkillStats, check_skill_execution
+from primitives.memory.skills import InMemorySkillLedger, SkillStats, check_skill_execution, check_skill_name
 
 __all__ = ["InMemoryBackend"]
 
@@ -422,7 +422,7 @@ class InMemoryBackend(MemoryBackend):
 
     async def skill_stats(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> SkillStats | None:
         """See :meth:`MemoryBackend.skill_stats`."""
-        return self._skills.stats(name, namespace)
+        return self._skills.stats(check_skill_name(name), namespace)
 
     async def health(self) -> Health:
         self._records.expire()

@@ -60,7 +60,7 @@ from primitives.memory.record import (
 )
 from primitives.memory.redis_query import query_words, render_query
 from primitives.memory.redis_schema import TAG_SEPARATOR, IndexSpec, pairs_to_dict
-from primitives.memory.skills import SkillStats, check_skill_execution
+from primitives.memory.skills import SkillStats, check_skill_execution, check_skill_name
 
 try:
     import redis.asyncio as aioredis
@@ -745,7 +745,7 @@ class RedisBackend(MemoryBackend):
 
     async def skill_stats(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> SkillStats | None:
         """See :meth:`MemoryBackend.skill_stats`."""
-        check_skill_execution(name, True, 0.0)
+        check_skill_name(name)
         async with self._errors():
             return await redis_skills.read_stats(
                 self._client, redis_skills.skill_key(self.prefix, namespace, name), name, namespace

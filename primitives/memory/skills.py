@@ -21,7 +21,7 @@ from cachetools import TTLCache
 from primitives.errors import InvalidInputError
 from primitives.memory.record import DEFAULT_NAMESPACE
 
-__all__ = ["SkillStats", "InMemorySkillLedger", "check_skill_execution", "stats_from_totals"]
+__all__ = ["SkillStats", "InMemorySkillLedger", "check_skill_execution", "check_skill_name", "stats_from_totals"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +74,17 @@ class SkillStats:
         }
 
 
+def check_skill_name(name: object) -> str:
+    """Return ``name`` if it is a non-empty ``str`` (any characters; backends escape it).
+
+    Raises:
+        InvalidInputError: otherwise.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError(f"skill name must be a non-empty str, got {name!r}")
+    return name
+
+
 def check_skill_execution(name: object, success: object, duration_s: object) -> float:
     """Validate one execution; returns ``duration_s`` as a float.
 
@@ -81,8 +92,7 @@ def check_skill_execution(name: object, success: object, duration_s: object) -> 
         InvalidInputError: ``name`` is not a non-empty ``str``, ``success`` not a ``bool``, or
             ``duration_s`` not a finite number ``>= 0`` (seconds).
     """
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidInputError(f"skill name must be a non-empty str, got {name!r}")
+    check_skill_name(name)
     if not isinstance(success, bool):
         raise InvalidInputError(f"success must be a bool, got {type(success).__name__}")
     if isinstance(duration_s, bool) or not isinstance(duration_s, (int, float)):
