@@ -12,7 +12,10 @@ from primitives.core import (
     WorkflowContext,
     WorkflowPrimitive,
 )
+from primitives._moved import install as _install_moved
 from primitives.errors import PrimitivesError
+
+_install_moved()
 
 __version__ = "0.1.0"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "PrimitivesError",
     "InvalidInputError",
+    "InvalidInputTypeError",
     "InvalidRecordError",
     "InvalidRecordTypeError",
     "InvalidFilterError",
@@ -31,6 +32,10 @@ __all__ = [
     "RateLimitExceededError",
     "InvalidStreamIdError",
     "ChangeFeedGapError",
+    "CorruptRecordError",
+    "OutboxError",
+    "OutboxCorruptError",
+    "UnscopedAccessError",
 ]
 
 
@@ -40,6 +45,10 @@ class PrimitivesError(Exception):
 
 class InvalidInputError(PrimitivesError, ValueError):
     """An argument at the public edge has a value that is not accepted (e.g. ``limit`` < 1)."""
+
+
+class InvalidInputTypeError(InvalidInputError, TypeError):
+    """An argument at the public edge has the wrong type (e.g. ``limit="5"``, ``ids=None``)."""
 
 
 class InvalidRecordError(InvalidInputError):
@@ -158,3 +167,61 @@ class ChangeFeedGapError(PrimitivesError):
         super().__init__(message)
         self.after = after
         self.first_available = first_available
+
+
+class CorruptRecordError(PrimitivesError, ValueError):
+    """A stored record (or working-memory message) cannot be decoded: bytes that are not UTF-8,
+    JSON that does not parse, a timestamp that is not a number, a missing field, a vector with
+    NaN. Raised by a direct read (``get``) of that record; searches skip such a record, count it
+    in ``SearchResult.skipped`` and log it. ``memory-primitives doctor`` lists damaged records and
+    ``memory-primitives repair`` moves them to a quarantine key space.
+
+    Attributes:
+        key: Where the record is stored (a Redis key, an AMS id).
+        reason: What is wrong with it.
+    """
+
+    def __init__(self, message: str, *, key: str, reason: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.reason = reason
+
+
+class OutboxError(PrimitivesError, OSError):
+    """The durable outbox (the journal of writes made while the configured backend may be down)
+    cannot be used: its file is damaged, not an outbox, or its directory cannot be created. The
+    message names the file and the command that fixes it.
+
+    Attributes:
+        path: The outbox file.
+        fix: What to run or change.
+    """
+
+    def __init__(self, message: str, *, path: str, fix: str) -> None:
+        super().__init__(f"{message}. Fix: {fix}")
+        self.path = path
+        self.fix = fix
+
+
+class OutboxCorruptError(OutboxError):
+    """A file at the outbox path exists but is not a usable outbox: empty, not SQLite, truncated
+    or damaged (fails ``PRAGMA quick_check``), a SQLite database of another application, a
+    directory, an outbox of a newer schema, or a write-ahead log left without its database.
+    Nothing in it was changed; the fix moves it aside, where it is kept for inspection.
+
+    Attributes:
+        path: The outbox file.
+        fix: What to run or change.
+        reason: What is wrong with the file, without the fix.
+    """
+
+    def __init__(self, message: str, *, path: str, fix: str, reason: str = "") -> None:
+        super().__init__(message, path=path, fix=fix)
+        self.reason = reason or message
+
+
+class UnscopedAccessError(PrimitivesError, ValueError):
+    """A pipeline step was asked to read or write memory without a ``user_id`` on a memory that
+    is multi-user (the default), which would mix every user's memories. Set
+    ``context.metadata["user_id"]``, or declare the memory single-user
+    (``Memory(..., single_user=True)`` or ``MEMORY_SINGLE_USER=1``)."""

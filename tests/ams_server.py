@@ -1,7 +1,7 @@
 """A real Agent Memory Server 0.15.2 stack for integration tests, started the way a user starts
-one: its own Redis with the Query Engine (:class:`primitives.localredis.LocalRedis`), the local
+one: its own Redis with the Query Engine (:class:`primitives.tooling.localredis.LocalRedis`), the local
 MiniLM model behind ``memory-primitives embeddings serve``, and ``agent-memory api`` from the cached
-Python 3.12 venv (:class:`primitives.localams.LocalAMS`, installed on first use: a few minutes)
+Python 3.12 venv (:class:`primitives.tooling.localams.LocalAMS`, installed on first use: a few minutes)
 with token auth on.
 
 Under ``CI=true`` a part that cannot be installed or started fails the test run; elsewhere the
@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from primitives.errors import PrimitivesError
-from primitives.localams import LocalAMS
-from primitives.localredis import LocalRedis, free_port
+from primitives.tooling.localams import LocalAMS
+from primitives.tooling.localredis import LocalRedis, free_port
 from tests.redis_server import start_or_fail
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,10 +10,22 @@ import asyncio
 
 import pytest
 
+import math
+from datetime import datetime, timedelta, timezone
+
 from primitives.errors import InvalidFilterError, InvalidInputError, InvalidRecordError, PrimitivesError
 from primitives.memory import MemoryBackend, MemoryRecord, MemoryType, Message
+from primitives.validation import MAX_LIMIT, MAX_TTL
 
 HOSTILE = ["*", "@user_id:{x}", "|", "-", "{}", "()", '"', "\\", "=>[KNN 5 @v $b]", "ünïcødé 😀", "a:b", "%", "~x"]
+
+#: Identifiers that a tokenizer, a separator or a query parser could confuse with "alice" or
+#: with each other: each must be its own tenant, exactly.
+NEAR_ALICE = [
+    "mallory,alice", "alice,mallory", "alice ", " alice", "alice\t", "alice\n", "alice\x00", "\x00alice",
+    "alice\r\n", "ALICE", "Alice", "al ice", "alice|bob", "alice\x1fbob", "{alice}", "alice*", "ali*",
+    "@user_id:{alice}", "alice\\", "-alice", "alice;", "ålice", "alice\u200b", "аlice",  # Cyrillic а
+]
 
 
 async def _snapshot(backend: MemoryBackend, queries: list[str]) -> list[list[MemoryRecord]]:
@@ -153,6 +165,8 @@ class BackendContract:
         hits = (await backend.search(hostile, filter={"user_id": "alice"})).hits
         assert {h.record.id for h in hits} <= {"a"}
         assert await backend.get(hostile) is None
+        assert await backend.get("odd", namespace="tenant-a") is None
+        assert (await backend.get("odd", namespace=hostile)).user_id == hostile
 
     async def test_unicode_long_and_stop_word_texts_are_stored_and_searchable(self, backend: MemoryBackend) -> None:
         n = self.long_text_chars
@@ -169,6 +183,128 @@ class BackendContract:
         assert [h.record.id for h in (await backend.search("needle")).hits] == ["long"]
         assert (await backend.get("stop")).text == "to be or not to be"
         assert (await backend.get("long")).text == long_text
+
+    async def test_near_alice_identifiers_are_exact_tenants(self, backend: MemoryBackend) -> None:
+        """Separators, whitespace, control characters, case and look-alikes never widen or
+        narrow an equality filter, on any field."""
+        await backend.add([MemoryRecord(text="pineapple plan of alice", id="alice-1", user_id="alice",
+                                        namespace="acme", session_id="alice", topics=("alice",))])
+        await backend.add([
+            MemoryRecord(text=f"pineapple plan number {i}", id=f"n{i}", user_id=v, namespace=v,
+                         session_id=v, topics=(v, "x"))
+            for i, v in enumerate(NEAR_ALICE)
+        ])
+        for field in ("user_id", "session_id", "topics"):
+            hits = (await backend.search("pineapple plan", filter={field: "alice"}, limit=50)).hits
+            assert [h.record.id for h in hits] == ["alice-1"], field
+            assert await backend.count({field: "alice"}) == 1
+        assert [h.record.id for h in (await backend.search("pineapple", filter={"namespace": "acme"}, limit=50)).hits] == ["alice-1"]
+        assert await backend.count({"namespace": "acme"}) == 1
+        for i, v in enumerate(NEAR_ALICE):
+            for field in ("user_id", "namespace", "session_id", "topics"):
+                hits = (await backend.search("pineapple plan", filter={field: v}, limit=50)).hits
+                assert [h.record.id for h in hits] == [f"n{i}"], (field, v)
+            got = await backend.get(f"n{i}", namespace=v)
+            assert got is not None and (got.user_id, got.namespace, got.session_id, got.topics) == (v, v, v, (v, "x"))
+            assert await backend.get(f"n{i}", namespace="acme") is None
+        assert await backend.count({"user_id": ["alice", "mallory,alice"]}) == 2
+
+    async def test_the_same_id_in_two_namespaces_is_two_records(self, backend: MemoryBackend) -> None:
+        await backend.add([MemoryRecord(text="bob's private profile", id="profile", user_id="bob", namespace="ns2")])
+        (mine,) = await backend.add([MemoryRecord(text="mallory's own profile", id="profile", user_id="mallory", namespace="ns1")])
+        bob = await backend.get("profile", namespace="ns2")
+        assert bob is not None and bob.text == "bob's private profile" and bob.user_id == "bob"
+        assert (await backend.get("profile", namespace="ns1")) == mine
+        assert await backend.get("profile") is None  # the default namespace has none
+        assert await backend.count() == 2
+        hits = (await backend.search("profile", filter={"namespace": "ns2"})).hits
+        assert [(h.record.namespace, h.record.text) for h in hits] == [("ns2", "bob's private profile")]
+        assert await backend.delete(["profile"], namespace="ns1") == 1
+        assert await backend.delete(["profile"], namespace="ns1") == 0
+        assert (await backend.get("profile", namespace="ns2")).text == "bob's private profile"
+        assert await backend.delete_if_older({"profile": datetime.now(timezone.utc) + timedelta(days=1)}, namespace="ns1") == 0
+        assert await backend.get("profile", namespace="ns2") is not None
+
+    async def test_what_is_written_is_read_back_exactly(self, backend: MemoryBackend) -> None:
+        created = datetime(2023, 5, 8, 13, 56, 1, 123456, tzinfo=timezone(timedelta(hours=-7, minutes=-30)))
+        metadata = {
+            "speaker": "Mel", "nested": {"1": [1, 2.5, True, None, "x\x00y", {"deep": ["ünï😀"]}]},
+            "big": 2**80, "neg": -0.0, "tiny": 5e-324, "tuple": (1, "two"), "empty": {}, "list": [],
+        }
+        record = MemoryRecord(
+            text="Café\x00 with ‮ control\r\n chars \\ and \"quotes\"", id="a,b\x00 c", user_id="u,1 ",
+            session_id="s\tx", namespace="n s", memory_type="semantic", topics=("a\x1fb", "c,d", " e ", "c,d"),
+            metadata=metadata, created_at=created, ttl=MAX_TTL,
+        )
+        (stored,) = await backend.add([record])
+        assert stored.created_at == created and stored.created_at.utcoffset() == timedelta(0)
+        assert stored.metadata["tuple"] == [1, "two"] and stored.topics == ("a\x1fb", "c,d", " e ", "c,d")
+        got = await backend.get("a,b\x00 c", namespace="n s")
+        assert got == stored
+        assert dict(got.metadata) == dict(stored.metadata) and type(got.metadata["big"]) is int
+        assert math.copysign(1, got.metadata["neg"]) == -1
+        (hit,) = (await backend.search("café control chars", filter={"namespace": "n s"})).hits
+        assert hit.record == stored
+
+    async def test_limit_bounds_are_the_same_everywhere(self, backend: MemoryBackend) -> None:
+        await backend.add([MemoryRecord(text="apples and pears", id="ap")])
+        assert [h.record.id for h in (await backend.search("apples", limit=MAX_LIMIT)).hits] == ["ap"]
+        for bad in (MAX_LIMIT + 1, 10**7, 0, -1):
+            with pytest.raises(InvalidInputError):
+                await backend.search("apples", limit=bad)
+        for bad in (True, 2.0, "5", None):
+            with pytest.raises(InvalidInputError) as err:
+                await backend.search("apples", limit=bad)  # type: ignore[arg-type]
+            assert isinstance(err.value, TypeError)
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda b: b.add(None),
+            lambda b: b.add("a record"),
+            lambda b: b.add([None]),
+            lambda b: b.add({"text": "x"}),
+            lambda b: b.put_if_newer(None),
+            lambda b: b.delete(None),
+            lambda b: b.delete("single"),
+            lambda b: b.delete([None]),
+            lambda b: b.delete([""]),
+            lambda b: b.delete(["ok"], namespace=""),
+            lambda b: b.get(None),
+            lambda b: b.get(""),
+            lambda b: b.get("x", namespace=None),
+            lambda b: b.get("\ud800"),
+            lambda b: b.search(None),
+            lambda b: b.search("\ud800"),
+            lambda b: b.search("q", mode="fuzzy"),
+            lambda b: b.search("q", filter={"user_id": ""}),
+            lambda b: b.search("q", filter={"namespace": ["a", None]}),
+            lambda b: b.search("q", filter={"topics": "x" * 2000}),
+            lambda b: b.search("q", filter=["user_id"]),
+            lambda b: b.count({"user_id": 7}),
+            lambda b: b.count({"memory_type": "dream"}),
+            lambda b: b.delete_if_older(None),
+            lambda b: b.delete_if_older({"x": datetime(2024, 1, 1)}),
+            lambda b: b.delete_if_older({"x": "2024-01-01"}),
+            lambda b: b.append_messages("s", None),
+            lambda b: b.append_messages("s", [None]),
+            lambda b: b.append_messages("", [Message("user", "hi")]),
+            lambda b: b.append_messages(None, [Message("user", "hi")]),
+            lambda b: b.get_messages("s", limit=0),
+            lambda b: b.get_messages("s", limit=MAX_LIMIT + 1),
+            lambda b: b.get_messages(" "),
+            lambda b: b.clear_session(""),
+        ],
+    )
+    async def test_bad_arguments_raise_typed_errors_and_change_nothing(self, backend: MemoryBackend, call) -> None:
+        if not backend.supports_working_memory and "messages" in repr(call.__code__.co_names):
+            pytest.skip("backend declares no working memory")
+        await backend.add([MemoryRecord(text="keep me", id="keep")])
+        with pytest.raises(PrimitivesError) as err:
+            await call(backend)
+        assert isinstance(err.value, (ValueError, TypeError))
+        assert await backend.count() == 1
+        assert (await backend.get("keep")).text == "keep me"
 
     # -- bad input leaves the store unchanged --------------------------------------------------
 
@@ -200,7 +336,38 @@ class BackendContract:
             lambda: MemoryRecord(text="x", ttl=0),
             lambda: MemoryRecord(text="x", memory_type="dream"),  # type: ignore[arg-type]
             lambda: MemoryRecord(text="x", metadata={1: "a"}),  # type: ignore[dict-item]
+            lambda: MemoryRecord(text="x", metadata={"a": {1: "nested int key"}}),  # type: ignore[dict-item]
+            lambda: MemoryRecord(text="x", metadata={"a": {1, 2}}),
+            lambda: MemoryRecord(text="x", metadata={"a": object()}),
+            lambda: MemoryRecord(text="x", metadata={"a": datetime.now(timezone.utc)}),
+            lambda: MemoryRecord(text="x", metadata={"a": b"bytes"}),
+            lambda: MemoryRecord(text="x", metadata={"a": float("nan")}),
+            lambda: MemoryRecord(text="x", metadata=_cycle()),
+            lambda: MemoryRecord(text="x", metadata=_deep(10_000)),
+            lambda: MemoryRecord(text="x", metadata="{}"),  # type: ignore[arg-type]
             lambda: MemoryRecord(text="x", topics="not-a-list"),  # type: ignore[arg-type]
+            lambda: MemoryRecord(text="x", topics=["ok", ""]),
+            lambda: MemoryRecord(text="x", topics=[None]),  # type: ignore[list-item]
+            lambda: MemoryRecord(text="x", embedding=["a"]),  # type: ignore[list-item]
+            lambda: MemoryRecord(text="x", embedding=[float("nan")]),
+            lambda: MemoryRecord(text="x", embedding=[1e39]),
+            lambda: MemoryRecord(text="x", embedding=[]),
+            lambda: MemoryRecord(text="x", embedding="0.5"),  # type: ignore[arg-type]
+            lambda: MemoryRecord(text="x", ttl=1e300),
+            lambda: MemoryRecord(text="x", ttl=10**20),
+            lambda: MemoryRecord(text="x", ttl=float("nan")),
+            lambda: MemoryRecord(text="x", ttl=True),
+            lambda: MemoryRecord(text="x", ttl="60"),  # type: ignore[arg-type]
+            lambda: MemoryRecord(text="x", namespace=""),
+            lambda: MemoryRecord(text="x", namespace=None),  # type: ignore[arg-type]
+            lambda: MemoryRecord(text="x", user_id=""),
+            lambda: MemoryRecord(text="x", user_id="x" * 1025),
+            lambda: MemoryRecord(text="\udc80 lone surrogate"),
+            lambda: MemoryRecord(text="x", created_at=datetime(2024, 1, 1)),
+            lambda: MemoryRecord(text="x", created_at="2024-01-01T00:00:00+00:00"),  # type: ignore[arg-type]
+            lambda: Message("user", None),  # type: ignore[arg-type]
+            lambda: Message("", "hi"),
+            lambda: Message("user", "hi", metadata={"a": {1, 2}}),
         ):
             with pytest.raises((InvalidRecordError, TypeError)) as err:
                 bad()
@@ -266,7 +433,43 @@ class BackendContract:
         await backend.append_messages("a", [Message("user", "for a")])
         await backend.append_messages("b", [Message("user", "for b")])
         assert [m.content for m in await backend.get_messages("a")] == ["for a"]
+        await backend.append_messages("a", [Message("user", "for a in ns2")], namespace="ns2")
+        assert [m.content for m in await backend.get_messages("a", namespace="ns2")] == ["for a in ns2"]
+        assert [m.content for m in await backend.get_messages("a")] == ["for a"]
+        await backend.clear_session("a", namespace="ns2")
+        assert [m.content for m in await backend.get_messages("a")] == ["for a"]
+
+    async def test_messages_round_trip_exactly_with_hostile_sessions(self, backend: MemoryBackend) -> None:
+        if not backend.supports_working_memory:
+            pytest.skip("backend declares no working memory")
+        at = datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=timezone.utc)
+        messages = [
+            Message("user", "line\x00one\n{\"json\": true}", at, {"k": [1, {"v": None}], "ü": "😀"}),
+            Message("assistant ", "", None, {}),
+        ]
+        for session in ("alice,bob", "alice ", "a:b:c", "*", "s\x00"):
+            await backend.append_messages(session, messages, namespace="n,1")
+            got = await backend.get_messages(session, namespace="n,1")
+            assert [(m.role, m.content, dict(m.metadata)) for m in got] == [
+                (m.role, m.content, dict(m.metadata)) for m in messages
+            ], session
+            assert got[0].created_at == at and got[1].created_at is not None
+        assert await backend.get_messages("alice", namespace="n,1") == []
+        assert await backend.get_messages("alice,bob") == []
 
     async def test_health_reports_ok(self, backend: MemoryBackend) -> None:
         health = await backend.health()
         assert health.ok is True and health.backend == backend.name
+
+
+def _cycle() -> dict:
+    d: dict = {}
+    d["self"] = d
+    return d
+
+
+def _deep(depth: int) -> dict:
+    d: dict = {}
+    for _ in range(depth):
+        d = {"d": d}
+    return d

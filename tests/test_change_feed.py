@@ -22,7 +22,7 @@ from primitives.errors import (
     InvalidInputError,
     InvalidStreamIdError,
 )
-from primitives.localredis import LocalRedis
+from primitives.tooling.localredis import LocalRedis
 from primitives.memory import InMemoryBackend, Memory, MemoryRecord
 from primitives.redis_connection import connect
 from primitives.sync.feed import (

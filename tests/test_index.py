@@ -8,7 +8,7 @@ import pytest
 
 from primitives.memory import Analyzer
 from primitives.memory.analysis import ENGLISH_STOP_WORDS
-from primitives.memory.index import InvertedIndex
+from primitives.memory.inmemory.index import InvertedIndex
 
 
 def test_compaction_rewrites_posting_lists_and_keeps_statistics() -> None:

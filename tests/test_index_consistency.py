@@ -87,7 +87,7 @@ class IndexMachine(RuleBasedStateMachine):
         assert not ({r.id for r in records} & self.deleted)
         assert len(index) == len(records)
         assert self.run(self.backend.count()) == len(records)
-        assert {r.id for r in records} == {k for k in index._docno_by_key}
+        assert {(r.namespace, r.id) for r in records} == set(index._docno_by_key)
         analyzer = self.backend.analyzer
         all_terms = [analyzer.terms(self.backend.indexed_text(r)) for r in records]
         assert index.total_length == sum(len(t) for t in all_terms)
@@ -95,7 +95,7 @@ class IndexMachine(RuleBasedStateMachine):
         for term in {t for w in WORDS for t in analyzer.terms(w)}:
             assert index.document_frequency(term) == df.get(term, 0), term
         for user in ("u1", "u2"):
-            expected = {r.id for r in records if r.user_id == user}
+            expected = {(r.namespace, r.id) for r in records if r.user_id == user}
             assert set(index.keys_with_tag("user_id", user)) == expected
         for query in ("apple dogs", "running blue", "cherry banana zürich"):
             result = self.run(self.backend.search(query, limit=10))

@@ -489,7 +489,7 @@ async def test_custom_prefix_with_glob_characters(plain_redis_server: Any) -> No
 
 async def test_unreachable_server_is_backend_unavailable() -> None:
     from primitives.errors import BackendUnavailableError
-    from primitives.localredis import free_port
+    from primitives.tooling.localredis import free_port
 
     client = connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
     try:

@@ -16,8 +16,8 @@ import pytest
 
 from primitives.cli import main
 from primitives.errors import BackendUnavailableError, ConfigurationError
-from primitives.localams import AMS_VERSION, CONSTRAINTS, LocalAMS, _locked, default_cache_dir
-from primitives.localredis import free_port
+from primitives.tooling.localams import AMS_VERSION, CONSTRAINTS, LocalAMS, _locked, default_cache_dir
+from primitives.tooling.localredis import free_port
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][0-9A-Za-z.+!-]*)$")
 

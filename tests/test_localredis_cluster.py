@@ -9,8 +9,8 @@ import pytest
 from redis.exceptions import MovedError
 
 from primitives.errors import PrimitivesError
-from primitives.localcluster import LocalRedisCluster, find_redis_cli
-from primitives.localredis import LocalRedis, LocalRedisError, TLSConfig, redis_command, supports_tls
+from primitives.tooling.localcluster import LocalRedisCluster, find_redis_cli
+from primitives.tooling.localredis import LocalRedis, LocalRedisError, TLSConfig, redis_command, supports_tls
 from primitives.redis_connection import connect, is_cluster
 
 # --- no server -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from primitives import LambdaPrimitive, WorkflowContext
-from primitives.errors import ConfigurationError, InvalidInputError
+from primitives.errors import UnscopedAccessError, ConfigurationError, InvalidInputError
 from primitives.memory import InMemoryBackend, Memory, MemoryPrimitive, RememberPrimitive
 from primitives.memory.workflow import QUERY_STATE_KEY
 
@@ -24,7 +24,8 @@ async def test_memory_primitive_output_shape(memory: Memory) -> None:
     await memory.remember("Alice's favourite colour is blue", user_id="alice")
     ctx = WorkflowContext(session_id="s1", metadata={"user_id": "alice"})
     out = await MemoryPrimitive(memory).execute({"query": "favourite colour?"}, ctx)
-    assert set(out) == {"input", "working_memory", "relevant_memories", "memory_backend", "degraded"}
+    assert set(out) == {"input", "working_memory", "relevant_memories", "memory_backend", "degraded", "skipped"}
+    assert out["skipped"] == 0
     assert out["input"] == {"query": "favourite colour?"}
     assert out["memory_backend"] == "in-memory" and out["degraded"] is False
     assert out["working_memory"] == []
@@ -80,7 +81,7 @@ async def test_remember_accepts_speaker_metadata_and_created_at(memory: Memory) 
     when = datetime(2023, 5, 8, tzinfo=timezone.utc)
     await RememberPrimitive(memory).execute(
         {"query": "I went hiking", "speaker": "Mel", "metadata": {"dia_id": "D1:1"}, "created_at": when},
-        WorkflowContext(session_id="s"),
+        WorkflowContext(session_id="s", metadata={"user_id": "mel"}),
     )
     (hit,) = (await memory.search("hiking")).hits
     assert hit.record.metadata == {"dia_id": "D1:1", "role": "user", "speaker": "Mel"}
@@ -89,12 +90,12 @@ async def test_remember_accepts_speaker_metadata_and_created_at(memory: Memory) 
 
 
 async def test_remember_passes_input_through_and_needs_a_message(memory: Memory) -> None:
-    ctx = WorkflowContext()
+    ctx = WorkflowContext(metadata={"user_id": "u"})
     assert await RememberPrimitive(memory).execute({"query": "x y z"}, ctx) == {"query": "x y z"}
     with pytest.raises(InvalidInputError):
-        await RememberPrimitive(memory).execute(12345, WorkflowContext())
+        await RememberPrimitive(memory).execute(12345, WorkflowContext(metadata={"user_id": "u"}))
     with pytest.raises(InvalidInputError):
-        await MemoryPrimitive(memory).execute({"question": "no query key"}, WorkflowContext())
+        await MemoryPrimitive(memory).execute({"question": "no query key"}, WorkflowContext(metadata={"user_id": "u"}))
     with pytest.raises(InvalidInputError):
         MemoryPrimitive(memory, limit=0)
 
@@ -137,3 +138,38 @@ async def test_example_with_an_llm_callable() -> None:
         outputs = await example.run_conversation(memory, ["I love jazz", "What music do I love?"], llm=fake_llm)
     assert [o["response"] for o in outputs] == ["ok", "ok"]
     assert "- I love jazz" in prompts[1]
+
+
+async def test_unscoped_pipeline_calls_are_refused_on_a_multi_user_memory(memory: Memory) -> None:
+    """The safe default: a context without user_id never sees every user's memories."""
+    await memory.remember("alice's secret is pineapple", user_id="alice")
+    for step in (MemoryPrimitive(memory), RememberPrimitive(memory)):
+        with pytest.raises(UnscopedAccessError) as info:
+            await step.execute("pineapple", WorkflowContext(session_id="s"))
+        assert "user_id" in str(info.value) and "single_user" in str(info.value)
+    with pytest.raises(UnscopedAccessError):
+        await memory.recall("pineapple")
+    assert await memory.count() == 1  # the refused RememberPrimitive stored nothing
+    assert await memory.get_messages("s") == []
+
+
+@pytest.mark.parametrize("bad", [{"user_id": ""}, {"user_id": "  "}, {"user_id": 7}, {"namespace": ""},
+                                 {"user_id": "u", "namespace": 3}, {"user_id": "u", "namespace": " "}])
+async def test_malformed_scope_is_refused_not_widened(memory: Memory, bad: dict[str, Any]) -> None:
+    await memory.remember("the pineapple note", user_id="alice")
+    for step in (MemoryPrimitive(memory), RememberPrimitive(memory)):
+        with pytest.raises((InvalidInputError, UnscopedAccessError)):
+            await step.execute("pineapple", WorkflowContext(metadata=bad))
+    assert await memory.count() == 1
+
+
+async def test_single_user_memory_allows_unscoped_calls() -> None:
+    memory = Memory(InMemoryBackend(), single_user=True)
+    pipeline = MemoryPrimitive(memory) >> RememberPrimitive(memory)
+    await pipeline.execute("I keep my keys in the blue bowl", WorkflowContext(session_id="s"))
+    out = await MemoryPrimitive(memory).execute("where are my keys?", WorkflowContext(session_id="s"))
+    assert [m["text"] for m in out["relevant_memories"]] == ["I keep my keys in the blue bowl"]
+    assert Memory.from_env({"MEMORY_SINGLE_USER": "1"}).single_user is True
+    assert Memory.from_env({}).single_user is False
+    with pytest.raises(ConfigurationError):
+        Memory.from_env({"MEMORY_SINGLE_USER": "maybe"})

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from primitives.cli import main
-from primitives.localredis import free_port
+from primitives.tooling.localredis import free_port
 
 pytestmark = pytest.mark.integration
 

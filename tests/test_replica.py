@@ -58,10 +58,10 @@ def agents(request) -> Callable[..., tuple[Memory, Memory]]:
     return request.getfixturevalue("redis_agents")
 
 
-async def texts(backend: InMemoryBackend, ids: list[str]) -> dict[str, str | None]:
+async def texts(backend: InMemoryBackend, ids: list[str], namespace: str = "default") -> dict[str, str | None]:
     out = {}
     for i in ids:
-        record = await backend.get(i)
+        record = await backend.get(i, namespace=namespace)
         out[i] = record.text if record else None
     return out
 
@@ -129,7 +129,8 @@ async def test_replica_of_one_namespace(agents) -> None:
     last = await alice.remember("in a again", id="x3", namespace="team-a")
     async with LocalReplica(bob, namespace="team-a") as replica:
         await replica.wait_for(await bob.feed.last_position(), timeout=60)
-        assert await texts(replica.backend, ["x1", "x2", "x3"]) == {"x1": "in a", "x2": None, "x3": last.text}
+        assert await texts(replica.backend, ["x1", "x2", "x3"], "team-a") == {"x1": "in a", "x2": None, "x3": last.text}
+        assert await texts(replica.backend, ["x2"], "team-b") == {"x2": None}
 
 
 async def test_replica_start_refuses_trimmed_future_and_malformed_positions(agents) -> None:

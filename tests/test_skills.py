@@ -12,8 +12,8 @@ import pytest
 
 from primitives.errors import ConfigurationError, InvalidInputError
 from primitives.memory import InMemoryBackend, Memory, MemoryRecord, MemoryType, ResilientBackend
-from primitives.memory import ams_mapping as amap
-from primitives.memory.outbox import Outbox
+from primitives.memory.ams_backend import mapping as amap
+from primitives.memory.resilient.outbox import Outbox
 from primitives.memory.record import DEFAULT_TTLS, default_ttls_from_env
 from tests.redis_server import start_or_fail
 
@@ -186,7 +186,7 @@ async def test_redis_concurrent_recorders_on_four_connections_lose_no_update(pla
 async def test_redis_skill_statistics_expire_with_the_skill_lifetime(plain_redis_server) -> None:
     import redis.asyncio as aioredis
 
-    from primitives.memory.redis_skills import skill_key
+    from primitives.memory.redis_backend.skills import skill_key
 
     backend = redis_backend(plain_redis_server.url, default_ttls={MemoryType.SKILL: 0.3})
     await backend.record_skill_execution("s", success=True, duration_s=1)
@@ -206,7 +206,7 @@ async def test_redis_skill_statistics_expire_with_the_skill_lifetime(plain_redis
 async def test_resilient_wrapper_records_on_the_primary_and_on_the_fallback_in_an_outage(
     tmp_path: Path,
 ) -> None:
-    from primitives.memory.breaker import CircuitBreaker
+    from primitives.memory.resilient.breaker import CircuitBreaker
     from primitives.memory.redis_backend import RedisBackend
 
     server = start_or_fail(tmp_path / "redis", modules=False)

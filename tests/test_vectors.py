@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from primitives.errors import DimensionMismatchError
 from primitives.memory.fusion import convex_combination, reciprocal_rank_fusion
-from primitives.memory.vectors import VectorIndex
+from primitives.memory.inmemory.vectors import VectorIndex
 
 
 def unit(*xs: float) -> list[float]:

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from primitives.localams import AMS_VERSION, LocalAMS
+from primitives.tooling.localams import AMS_VERSION, LocalAMS
 
 __all__ = ["add_parser"]
 

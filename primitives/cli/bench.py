@@ -15,7 +15,7 @@ from rich.table import Table
 
 from primitives.errors import InvalidInputError
 from primitives.evaluation.bench import run_inmemory_bench
-from primitives.localredis import LocalRedis
+from primitives.tooling.localredis import LocalRedis
 
 __all__ = ["add_parser"]
 

@@ -21,7 +21,8 @@ from primitives.errors import PrimitivesError
 from primitives.evaluation.ablation import run_ablation
 from primitives.evaluation.locomo import evaluate_locomo, load_conversations
 from primitives.memory.backend import SEARCH_MODES
-from primitives.memory.facade import BACKEND_CHOICES, Memory
+from primitives.memory.facade import Memory
+from primitives.memory.registry import BACKEND_CHOICES
 
 __all__ = ["add_parser"]
 
@@ -124,11 +125,8 @@ async def _eval_locomo(args: argparse.Namespace, console: Console) -> dict[str, 
         try:
             return await _run_locomo(args, env, conversations)
         finally:
-            store = getattr(probe.backend, "primary", probe.backend)
-            drop = getattr(store, "drop", None)
             try:
-                if drop is not None:
-                    await drop()
+                await probe.backend.drop()
             except PrimitivesError as exc:  # the figures are still good: say what was left behind
                 Console(stderr=True).print(escape(f"warning: the evaluation's store was not deleted: {exc}"))
             await probe.aclose()

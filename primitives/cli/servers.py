@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from primitives.localredis import LocalRedis
+from primitives.tooling.localredis import LocalRedis
 from primitives.memory.facade import Memory
 
 __all__ = ["add_parser"]
@@ -64,9 +64,9 @@ async def _index(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     env["MEMORY_BACKEND"] = "redis"
     memory = Memory.from_env(env)
     try:
-        await getattr(memory.backend, "primary", memory.backend).migrate_index()
+        rewritten = await memory.backend.migrate()
         health = await memory.health()
     finally:
         await memory.aclose()
-    console.print(escape(f"index re-created; records re-indexing in the background: {health.detail}"))
-    return {"migrated": True, **health.detail}
+    console.print(escape(f"index re-created, {rewritten} records rewritten; re-indexing in the background: {health.detail}"))
+    return {"migrated": True, "rewritten": rewritten, **health.detail}

@@ -178,7 +178,7 @@ async def _pipeline_overhead(runs: int) -> float:
     """
     backend = InMemoryBackend()
     await backend.add([MemoryRecord(text=f"background memory {i} about the weather") for i in range(1000)])
-    memory = Memory(backend)
+    memory = Memory(backend, single_user=True)  # the direct calls below search the whole namespace
     pipeline = MemoryPrimitive(memory) >> RememberPrimitive(memory)
 
     async def via_pipeline(query: str, session: str) -> None:

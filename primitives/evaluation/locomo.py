@@ -174,7 +174,7 @@ async def evaluate_locomo(
     ``MemoryPrimitive``, and measure evidence recall@k.
 
     One fresh memory (``memory_factory()``) holds the whole run; each conversation is its own
-    namespace (``locomo-<file stem>``) and each of its sessions its own ``session_id``. Each turn
+    namespace and user (``locomo-<file stem>``) and each of its sessions its own ``session_id``. Each turn
     is stored with its speaker, its session's date as ``created_at`` and its ``dia_id`` in
     metadata.
 
@@ -213,13 +213,15 @@ async def evaluate_locomo(
     try:
         for conv in conversations:
             namespace = f"locomo-{conv.name}"
+            # one user per conversation: its two speakers share one memory
+            scope = {"namespace": namespace, "user_id": namespace}
             contexts: dict[int, WorkflowContext] = {}
             start = time.perf_counter()
             for turn in conv.turns:
                 ctx = contexts.get(turn.session)
                 if ctx is None:
                     ctx = contexts[turn.session] = WorkflowContext(
-                        session_id=f"{namespace}-s{turn.session}", metadata={"namespace": namespace}
+                        session_id=f"{namespace}-s{turn.session}", metadata=scope
                     )
                 await remember.execute(
                     {
@@ -234,7 +236,7 @@ async def evaluate_locomo(
                 if progress:
                     progress(1)
             ingest_seconds += time.perf_counter() - start
-            ask_ctx = WorkflowContext(metadata={"namespace": namespace})
+            ask_ctx = WorkflowContext(metadata=scope)
             for q in conv.questions:
                 if progress:
                     progress(1)
@@ -256,8 +258,8 @@ async def evaluate_locomo(
                     sums[k] += r
                     cat_sums[k] += r
                 asked += 1
-        embedder = getattr(getattr(memory.backend, "primary", memory.backend), "embedder", None)
-        resolved_mode = mode or ("hybrid" if embedder is not None else "keyword")
+        embedder = memory.backend.embedder
+        resolved_mode = mode or memory.backend.default_search_mode
     finally:
         await memory.aclose()
     return {

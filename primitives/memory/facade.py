@@ -3,33 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlsplit
 from datetime import datetime, timezone
 from typing import Any
 
-from primitives.embeddings.config import embedder_from_env
-from primitives.errors import BackendUnavailableError, ConfigurationError
+from primitives.errors import BackendUnavailableError, ConfigurationError, CorruptRecordError, UnscopedAccessError
 from primitives.memory.backend import Health, MemoryBackend, SearchResult
 from primitives.memory.inmemory import InMemoryBackend
-from primitives.memory.outbox import Outbox
-from primitives.memory.resilient import ResilientBackend
-from primitives.memory.record import DEFAULT_NAMESPACE, MemoryRecord, MemoryType, Message, SearchHit, default_ttls_from_env
+from primitives.memory.record import DEFAULT_NAMESPACE, MemoryRecord, MemoryType, Message, SearchHit
+from primitives.memory.registry import BACKEND_CHOICES, backend_from_env, env_float, env_int
 from primitives.memory.skills import SkillStats
 from primitives.sync.feed import ChangeEvent, ChangeFeed, ChangeSubscription, InMemoryChangeFeed
+from primitives.validation import check_bool, check_identifier
 
-__all__ = ["Memory", "Recall", "BACKEND_CHOICES", "outbox_path"]
+__all__ = ["Memory", "Recall", "BACKEND_CHOICES"]
 
 logger = logging.getLogger(__name__)
 
-#: Values accepted by ``MEMORY_BACKEND`` (and ``--backend``).
-BACKEND_CHOICES = ("auto", "inmemory", "redis", "ams")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,84 +35,15 @@ class Recall:
         hits: Long-term memories relevant to the query, best first.
         backend: Name of the backend that served the call.
         degraded: ``True`` when a fallback served it because the configured backend was down.
+        skipped: Damaged stored records the search left out (see
+            :attr:`~primitives.memory.backend.SearchResult.skipped`).
     """
 
     working_memory: list[Message]
     hits: list[SearchHit]
     backend: str
     degraded: bool = False
-
-
-def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not value > 0:
-        raise ConfigurationError(f"{name} must be > 0, got {value}")
-    return value
-
-
-def outbox_path(env: Mapping[str, str], url: str, prefix: str) -> Path:
-    """Where the durable outbox of a store lives: ``MEMORY_OUTBOX_PATH``, else one file per
-    store (server address and key prefix, never the password) under
-    ``$XDG_CACHE_HOME/memory-primitives`` (``~/.cache/memory-primitives``)."""
-    explicit = env.get("MEMORY_OUTBOX_PATH")
-    if explicit:
-        return Path(explicit)
-    parts = urlsplit(url)
-    identity = f"{parts.scheme}://{parts.hostname}:{parts.port}{parts.path}|{prefix}"
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "memory-primitives" / f"outbox-{digest}.sqlite3"
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 1:
-        raise ConfigurationError(f"{name} must be >= 1, got {value}")
-    return value
-
-
-def _ams_backend(
-    env: Mapping[str, str], url: str, working_memory_size: int, default_ttls: Mapping[MemoryType, float | None]
-) -> MemoryBackend:
-    """The Agent Memory Server backend ``MEMORY_BACKEND=ams`` (or auto with
-    ``AGENT_MEMORY_SERVER_URL``) describes, in the resilient wrapper unless ``MEMORY_RESILIENT``
-    is off. Variables: ``AGENT_MEMORY_SERVER_URL``, ``AGENT_MEMORY_SERVER_TOKEN`` (bearer token
-    for AMS token auth), ``MEMORY_AMS_PREFIX`` (partition of a shared server, default none),
-    ``MEMORY_AMS_DEDUPLICATE`` (default off: AMS deduplication may call an LLM),
-    ``MEMORY_AMS_CONNECT_TIMEOUT`` (seconds, default 2)."""
-    if not url:
-        raise ConfigurationError(
-            "MEMORY_BACKEND=ams needs AGENT_MEMORY_SERVER_URL (http://host:port of an Agent Memory Server)"
-        )
-    try:
-        from primitives.memory.ams_backend import AgentMemoryServerBackend
-    except ImportError as exc:
-        raise ConfigurationError(str(exc)) from exc
-    prefix = env.get("MEMORY_AMS_PREFIX") or ""
-    backend: MemoryBackend = AgentMemoryServerBackend(
-        url,
-        token=(env.get("AGENT_MEMORY_SERVER_TOKEN") or "").strip() or None,
-        prefix=prefix,
-        deduplicate=(env.get("MEMORY_AMS_DEDUPLICATE") or "0").strip().lower() in ("1", "true", "yes", "on"),
-        working_memory_size=working_memory_size,
-        connect_timeout=_env_float(env, "MEMORY_AMS_CONNECT_TIMEOUT", 2.0),
-        default_ttls=default_ttls,
-    )
-    if (env.get("MEMORY_RESILIENT") or "1").strip().lower() not in ("0", "false", "no", "off"):
-        backend = ResilientBackend(backend, outbox=Outbox(outbox_path(env, url, prefix or "ams")))
-    return backend
+    skipped: int = 0
 
 
 _OFF = ("0", "false", "no", "off")
@@ -141,31 +66,41 @@ def _feed_from_env(env: Mapping[str, str], redis_url: str, backend: MemoryBacken
             redis_url,
             cluster=cluster_from_env(env),
             prefix=env.get("MEMORY_REDIS_PREFIX") or "memory:",
-            maxlen=_env_int(env, "MEMORY_CHANGE_FEED_MAXLEN", DEFAULT_MAXLEN),
-            socket_connect_timeout=_env_float(env, "MEMORY_REDIS_CONNECT_TIMEOUT", 2.0),
+            maxlen=env_int(env, "MEMORY_CHANGE_FEED_MAXLEN", DEFAULT_MAXLEN),
+            socket_connect_timeout=env_float(env, "MEMORY_REDIS_CONNECT_TIMEOUT", 2.0),
         )
     if isinstance(backend, InMemoryBackend):
-        return InMemoryChangeFeed(maxlen=_env_int(env, "MEMORY_CHANGE_FEED_MAXLEN", 100_000))
+        return InMemoryChangeFeed(maxlen=env_int(env, "MEMORY_CHANGE_FEED_MAXLEN", 100_000))
     return None
 
 
 class Memory:
     """Long-term and working memory for agents, over one :class:`MemoryBackend`.
 
+    Namespaces are a hard partition: a record is identified by ``(namespace, id)``, and every
+    method works in one namespace (``namespace=``, else the memory's). A memory is multi-user
+    unless declared ``single_user``: then :meth:`recall` (and so ``MemoryPrimitive``) refuses a
+    call without a ``user_id`` instead of mixing every user's memories (see
+    :class:`~primitives.errors.UnscopedAccessError`).
+
     Args:
         backend: Where memories live.
-        namespace: Namespace for writes and searches that do not name one.
+        namespace: Namespace for calls that do not name one (an identifier).
         feed: Change feed on which every write and delete made through this memory is
             announced, and from which :meth:`subscribe` hears other agents' changes (``None``:
             no announcements). Several memories share a store by sharing its feed.
         agent_id: This agent's id, the ``origin`` of its change events (default: a random
             UUID hex, new for every ``Memory``).
+        single_user: ``True`` for an application with one user (or none): :meth:`recall` and
+            the pipeline steps then work without a ``user_id`` and see every record of the
+            namespace. ``False`` (default): they refuse an unscoped call.
 
     Use ``async with Memory.from_env() as memory: ...`` or call :meth:`aclose`.
 
     Raises:
         TypeError: ``backend`` is not a ``MemoryBackend``, or ``feed`` not a ``ChangeFeed``.
         ConfigurationError: ``agent_id`` is not a non-empty str.
+        InvalidInputError: ``namespace`` is not an identifier, ``single_user`` not a bool.
     """
 
     def __init__(
@@ -175,6 +110,7 @@ class Memory:
         namespace: str = DEFAULT_NAMESPACE,
         feed: ChangeFeed | None = None,
         agent_id: str | None = None,
+        single_user: bool = False,
     ) -> None:
         if not isinstance(backend, MemoryBackend):
             raise TypeError(f"backend must be a MemoryBackend, got {type(backend).__name__}")
@@ -183,36 +119,25 @@ class Memory:
         if agent_id is not None and (not isinstance(agent_id, str) or not agent_id.strip()):
             raise ConfigurationError(f"agent_id must be a non-empty str, got {agent_id!r}")
         self.backend = backend
-        self.namespace = namespace
+        self.namespace = check_identifier(namespace, "namespace")
         self.feed = feed
         self.agent_id = agent_id or uuid.uuid4().hex
+        self.single_user = check_bool(single_user, "single_user")
         self._owns_feed = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Memory:
         """Build the memory the environment describes.
 
-        Variables: ``MEMORY_BACKEND`` (``auto`` default, ``inmemory`` or ``redis``; ``auto`` is
-        Redis when ``REDIS_URL`` is set, else in-process), ``REDIS_URL``, ``MEMORY_REDIS_PREFIX``
-        (key prefix, default ``"memory:"``), ``MEMORY_NAMESPACE`` (default ``"default"``),
-        ``MEMORY_MAXSIZE`` (records kept in process, default 100000),
-        ``MEMORY_WORKING_MEMORY_SIZE`` (messages kept per session, default 50),
-        ``MEMORY_REDIS_CONNECT_TIMEOUT`` (seconds, default 2), ``MEMORY_RESILIENT`` (default on:
-        Redis is wrapped in :class:`ResilientBackend` with an in-process fallback and a durable
-        outbox at ``MEMORY_OUTBOX_PATH`` or :func:`outbox_path`'s default). Nothing connects
-        here: a Redis backend connects on its first call. The in-process and Redis backends get
-        the embedder the ``MEMORY_EMBEDDINGS*`` variables describe
-        (:func:`~primitives.embeddings.config.embedder_from_env`; none by default: keyword
-        search), which makes ``hybrid`` their default search mode.
-        ``MEMORY_BACKEND=ams`` selects the Agent Memory Server, as ``auto`` does whenever
-        ``AGENT_MEMORY_SERVER_URL`` is set (it takes precedence over ``REDIS_URL``); its
-        variables: :func:`_ams_backend`. The change feed (on by default,
-        ``MEMORY_CHANGE_FEED=0`` turns it off) is a ``RedisChangeFeed`` on ``REDIS_URL`` when
-        it is set, else an in-process one for the in-process backend (see
-        :func:`_feed_from_env`); ``MEMORY_AGENT_ID`` names this agent (default: random).
-        ``MEMORY_TTL_WORKING``, ``MEMORY_TTL_EPISODIC``, ``MEMORY_TTL_SEMANTIC`` and
-        ``MEMORY_TTL_SKILL`` override the memory types' default lifetimes for every backend
-        (seconds, or ``never``; :func:`~primitives.memory.record.default_ttls_from_env`).
+        The backend comes from :func:`~primitives.memory.registry.backend_from_env`
+        (``MEMORY_BACKEND``, ``REDIS_URL``, ``AGENT_MEMORY_SERVER_URL`` and the variables it
+        lists; in-process by default; server backends wrapped in the resilient fallback with a
+        durable outbox). Here also: ``MEMORY_NAMESPACE`` (default ``"default"``),
+        ``MEMORY_SINGLE_USER`` (``1`` declares a single-user memory, default off),
+        ``MEMORY_AGENT_ID`` (default random) and the change feed (on by default,
+        ``MEMORY_CHANGE_FEED=0`` turns it off): a ``RedisChangeFeed`` on ``REDIS_URL`` when it
+        is set, else an in-process one for the in-process backend (:func:`_feed_from_env`).
+        Nothing connects here: a server backend connects on its first call.
 
         Args:
             env: Variables to read instead of ``os.environ``.
@@ -220,57 +145,33 @@ class Memory:
         Raises:
             ConfigurationError: a variable has a value that is not accepted, ``redis`` without
                 ``REDIS_URL``, a malformed ``REDIS_URL``, or redis-py missing (likewise ``ams``
-                without ``AGENT_MEMORY_SERVER_URL``, a malformed one, or agent-memory-client missing).
+                without ``AGENT_MEMORY_SERVER_URL``, a malformed one, or agent-memory-client
+                missing).
+            OutboxError: the outbox file or its directory cannot be used (the message names the
+                file and the fix).
         """
         env = os.environ if env is None else env
-        choice = (env.get("MEMORY_BACKEND") or "auto").strip().lower().replace("-", "")
-        if choice not in BACKEND_CHOICES:
-            raise ConfigurationError(
-                f"MEMORY_BACKEND={env.get('MEMORY_BACKEND')!r} is not supported; "
-                f"accepted: {', '.join(BACKEND_CHOICES)}"
-            )
+        single = (env.get("MEMORY_SINGLE_USER") or "0").strip().lower()
+        if single not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+            raise ConfigurationError(f"MEMORY_SINGLE_USER must be 1 or 0, got {single!r}")
+        namespace = env.get("MEMORY_NAMESPACE") or DEFAULT_NAMESPACE
+        try:
+            check_identifier(namespace, "MEMORY_NAMESPACE")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        backend = backend_from_env(env)
         redis_url = (env.get("REDIS_URL") or "").strip()
-        ams_url = (env.get("AGENT_MEMORY_SERVER_URL") or "").strip()
-        if choice == "auto":  # the Agent Memory Server first: it is the richer store
-            choice = "ams" if ams_url else "redis" if redis_url else "inmemory"
-        working_memory_size = _env_int(env, "MEMORY_WORKING_MEMORY_SIZE", 50)
-        default_ttls = default_ttls_from_env(env)
-        backend: MemoryBackend
-        if choice == "redis":
-            if not redis_url:
-                raise ConfigurationError(
-                    "MEMORY_BACKEND=redis needs REDIS_URL (redis://host:port); to run one locally: "
-                    "memory-primitives redis start"
-                )
-            try:
-                from primitives.memory.redis_backend import RedisBackend
-            except ImportError as exc:
-                raise ConfigurationError(str(exc)) from exc
-            prefix = env.get("MEMORY_REDIS_PREFIX") or "memory:"
-            backend = RedisBackend(
-                redis_url,
-                prefix=prefix,
-                working_memory_size=working_memory_size,
-                socket_connect_timeout=_env_float(env, "MEMORY_REDIS_CONNECT_TIMEOUT", 2.0),
-                embedder=embedder_from_env(env),
-                default_ttls=default_ttls,
-            )
-            if (env.get("MEMORY_RESILIENT") or "1").strip().lower() not in ("0", "false", "no", "off"):
-                backend = ResilientBackend(backend, outbox=Outbox(outbox_path(env, redis_url, prefix)))
-        elif choice == "ams":
-            backend = _ams_backend(env, ams_url, working_memory_size, default_ttls)
-        else:
-            backend = InMemoryBackend(
-                maxsize=_env_int(env, "MEMORY_MAXSIZE", 100_000),
-                working_memory_size=working_memory_size,
-                embedder=embedder_from_env(env),
-                default_ttls=default_ttls,
-            )
+        try:
+            feed = _feed_from_env(env, redis_url, backend)
+        except BaseException:
+            _close_soon(backend)
+            raise
         memory = cls(
             backend,
-            namespace=env.get("MEMORY_NAMESPACE") or DEFAULT_NAMESPACE,
-            feed=_feed_from_env(env, redis_url, backend),
+            namespace=namespace,
+            feed=feed,
             agent_id=(env.get("MEMORY_AGENT_ID") or "").strip() or None,
+            single_user=single in ("1", "true", "yes", "on"),
         )
         memory._owns_feed = memory.feed is not None
         return memory
@@ -279,6 +180,9 @@ class Memory:
     def backend_name(self) -> str:
         """The configured backend's name (what serves calls while it is healthy)."""
         return self.backend.name
+
+    def _ns(self, namespace: str | None) -> str:
+        return self.namespace if namespace is None else namespace
 
     # -- long-term memory --------------------------------------------------------------------
 
@@ -290,26 +194,28 @@ class Memory:
         session_id: str | None = None,
         namespace: str | None = None,
         memory_type: MemoryType | str = MemoryType.EPISODIC,
-        topics: Sequence[str] = (),
+        topics: Sequence[str] | None = (),
         metadata: Mapping[str, Any] | None = None,
         ttl: float | None = None,
         created_at: datetime | None = None,
         id: str | None = None,
     ) -> MemoryRecord:
-        """Store one memory and return it as stored (see :class:`MemoryRecord` for the fields).
+        """Store one memory (in ``namespace``, the memory's by default) and return it as
+        stored (see :class:`MemoryRecord` for the fields and what each accepts).
 
         Raises:
-            InvalidRecordError: a field is not accepted (``InvalidRecordTypeError`` for wrong types).
+            InvalidRecordError: a field is not accepted (``InvalidRecordTypeError`` for wrong
+                types); nothing is stored.
         """
         kwargs: dict[str, Any] = {} if id is None else {"id": id}
         record = MemoryRecord(
             text=text,
             user_id=user_id,
             session_id=session_id,
-            namespace=namespace or self.namespace,
+            namespace=self._ns(namespace),
             memory_type=memory_type,  # type: ignore[arg-type]
-            topics=tuple(topics),
-            metadata=dict(metadata) if metadata else {},
+            topics=topics,  # type: ignore[arg-type]
+            metadata=metadata,  # type: ignore[arg-type]
             ttl=ttl,
             created_at=created_at,
             **kwargs,
@@ -328,25 +234,46 @@ class Memory:
         )
         return stored
 
-    async def get(self, id: str) -> MemoryRecord | None:
-        """The record with ``id``, or ``None``."""
-        return await self.backend.get(id)
+    async def get(self, id: str, *, namespace: str | None = None) -> MemoryRecord | None:
+        """The record ``id`` of ``namespace`` (the memory's by default), or ``None``.
 
-    async def delete(self, ids: Sequence[str]) -> int:
-        """Delete records by id; returns how many existed.
-
-        With a change feed, the records are read first (to learn their namespace, user and
-        type) and a ``"delete"`` event is announced for each one that existed then, stamped
-        with the time of the delete.
+        Raises:
+            InvalidInputError: ``id`` or ``namespace`` is not an identifier.
+            CorruptRecordError: the stored record cannot be decoded (its key is named).
         """
+        return await self.backend.get(id, namespace=self._ns(namespace))
+
+    async def delete(self, ids: Sequence[str], *, namespace: str | None = None) -> int:
+        """Delete records of ``namespace`` (the memory's by default) by id; returns how many
+        existed.
+
+        With a change feed, the records are read first (to learn their user and type) and a
+        ``"delete"`` event is announced for each one that existed then, stamped with the time
+        of the delete (a damaged record is announced with ``memory_type`` ``"unknown"``).
+
+        Raises:
+            InvalidInputError: ``ids`` is not a list or tuple of identifiers, or ``namespace``
+                is not an identifier; nothing is deleted.
+        """
+        ns = self._ns(namespace)
         if self.feed is None:
-            return await self.backend.delete(ids)
-        found = await asyncio.gather(*(self.backend.get(i) for i in dict.fromkeys(ids)))
-        deleted = await self.backend.delete(ids)
+            return await self.backend.delete(ids, namespace=ns)
+
+        async def lookup(id: str) -> tuple[str, MemoryRecord | None | CorruptRecordError]:
+            try:
+                return id, await self.backend.get(id, namespace=ns)
+            except CorruptRecordError as exc:
+                return id, exc
+
+        unique = list(dict.fromkeys(ids)) if isinstance(ids, (list, tuple)) else ids
+        found = await asyncio.gather(*(lookup(i) for i in unique)) if isinstance(unique, list) else []
+        deleted = await self.backend.delete(ids, namespace=ns)
         now = datetime.now(timezone.utc)
         await self._announce(
-            ChangeEvent(r.id, "delete", r.namespace, r.user_id, r.memory_type.value, now, self.agent_id)
-            for r in found
+            ChangeEvent(id, "delete", ns, r.user_id, r.memory_type.value, now, self.agent_id)
+            if isinstance(r, MemoryRecord)
+            else ChangeEvent(id, "delete", ns, None, "unknown", now, self.agent_id)
+            for id, r in found
             if r is not None
         )
         return deleted
@@ -398,16 +325,13 @@ class Memory:
         memory_type: MemoryType | str | Sequence[str] | None,
         topics: Sequence[str] | None,
     ) -> dict[str, Any]:
-        flt: dict[str, Any] = {"namespace": namespace or self.namespace}
-        if user_id is not None:
-            flt["user_id"] = user_id
-        if session_id is not None:
-            flt["session_id"] = session_id
-        if memory_type is not None:
-            flt["memory_type"] = memory_type
-        if topics is not None:
-            flt["topics"] = topics
-        return flt
+        return {
+            "namespace": self._ns(namespace),
+            "user_id": user_id,
+            "session_id": session_id,
+            "memory_type": memory_type,
+            "topics": topics,
+        }
 
     async def search(
         self,
@@ -423,16 +347,19 @@ class Memory:
     ) -> SearchResult:
         """Long-term memories relevant to ``query`` in one namespace (the memory's by default).
 
-        ``None`` arguments do not restrict; ``topics`` and a list of memory types match any of
-        the given values; ``mode`` is ``"keyword"``, ``"vector"``, ``"hybrid"`` or ``None`` (the
-        backend's default). See :meth:`MemoryBackend.search` for ordering, scores and errors.
+        ``None`` arguments do not restrict (``user_id=None`` searches every user of the
+        namespace: this low-level call does not apply the ``single_user`` policy, which
+        :meth:`recall` does); ``topics`` and a list of memory types match any of the given
+        values, each exactly; ``mode`` is ``"keyword"``, ``"vector"``, ``"hybrid"`` or ``None``
+        (the backend's default). See :meth:`MemoryBackend.search` for ordering, scores and
+        errors.
         """
         flt = self._filter(user_id, session_id, namespace, memory_type, topics)
         return await self.backend.search(query, filter=flt, limit=limit, mode=mode)
 
     async def count(self, *, namespace: str | None = None, user_id: str | None = None) -> int:
         """Number of live records in ``namespace`` (the memory's by default), optionally one user's."""
-        return await self.backend.count({"namespace": namespace or self.namespace, "user_id": user_id})
+        return await self.backend.count({"namespace": self._ns(namespace), "user_id": user_id})
 
     # -- skills ------------------------------------------------------------------------------
 
@@ -444,27 +371,36 @@ class Memory:
         Atomic under concurrency; see :meth:`MemoryBackend.record_skill_execution`.
 
         Raises:
-            InvalidInputError: ``name`` empty, ``success`` not a bool, ``duration_s`` negative
-                or not finite.
+            InvalidInputError: ``name`` not an identifier, ``success`` not a bool,
+                ``duration_s`` negative or not finite.
             NotImplementedError: the backend keeps no statistics (the Agent Memory Server).
         """
         return await self.backend.record_skill_execution(
-            name, success=success, duration_s=duration_s, namespace=namespace or self.namespace
+            name, success=success, duration_s=duration_s, namespace=self._ns(namespace)
         )
 
     async def skill_stats(self, name: str, *, namespace: str | None = None) -> SkillStats | None:
         """Statistics of skill ``name`` (in the memory's namespace by default), or ``None``."""
-        return await self.backend.skill_stats(name, namespace=namespace or self.namespace)
+        return await self.backend.skill_stats(name, namespace=self._ns(namespace))
 
     # -- working memory ----------------------------------------------------------------------
 
-    async def append_messages(self, session_id: str, messages: Sequence[Message]) -> None:
-        """Append messages to a session's working memory."""
-        await self.backend.append_messages(session_id, messages)
+    async def append_messages(
+        self, session_id: str, messages: Sequence[Message], *, namespace: str | None = None
+    ) -> None:
+        """Append messages to the working memory of ``session_id`` in ``namespace`` (the
+        memory's by default)."""
+        await self.backend.append_messages(session_id, messages, namespace=self._ns(namespace))
 
-    async def get_messages(self, session_id: str, limit: int | None = None) -> list[Message]:
+    async def get_messages(
+        self, session_id: str, limit: int | None = None, *, namespace: str | None = None
+    ) -> list[Message]:
         """The session's last ``limit`` messages (all when ``None``), oldest first."""
-        return await self.backend.get_messages(session_id, limit)
+        return await self.backend.get_messages(session_id, limit, namespace=self._ns(namespace))
+
+    async def clear_session(self, session_id: str, *, namespace: str | None = None) -> None:
+        """Forget the working memory of ``session_id`` in ``namespace``."""
+        await self.backend.clear_session(session_id, namespace=self._ns(namespace))
 
     async def recall(
         self,
@@ -477,15 +413,27 @@ class Memory:
         working_memory_limit: int = 20,
         mode: str | None = None,
     ) -> Recall:
-        """Working memory of ``session_id`` plus long-term hits for ``query`` (one user's when
-        ``user_id`` is given), in one call; what :class:`MemoryPrimitive` outputs."""
+        """Working memory of ``session_id`` plus long-term hits for ``query`` of ``user_id``,
+        in one call; what :class:`MemoryPrimitive` outputs.
+
+        Raises:
+            UnscopedAccessError: ``user_id`` is ``None`` and the memory is not ``single_user``
+                (it would return every user's memories).
+            InvalidInputError, InvalidFilterError: see :meth:`search` and :meth:`get_messages`.
+        """
+        if user_id is None and not self.single_user:
+            raise UnscopedAccessError(
+                "recall without a user_id on a multi-user memory would mix every user's memories; "
+                "pass user_id (in a pipeline: WorkflowContext(metadata={'user_id': ...})), or "
+                "declare the memory single-user: Memory(..., single_user=True) or MEMORY_SINGLE_USER=1"
+            )
         messages = (
-            await self.backend.get_messages(session_id, working_memory_limit)
+            await self.get_messages(session_id, working_memory_limit, namespace=namespace)
             if session_id is not None
             else []
         )
         result = await self.search(query, user_id=user_id, namespace=namespace, limit=limit, mode=mode)
-        return Recall(messages, result.hits, result.backend, result.degraded)
+        return Recall(messages, result.hits, result.backend, result.degraded, result.skipped)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -512,3 +460,13 @@ class Memory:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _close_soon(backend: MemoryBackend) -> None:
+    """Close a backend built by :meth:`Memory.from_env` that will not be returned (nothing is
+    connected yet; this releases its files)."""
+    close = backend.aclose()
+    try:
+        asyncio.get_running_loop().create_task(close)
+    except RuntimeError:  # no loop: run it now
+        asyncio.run(close)

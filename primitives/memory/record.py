@@ -15,6 +15,16 @@ from types import MappingProxyType
 from typing import Any
 
 from primitives.errors import InvalidRecordError, InvalidRecordTypeError
+from primitives.validation import (
+    MAX_TOPICS,
+    RECORD,
+    check_aware_datetime,
+    check_identifier,
+    check_json_object,
+    check_text,
+    check_ttl,
+    check_vector,
+)
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -25,7 +35,10 @@ __all__ = [
     "MemoryType",
     "Message",
     "SearchHit",
+    "check_memory_type",
+    "check_topics",
     "trusted_record",
+    "trusted_replace",
     "with_timestamps",
     "written_date",
 ]
@@ -93,48 +106,86 @@ def _new_id() -> str:
 
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+_MEMORY_TYPES: Mapping[str, MemoryType] = {t.value: t for t in MemoryType}
 
 
-def _frozen_metadata(metadata: object) -> Mapping[str, Any]:
-    """A read-only copy of a JSON-object-like mapping (so a record handed out cannot be changed
-    behind the index's back); the shared empty mapping when it is empty."""
-    if type(metadata) is MappingProxyType:
-        return metadata  # already frozen by an earlier record (copies share it)
-    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
-        raise InvalidRecordTypeError("metadata must be a JSON object: a dict with str keys")
-    return MappingProxyType(dict(metadata)) if metadata else _EMPTY
+def _frozen_metadata(metadata: object, what: str = "metadata") -> Mapping[str, Any]:
+    """A read-only, plain JSON copy of ``metadata`` (see
+    :func:`~primitives.validation.check_json_object`), so a record handed out cannot be changed
+    behind the store's back and every backend reads back the same value; the shared empty
+    mapping when it is empty."""
+    if metadata is None:
+        return _EMPTY
+    copy = check_json_object(metadata, what)
+    return MappingProxyType(copy) if copy else _EMPTY
 
 
-def _check_str(name: str, value: object, *, optional: bool) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, str):
-        accepted = "a str or None" if optional else "a str"
-        raise InvalidRecordTypeError(f"{name} must be {accepted}, got {type(value).__name__}")
-    if not value.strip():
-        raise InvalidRecordError(f"{name} must be a non-empty string, got {value!r}")
+def check_memory_type(value: object, errors: tuple[type, type] = RECORD) -> MemoryType:
+    """``value`` as a :class:`MemoryType` (a member or its string value).
+
+    Raises:
+        The family's value error naming the accepted values.
+    """
+    if type(value) is MemoryType:
+        return value
+    found = _MEMORY_TYPES.get(value) if isinstance(value, str) else None
+    if found is None:
+        accepted = ", ".join(_MEMORY_TYPES)
+        raise errors[0](f"memory_type must be one of {accepted}; got {value!r}")
+    return found
+
+
+def check_topics(value: object, errors: tuple[type, type] = RECORD) -> tuple[str, ...]:
+    """``value`` as a tuple of identifiers (order and repeats kept); ``None`` is no topics.
+
+    Raises:
+        The family's type error for a ``str`` or a non-sequence; its value error for a bad topic
+        or more than :data:`~primitives.validation.MAX_TOPICS`.
+    """
+    if value is None:
+        return ()
+    if type(value) is not tuple:
+        if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+            raise errors[1](f"topics must be a list or tuple of str, got {type(value).__name__}")
+        value = tuple(value)  # type: ignore[arg-type]
+    if len(value) > MAX_TOPICS:
+        raise errors[0](f"a record takes at most {MAX_TOPICS} topics, got {len(value)}")
+    for topic in value:
+        check_identifier(topic, "each topic", errors=errors)
+    return tuple(str.__str__(t) if type(t) is not str else t for t in value)
 
 
 @dataclass(frozen=True, slots=True)
 class MemoryRecord:
-    """One long-term memory.
+    """One long-term memory. Every field is checked here, once, identically for every backend
+    (:mod:`primitives.validation`); what is accepted is stored and read back exactly.
 
     Attributes:
-        text: What is remembered; any ``str`` (unicode, up to the backend's size limit; may be
-            empty of indexable words, it is still stored).
-        id: Unique key within a store; a random UUID4 hex string by default. Adding a record whose
-            id exists replaces it (upsert) and keeps the stored ``created_at``.
+        text: What is remembered; any valid Unicode ``str`` (no lone surrogates; may be empty of
+            indexable words, it is still stored; a backend may set a size limit).
+        id: Unique key within its ``namespace``; a random UUID4 hex string by default. Adding a
+            record whose ``(namespace, id)`` exists replaces it (upsert) and keeps the stored
+            ``created_at``; the same id in another namespace is another record.
         user_id, session_id: Who and which conversation it belongs to; ``None`` for shared.
         namespace: A hard partition (tenant, app, conversation); ``"default"`` by default.
         memory_type: A :class:`MemoryType` (or its string value); ``episodic`` by default.
-        topics: Tags for filtering, a tuple of non-empty strings (a list is converted).
-        metadata: A JSON object (``dict`` with ``str`` keys), kept as a read-only copy
-            (``types.MappingProxyType``; ``dict(record.metadata)`` for a mutable one); string
-            values under :data:`INDEXED_METADATA_KEYS` are searchable.
-        embedding: Optional ``tuple[float, ...]`` of length ``dims``.
-        created_at, updated_at: UTC datetimes; set by the backend when ``None``.
-        ttl: Lifetime in seconds from the last write, ``> 0``; ``None`` takes the memory type's
-            default from the backend (see :data:`DEFAULT_TTLS`); ``math.inf`` never expires.
+        topics: Tags for filtering, a tuple of identifiers (a list is converted; ``None`` is none;
+            order and repeats are kept).
+        metadata: A JSON object: ``str`` keys; ``None``, ``bool``, ``int``, finite ``float``,
+            ``str``, lists (tuples become lists) and objects of them, at most 32 levels deep.
+            Kept as a read-only copy (``types.MappingProxyType``; ``dict(record.metadata)`` for a
+            mutable one); string values under :data:`INDEXED_METADATA_KEYS` are searchable.
+        embedding: Optional ``tuple[float, ...]``, rounded to float32 (what every backend
+            stores), finite; its length must be the store's ``dims`` when the store embeds.
+        created_at, updated_at: Timezone-aware datetimes, kept in UTC; set by the backend when
+            ``None``.
+        ttl: Lifetime in seconds from the last write: ``(0, MAX_TTL]`` (10**12) or ``math.inf``
+            (never expires); ``None`` takes the memory type's default from the backend (see
+            :data:`DEFAULT_TTLS`). Kept as a ``float``.
+
+    Identifiers (``id``, ``user_id``, ``session_id``, ``namespace``, each topic) are strings of 1
+    to 1,024 characters, not only whitespace; any other character is kept exactly (``"alice "``
+    and ``"alice"`` are two users).
 
     Raises:
         InvalidRecordTypeError: A field has the wrong type (a ``TypeError``).
@@ -155,44 +206,31 @@ class MemoryRecord:
     ttl: float | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.text, str):
-            raise InvalidRecordTypeError(f"text must be a str, got {type(self.text).__name__}")
-        _check_str("id", self.id, optional=False)
-        _check_str("user_id", self.user_id, optional=True)
-        _check_str("session_id", self.session_id, optional=True)
-        _check_str("namespace", self.namespace, optional=False)
+        setattr_ = object.__setattr__
+        text = self.text
+        if type(text) is not str or not text.isascii():
+            setattr_(self, "text", check_text(text, "text", errors=RECORD))
+        setattr_(self, "id", check_identifier(self.id, "id", errors=RECORD))
+        if self.user_id is not None:
+            setattr_(self, "user_id", check_identifier(self.user_id, "user_id", errors=RECORD))
+        if self.session_id is not None:
+            setattr_(self, "session_id", check_identifier(self.session_id, "session_id", errors=RECORD))
+        setattr_(self, "namespace", check_identifier(self.namespace, "namespace", errors=RECORD))
         if type(self.memory_type) is not MemoryType:
-            try:
-                object.__setattr__(self, "memory_type", MemoryType(self.memory_type))
-            except ValueError:
-                accepted = ", ".join(m.value for m in MemoryType)
-                raise InvalidRecordError(
-                    f"memory_type must be one of {accepted}; got {self.memory_type!r}"
-                ) from None
-        if type(self.topics) is not tuple:
-            if isinstance(self.topics, str) or not hasattr(self.topics, "__iter__"):
-                raise InvalidRecordTypeError(
-                    f"topics must be a list or tuple of str, got {type(self.topics).__name__}"
-                )
-            object.__setattr__(self, "topics", tuple(self.topics))
-        for topic in self.topics:
-            _check_str("each topic", topic, optional=False)
-        object.__setattr__(self, "metadata", _frozen_metadata(self.metadata))
+            setattr_(self, "memory_type", check_memory_type(self.memory_type))
+        if self.topics != ():
+            setattr_(self, "topics", check_topics(self.topics))
+        metadata = self.metadata
+        if metadata is not _EMPTY:
+            setattr_(self, "metadata", _frozen_metadata(metadata))
         if self.embedding is not None:
-            if isinstance(self.embedding, (str, bytes)) or not hasattr(self.embedding, "__iter__"):
-                raise InvalidRecordTypeError("embedding must be a sequence of floats or None")
-            object.__setattr__(self, "embedding", tuple(float(x) for x in self.embedding))
+            setattr_(self, "embedding", check_vector(self.embedding, "embedding", errors=RECORD))
         for name in ("created_at", "updated_at"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
-                raise InvalidRecordTypeError(f"{name} must be a timezone-aware datetime or None")
+            if value is not None:
+                setattr_(self, name, check_aware_datetime(value, name, errors=RECORD))
         if self.ttl is not None:
-            if isinstance(self.ttl, bool) or not isinstance(self.ttl, (int, float)):
-                raise InvalidRecordTypeError(
-                    f"ttl must be a number of seconds or None, got {type(self.ttl).__name__}"
-                )
-            if not self.ttl > 0:  # also rejects NaN
-                raise InvalidRecordError(f"ttl must be > 0 seconds (or None), got {self.ttl!r}")
+            setattr_(self, "ttl", check_ttl(self.ttl, errors=RECORD))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field: datetimes as ISO 8601 strings (UTC offset kept),
@@ -214,11 +252,14 @@ class MemoryRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MemoryRecord:
-        """The inverse of :meth:`to_dict` (ISO 8601 datetimes parsed back, UTC offset kept).
+        """The inverse of :meth:`to_dict` (ISO 8601 datetimes parsed back, kept in UTC).
 
         Raises:
-            InvalidRecordError: a field is missing or not accepted.
+            InvalidRecordError: ``data`` is not a mapping, a field is missing or not accepted
+                (``InvalidRecordTypeError`` for a wrong type), a timestamp does not parse.
         """
+        if not isinstance(data, Mapping):
+            raise InvalidRecordTypeError(f"a record dict must be a mapping, got {type(data).__name__}")
         try:
             return cls(
                 text=data["text"],
@@ -227,7 +268,7 @@ class MemoryRecord:
                 session_id=data.get("session_id"),
                 namespace=data.get("namespace", DEFAULT_NAMESPACE),
                 memory_type=data.get("memory_type", MemoryType.EPISODIC),
-                topics=tuple(data.get("topics") or ()),
+                topics=data.get("topics") or (),
                 metadata=data.get("metadata") or {},
                 embedding=data.get("embedding"),
                 created_at=_parse_dt(data.get("created_at")),
@@ -255,18 +296,29 @@ class Message:
     metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.role, str) or not self.role:
-            raise InvalidRecordTypeError("message role must be a non-empty str")
-        if not isinstance(self.content, str):
-            raise InvalidRecordTypeError(
-                f"message content must be a str, got {type(self.content).__name__}"
-            )
-        object.__setattr__(self, "metadata", _frozen_metadata(self.metadata))
+        setattr_ = object.__setattr__
+        setattr_(self, "role", check_identifier(self.role, "message role", errors=RECORD))
+        content = self.content
+        if type(content) is not str or not content.isascii():
+            setattr_(self, "content", check_text(content, "message content", errors=RECORD))
+        if self.created_at is not None:
+            setattr_(self, "created_at", check_aware_datetime(self.created_at, "message created_at", errors=RECORD))
+        if self.metadata is not _EMPTY:
+            setattr_(self, "metadata", _frozen_metadata(self.metadata, "message metadata"))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Message:
-        """The inverse of :meth:`to_dict`."""
-        return cls(data["role"], data["content"], _parse_dt(data.get("created_at")), data.get("metadata") or {})
+        """The inverse of :meth:`to_dict`.
+
+        Raises:
+            InvalidRecordError: ``data`` is not a mapping, a field is missing or not accepted.
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidRecordTypeError(f"a message dict must be a mapping, got {type(data).__name__}")
+        try:
+            return cls(data["role"], data["content"], _parse_dt(data.get("created_at")), data.get("metadata") or {})
+        except KeyError as exc:
+            raise InvalidRecordError(f"message dict has no {exc.args[0]!r}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """``{"role", "content", "created_at" (ISO 8601 or None), "metadata"}``."""
@@ -314,7 +366,10 @@ def _parse_dt(value: object) -> datetime | None:
         return value
     if not isinstance(value, str):
         raise InvalidRecordTypeError(f"timestamps must be ISO 8601 strings, got {type(value).__name__}")
-    return datetime.fromisoformat(value)
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRecordError(f"timestamp {value[:40]!r} is not ISO 8601") from None
 
 
 def with_timestamps(record: MemoryRecord, created_at: datetime, updated_at: datetime) -> MemoryRecord:
@@ -328,6 +383,18 @@ def with_timestamps(record: MemoryRecord, created_at: datetime, updated_at: date
         slot.__set__(copy, slot.__get__(record))
     object.__setattr__(copy, "created_at", created_at)
     object.__setattr__(copy, "updated_at", updated_at)
+    return copy
+
+
+def trusted_replace(record: MemoryRecord, **changes: Any) -> MemoryRecord:
+    """A copy of ``record`` with ``changes``, not validated again: for backends changing fields
+    they produced themselves (an embedding from the embedder, a stored timestamp). Each value
+    must already be in its final form (a float32-rounded tuple for ``embedding``, a UTC datetime)."""
+    copy = object.__new__(MemoryRecord)
+    for slot in _SLOTS:
+        slot.__set__(copy, slot.__get__(record))
+    for name, value in changes.items():
+        _SLOT_BY_NAME[name].__set__(copy, value)
     return copy
 
 

@@ -6,10 +6,11 @@ import asyncio
 import logging
 from datetime import datetime
 
-from primitives.errors import BackendUnavailableError, ConfigurationError
+from primitives.errors import BackendUnavailableError, ConfigurationError, CorruptRecordError
 from primitives.memory.backend import MemoryBackend
 from primitives.memory.facade import Memory
 from primitives.memory.inmemory import InMemoryBackend
+from primitives.memory.record import MemoryRecord
 from primitives.sync.feed import (
     START,
     ChangeEvent,
@@ -27,7 +28,7 @@ class LocalReplica:
     """Keeps an :class:`InMemoryBackend` in step with a shared store by following its feed.
 
     For each batch of change events (up to ``batch_size`` already available, last event per
-    id wins): an upsert fetches the record from the source backend by id and writes it with
+    ``(namespace, id)`` wins): an upsert fetches the record from the source backend and writes it with
     :meth:`~MemoryBackend.put_if_newer` (last writer wins by ``updated_at``; a record gone from
     the source by then is deleted locally with :meth:`~MemoryBackend.delete_if_older`); a delete
     is applied with ``delete_if_older`` at the event's time. Every agent's changes are applied,
@@ -118,16 +119,20 @@ class LocalReplica:
                 self._progress.notify_all()
 
     async def _apply(self, batch: list[ChangeEvent]) -> None:
-        latest: dict[str, ChangeEvent] = {}
+        latest: dict[tuple[str, str], ChangeEvent] = {}
         for event in batch:
-            latest.pop(event.id, None)
-            latest[event.id] = event
+            key = (event.namespace, event.id)
+            latest.pop(key, None)
+            latest[key] = event
         upserts = [e for e in latest.values() if e.op == "upsert"]
-        deletions: dict[str, datetime] = {e.id: e.updated_at for e in latest.values() if e.op == "delete"}
+        deletions: dict[str, dict[str, datetime]] = {}
+        for e in latest.values():
+            if e.op == "delete":
+                deletions.setdefault(e.namespace, {})[e.id] = e.updated_at
         delay = 0.05
         while True:
             try:
-                records = await asyncio.gather(*(self.source.get(e.id) for e in upserts))
+                records = await asyncio.gather(*(self._fetch(e) for e in upserts))
                 break
             except BackendUnavailableError as exc:
                 logger.warning("local replica: source unreachable, retrying in %.2f s: %s", delay, exc)
@@ -135,12 +140,20 @@ class LocalReplica:
                 delay = min(delay * 2, 2.0)
         found = [r for r in records if r is not None]
         for event, record in zip(upserts, records):
-            if record is None:  # deleted (or expired) at the source since the event
-                deletions[event.id] = event.updated_at
+            if record is None:  # deleted (or expired, or damaged) at the source since the event
+                deletions.setdefault(event.namespace, {})[event.id] = event.updated_at
         if found:
             await self.backend.put_if_newer(found)
-        if deletions:
-            await self.backend.delete_if_older(deletions)
+        for namespace, by_id in deletions.items():
+            await self.backend.delete_if_older(by_id, namespace=namespace)
+
+    async def _fetch(self, event: ChangeEvent) -> MemoryRecord | None:
+        """The source's record for an upsert event; ``None`` when it is gone or damaged (a
+        damaged record is left out of the copy, as a search leaves it out)."""
+        try:
+            return await self.source.get(event.id, namespace=event.namespace)
+        except CorruptRecordError:
+            return None
 
     async def wait_for(self, position: str, timeout: float | None = None) -> None:
         """Wait until every change up to ``position`` has been applied (returns at once if it

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from cachetools import TTLCache
 
-from primitives.errors import InvalidInputError
+from primitives.validation import check_bool, check_identifier, check_number
 from primitives.memory.record import DEFAULT_NAMESPACE
 
 __all__ = ["SkillStats", "InMemorySkillLedger", "check_skill_execution", "check_skill_name", "stats_from_totals"]
@@ -75,32 +75,25 @@ class SkillStats:
 
 
 def check_skill_name(name: object) -> str:
-    """Return ``name`` if it is a non-empty ``str`` (any characters; backends escape it).
+    """Return ``name`` if it is an identifier (:func:`~primitives.validation.check_identifier`:
+    1 to 1,024 characters, not only whitespace; any characters, kept exactly).
 
     Raises:
-        InvalidInputError: otherwise.
+        InvalidInputError: otherwise (also a ``TypeError`` for a non-``str``).
     """
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidInputError(f"skill name must be a non-empty str, got {name!r}")
-    return name
+    return check_identifier(name, "skill name")
 
 
 def check_skill_execution(name: object, success: object, duration_s: object) -> float:
     """Validate one execution; returns ``duration_s`` as a float.
 
     Raises:
-        InvalidInputError: ``name`` is not a non-empty ``str``, ``success`` not a ``bool``, or
+        InvalidInputError: ``name`` is not an identifier, ``success`` not a ``bool``, or
             ``duration_s`` not a finite number ``>= 0`` (seconds).
     """
     check_skill_name(name)
-    if not isinstance(success, bool):
-        raise InvalidInputError(f"success must be a bool, got {type(success).__name__}")
-    if isinstance(duration_s, bool) or not isinstance(duration_s, (int, float)):
-        raise InvalidInputError(f"duration_s must be a number of seconds, got {type(duration_s).__name__}")
-    duration = float(duration_s)
-    if not math.isfinite(duration) or duration < 0:
-        raise InvalidInputError(f"duration_s must be a finite number of seconds >= 0, got {duration_s!r}")
-    return duration
+    check_bool(success, "success")
+    return check_number(duration_s, "duration_s", minimum=0)
 
 
 def stats_from_totals(name: str, namespace: str, totals: Mapping[str, object]) -> SkillStats:

@@ -12,8 +12,10 @@ from typing import Any
 
 from primitives.core.context import WorkflowContext
 from primitives.core.instrumented import InstrumentedPrimitive
-from primitives.errors import InvalidInputError
+from primitives.errors import InvalidInputError, UnscopedAccessError
 from primitives.memory.backend import check_mode
+from primitives.memory.record import check_memory_type
+from primitives.validation import INPUT, check_identifier, check_limit
 from primitives.memory.facade import Memory
 from primitives.memory.record import MemoryRecord, MemoryType, Message
 
@@ -24,18 +26,39 @@ __all__ = ["MemoryPrimitive", "RememberPrimitive", "QUERY_STATE_KEY"]
 QUERY_STATE_KEY = "memory.query"
 
 
-def _namespace(context: WorkflowContext) -> str | None:
-    value = context.metadata.get("namespace")
-    return value if isinstance(value, str) and value else None
+def _scope(context: WorkflowContext, memory: Memory) -> tuple[str, str | None]:
+    """``(namespace, user_id)`` of a context: ``metadata["namespace"]`` (else the memory's) and
+    ``metadata["user_id"]``, each an identifier when given.
+
+    Raises:
+        InvalidInputError: a ``namespace`` or ``user_id`` that is given but not an identifier
+            (a non-str, an empty string): it is refused, never silently widened to the default.
+        UnscopedAccessError: no ``user_id`` and the memory is not ``single_user``.
+    """
+    namespace = context.metadata.get("namespace")
+    user_id = context.metadata.get("user_id")
+    if namespace is not None:
+        check_identifier(namespace, "context.metadata['namespace']")
+    if user_id is not None:
+        check_identifier(user_id, "context.metadata['user_id']")
+    elif not memory.single_user:
+        raise UnscopedAccessError(
+            "this pipeline step has no user_id: set WorkflowContext(metadata={'user_id': ...}), or "
+            "declare the memory single-user (Memory(..., single_user=True) or MEMORY_SINGLE_USER=1) "
+            "to let every call see every user's memories of the namespace"
+        )
+    return (namespace if namespace is not None else memory.namespace), user_id
 
 
 class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
     """Recalls working memory and relevant long-term memories for the input's query.
 
     Input: a ``str`` (the query) or a mapping with the query under ``query_key``.
-    Scope: ``context.session_id`` selects working memory; ``context.metadata["user_id"]``, when
-    set, restricts long-term hits to that user; ``context.metadata["namespace"]`` overrides the
-    memory's namespace.
+    Scope: ``context.session_id`` selects working memory; ``context.metadata["user_id"]``
+    restricts long-term hits to that user, and is required unless the memory is
+    ``single_user`` (an unscoped call raises :class:`~primitives.errors.UnscopedAccessError`
+    rather than returning every user's memories); ``context.metadata["namespace"]`` overrides
+    the memory's namespace.
 
     Output, a plain dict:
         ``input``: the input, unchanged.
@@ -46,6 +69,7 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
         "created_at" (UTC datetime)}``.
         ``memory_backend``: the backend that actually served the call.
         ``degraded``: ``True`` when a fallback served it because the configured backend was down.
+        ``skipped``: damaged stored records the search left out (0 normally).
 
     Args:
         memory: The memory to read.
@@ -56,7 +80,9 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
             backend's default (hybrid when it has an embedder).
 
     Raises:
-        InvalidInputError: (from ``execute``) the input has no string query.
+        InvalidInputError: (from ``execute``) the input has no string query, or the context's
+            ``user_id``/``namespace`` is not an identifier.
+        UnscopedAccessError: (from ``execute``) no ``user_id`` on a multi-user memory.
     """
 
     def __init__(
@@ -71,19 +97,9 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
     ) -> None:
         super().__init__(**instrumentation)
         self.mode = check_mode(mode)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidInputError(f"limit must be an int >= 1, got {limit!r}")
-        if (
-            isinstance(working_memory_limit, bool)
-            or not isinstance(working_memory_limit, int)
-            or working_memory_limit < 1
-        ):
-            raise InvalidInputError(
-                f"working_memory_limit must be an int >= 1, got {working_memory_limit!r}"
-            )
         self.memory = memory
-        self.limit = limit
-        self.working_memory_limit = working_memory_limit
+        self.limit = check_limit(limit)
+        self.working_memory_limit = check_limit(working_memory_limit, "working_memory_limit")
         self.query_key = query_key
 
     def _query(self, input: Any) -> str:
@@ -100,12 +116,13 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
 
     async def _execute_impl(self, input: Any, context: WorkflowContext) -> dict[str, Any]:
         query = self._query(input)
+        namespace, user_id = _scope(context, self.memory)
         context.state[QUERY_STATE_KEY] = query
         recall = await self.memory.recall(
             query,
             session_id=context.session_id,
-            user_id=context.user_id,
-            namespace=_namespace(context),
+            user_id=user_id,
+            namespace=namespace,
             limit=self.limit,
             working_memory_limit=self.working_memory_limit,
             mode=self.mode,
@@ -134,6 +151,7 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
             ],
             "memory_backend": recall.backend,
             "degraded": recall.degraded,
+            "skipped": recall.skipped,
         }
 
 
@@ -162,7 +180,10 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
         remember_response: Store the response in long-term memory too (always in working memory).
 
     Raises:
-        InvalidInputError: (from ``execute``) there is no user message to store.
+        InvalidInputError: (from ``execute``) there is no user message to store, or the
+            context's ``user_id``/``namespace`` is not an identifier.
+        UnscopedAccessError: (from ``execute``) no ``user_id`` on a multi-user memory (the same
+            policy as :class:`MemoryPrimitive`).
     """
 
     def __init__(
@@ -176,7 +197,7 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
     ) -> None:
         super().__init__(**instrumentation)
         self.memory = memory
-        self.memory_type = MemoryType(memory_type)
+        self.memory_type = check_memory_type(memory_type, errors=INPUT)
         self.response_key = response_key
         self.remember_response = remember_response
 
@@ -210,11 +231,12 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
     async def _execute_impl(self, input: Any, context: WorkflowContext) -> Any:
         state_query = context.state.get(QUERY_STATE_KEY)
         user, response, speaker, extra, created_at = self._turn(input, state_query)
-        session_id = context.session_id
         memory = self.memory
+        namespace, user_id = _scope(context, memory)
+        session_id = context.session_id
         previous: str | None = None
         if session_id is not None:
-            last = await memory.get_messages(session_id, 1)
+            last = await memory.get_messages(session_id, 1, namespace=namespace)
             previous = last[0].content if last else None
         user_meta: dict[str, Any] = {**extra, "role": "user"}
         if speaker:
@@ -224,8 +246,6 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
         messages = [Message("user", user, metadata=user_meta)]
         if response is not None:
             messages.append(Message("assistant", response, metadata={**extra, "role": "assistant"}))
-        namespace = _namespace(context) or memory.namespace
-        user_id = context.user_id
         records = [
             MemoryRecord(
                 text=user,
@@ -251,6 +271,6 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
             )
         await memory.add(records)
         if session_id is not None:
-            await memory.append_messages(session_id, messages)
+            await memory.append_messages(session_id, messages, namespace=namespace)
         context.state.pop(QUERY_STATE_KEY, None)
         return input

@@ -6,43 +6,35 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from cachetools import Cache, TLRUCache, TTLCache
 
 from primitives.embeddings.base import Embedder
-from primitives.errors import InvalidInputError, InvalidRecordTypeError
 from primitives.memory.analysis import Analyzer
-from primitives.memory.backend import (
-    Health,
-    MemoryBackend,
-    SearchResult,
-    check_limit,
-    check_mode,
-    check_query,
-    check_restorable,
-    normalize_filter,
-)
-from primitives.memory.embedding import HYBRID_CANDIDATES, check_embeddings, embedding_text, fuse, require_embedder
-from primitives.memory.index import InvertedIndex
+from primitives.memory.backend import Health, MemoryBackend, SearchResult
+from primitives.memory.embedding import HYBRID_CANDIDATES, check_embeddings, embedding_text, fuse
+from primitives.memory.inmemory.index import InvertedIndex
 from primitives.memory.record import (
-    DEFAULT_NAMESPACE,
     DEFAULT_TTLS,
     INDEXED_METADATA_KEYS,
     MemoryRecord,
     MemoryType,
     Message,
     SearchHit,
+    trusted_replace,
     utc_from_timestamp,
     with_timestamps,
     written_date,
 )
-from primitives.memory.skills import InMemorySkillLedger, SkillStats, check_skill_execution, check_skill_name
+from primitives.memory.skills import InMemorySkillLedger, SkillStats
+from primitives.validation import check_int
 
 __all__ = ["InMemoryBackend"]
 
+#: A record's key in the store and its indexes: ``(namespace, id)``.
+Key = tuple[str, str]
 
 
 class _RecordCache(TLRUCache):
@@ -58,20 +50,20 @@ class _RecordCache(TLRUCache):
     def __init__(
         self,
         maxsize: int,
-        ttu: Callable[[str, MemoryRecord, float], float],
+        ttu: Callable[[Key, MemoryRecord, float], float],
         timer: Callable[[], float],
-        on_drop: Callable[[str, MemoryRecord], None],
+        on_drop: Callable[[Key, MemoryRecord], None],
     ) -> None:
         super().__init__(maxsize, ttu, timer)
         self._on_drop = on_drop
 
-    def expire(self, time: float | None = None) -> list[tuple[str, MemoryRecord]]:
+    def expire(self, time: float | None = None) -> list[tuple[Key, MemoryRecord]]:
         expired = super().expire(time)
         for key, record in expired:
             self._on_drop(key, record)
         return expired
 
-    def popitem(self) -> tuple[str, MemoryRecord]:
+    def popitem(self) -> tuple[Key, MemoryRecord]:
         key, record = super().popitem()
         self._on_drop(key, record)
         return key, record
@@ -80,12 +72,12 @@ class _RecordCache(TLRUCache):
 class InMemoryBackend(MemoryBackend):
     """Records in process memory, searched with BM25 over analysed text.
 
-    Storage is a cachetools ``TLRUCache``: at most ``maxsize`` records (the least recently used
-    one, by ``get``, ``search`` hit or write, is evicted to make room), each expiring ``ttl``
-    seconds after its last write (``ttl=None`` takes the memory type's default from
-    ``default_ttls``). An :class:`~primitives.memory.index.InvertedIndex` is updated on every add,
-    replace, delete, eviction and expiry, so search sees exactly the live records. Every public
-    call first purges what has expired by the injected ``clock``.
+    Storage is a cachetools ``TLRUCache`` keyed by ``(namespace, id)``: at most ``maxsize``
+    records (the least recently used one, by ``get``, ``search`` hit or write, is evicted to
+    make room), each expiring ``ttl`` seconds after its last write (``ttl=None`` takes the memory
+    type's default from ``default_ttls``). An :class:`~primitives.memory.inmemory.index.InvertedIndex`
+    is updated on every add, replace, delete, eviction and expiry, so search sees exactly the
+    live records. Every public call first purges what has expired by the injected ``clock``.
 
     What a record is indexed with: its ``text``, the string values of its metadata keys in
     ``indexed_metadata`` (default ``speaker`` and ``context``) and, when ``index_dates``, its
@@ -93,14 +85,18 @@ class InMemoryBackend(MemoryBackend):
 
     Vectors (when an ``embedder`` is given): each record is embedded on write (unless it comes
     with an ``embedding`` of the embedder's ``dims``) from :func:`embedding_text`, and kept in a
-    :class:`~primitives.memory.vectors.VectorIndex` (exact cosine); ``search(mode=...)`` ranks by
-    ``"keyword"`` (BM25), ``"vector"`` (cosine) or ``"hybrid"`` (both, fused by
+    :class:`~primitives.memory.inmemory.vectors.VectorIndex` (exact cosine); ``search(mode=...)``
+    ranks by ``"keyword"`` (BM25), ``"vector"`` (cosine) or ``"hybrid"`` (both, fused by
     :func:`~primitives.memory.embedding.fuse`; the default with an embedder). A record's
     embedding is returned by ``get`` but not carried by search hits.
 
-    Working memory: per ``session_id`` a deque of the last ``working_memory_size`` messages,
-    oldest first; a session untouched for ``default_ttls[WORKING]`` seconds (1 h) is forgotten,
-    and at most ``max_sessions`` sessions are kept (least recently written dropped first).
+    Working memory: per ``(namespace, session_id)`` a deque of the last ``working_memory_size``
+    messages, oldest first; a session untouched for ``default_ttls[WORKING]`` seconds (1 h) is
+    forgotten, and at most ``max_sessions`` sessions are kept (least recently written dropped
+    first).
+
+    Records are Python objects in this process, so nothing here can be damaged the way stored
+    bytes can: searches never skip a record (``SearchResult.skipped`` is 0).
 
     Not thread-safe: use it from one event loop. Each call runs without awaiting, so concurrent
     tasks on that loop see every call as atomic.
@@ -119,7 +115,7 @@ class InMemoryBackend(MemoryBackend):
         embedder: Turns texts into vectors; ``None`` (default) for keyword search only.
 
     Raises:
-        InvalidInputError: a size argument is < 1.
+        InvalidInputError: a size argument is not an int >= 1.
     """
 
     name = "in-memory"
@@ -143,19 +139,13 @@ class InMemoryBackend(MemoryBackend):
         clock: Callable[[], float] = time.time,
         embedder: Embedder | None = None,
     ) -> None:
-        for arg, value in (
-            ("maxsize", maxsize),
-            ("working_memory_size", working_memory_size),
-            ("max_sessions", max_sessions),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(f"{arg} must be an int >= 1, got {value!r}")
-        self.maxsize = maxsize
+        self.maxsize = check_int(maxsize, "maxsize")
+        self.working_memory_size = check_int(working_memory_size, "working_memory_size")
+        check_int(max_sessions, "max_sessions")
         self.default_ttls: dict[MemoryType, float] = {
             t: (math.inf if default_ttls.get(t) is None else float(default_ttls[t]))  # type: ignore[arg-type]
             for t in MemoryType
         }
-        self.working_memory_size = working_memory_size
         self.analyzer = analyzer or Analyzer()
         self.index_dates = index_dates
         self.indexed_metadata = tuple(indexed_metadata)
@@ -165,39 +155,36 @@ class InMemoryBackend(MemoryBackend):
         self.supports_vectors = embedder is not None  # type: ignore[misc]
         self._vectors: VectorIndex | None = None
         if embedder is not None:
-            from primitives.memory.vectors import VectorIndex  # numpy: only with an embedder
+            from primitives.memory.inmemory.vectors import VectorIndex  # numpy: only with an embedder
 
             self._vectors = VectorIndex(embedder.dims)
         self._records = _RecordCache(maxsize, self._expires_at, clock, self._drop)
-        self._sessions: TTLCache[str, deque[Message]] = TTLCache(
+        self._sessions: TTLCache[Key, deque[Message]] = TTLCache(
             max_sessions, self.default_ttls[MemoryType.WORKING], timer=clock
         )
         self._skills = InMemorySkillLedger(ttl=self.default_ttls[MemoryType.SKILL], clock=clock)
 
     # -- cache hooks -------------------------------------------------------------------------
 
-    def _expires_at(self, key: str, record: MemoryRecord, now: float) -> float:
+    def _expires_at(self, key: Key, record: MemoryRecord, now: float) -> float:
         """Expiry is ``ttl`` seconds after the record's ``updated_at`` (which ``add`` sets to now;
         a restored record keeps its own, so it expires when it would have)."""
         ttl = record.ttl if record.ttl is not None else self.default_ttls[record.memory_type]
         updated = record.updated_at
         return (updated.timestamp() if updated is not None else now) + ttl
 
-    def _drop(self, key: str, record: MemoryRecord) -> None:
+    def _drop(self, key: Key, record: MemoryRecord) -> None:
         self._index.remove(key)
         if self._vectors is not None:
             self._vectors.remove(key)
 
-    def _unindex(self, key: str) -> None:
-        self._index.remove(key)
-        if self._vectors is not None:
-            self._vectors.remove(key)
+    _unindex = _drop
 
-    def _index_record(self, record: MemoryRecord, vector: tuple[float, ...] | None) -> None:
+    def _index_record(self, key: Key, record: MemoryRecord, vector: tuple[float, ...] | None) -> None:
         tags = self._tags(record)
-        self._index.add(record.id, self.analyzer.terms(self.indexed_text(record)), tags)
+        self._index.add(key, self.analyzer.terms(self.indexed_text(record)), tags)
         if self._vectors is not None and vector is not None:
-            self._vectors.add(record.id, vector, tags)
+            self._vectors.add(key, vector, tags)
 
     async def _embed(self, records: Sequence[MemoryRecord]) -> list[tuple[float, ...] | None]:
         """Vectors for ``records`` (given ones checked, missing ones embedded), before anything
@@ -242,110 +229,95 @@ class InMemoryBackend(MemoryBackend):
 
     # -- long-term memory --------------------------------------------------------------------
 
-    async def add(self, records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
-        for record in records:
-            if not isinstance(record, MemoryRecord):
-                raise InvalidRecordTypeError(
-                    f"add() takes MemoryRecord objects, got {type(record).__name__}; nothing stored"
-                )
+    async def _add(self, records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
         vectors = await self._embed(records)
         cache = self._records
         cache.expire()
         now = utc_from_timestamp(self._clock())
         stored: list[MemoryRecord] = []
         for record, vector in zip(records, vectors):
-            previous = cache.get(record.id) if record.id in self._index else None
-            created_at = (
-                previous.created_at if previous is not None else (record.created_at or now)
-            )
+            key = (record.namespace, record.id)
+            previous = cache.get(key) if key in self._index else None
+            created_at = previous.created_at if previous is not None else (record.created_at or now)
             record = with_timestamps(record, created_at, now)  # type: ignore[arg-type]
             if vector is not None:
-                stored.append(replace(record, embedding=vector))
-                record = replace(record, embedding=None)  # the vector lives in the VectorIndex
+                stored.append(trusted_replace(record, embedding=vector))
+                record = trusted_replace(record, embedding=None)  # the vector lives in the VectorIndex
             else:
                 stored.append(record)
-            cache[record.id] = record
-            if record.ttl is not None and record.id not in cache:
+            cache[key] = record
+            if key not in cache:
                 # a ttl so small that it expired on arrival: cachetools dropped the old version
-                self._unindex(record.id)
+                self._unindex(key, record)
                 continue
-            self._index_record(record, vector)
+            self._index_record(key, record, vector)
         return stored
 
-    async def put_if_newer(self, records: Sequence[MemoryRecord]) -> int:
-        check_restorable(records)
+    async def _put_if_newer(self, records: Sequence[MemoryRecord]) -> int:
         vectors = await self._embed(records)
         cache = self._records
         cache.expire()
         written = 0
         for record, vector in zip(records, vectors):
-            current = cache.get(record.id) if record.id in self._index else None
+            key = (record.namespace, record.id)
+            current = cache.get(key) if key in self._index else None
             if current is not None and current.updated_at > record.updated_at:  # type: ignore[operator]
                 continue
             if vector is not None:
-                record = replace(record, embedding=None)
-            cache[record.id] = record
-            if record.id not in cache:  # its ttl ran out before now: cachetools dropped it
-                self._unindex(record.id)
+                record = trusted_replace(record, embedding=None)
+            cache[key] = record
+            if key not in cache:  # its ttl ran out before now: cachetools dropped it
+                self._unindex(key, record)
                 continue
-            self._index_record(record, vector)
+            self._index_record(key, record, vector)
             written += 1
         return written
 
-    async def delete_if_older(self, deletions: Mapping[str, datetime]) -> int:
+    async def _delete_if_older(self, namespace: str, deletions: dict[str, datetime]) -> int:
         cache = self._records
         cache.expire()
         deleted = 0
         for id, deleted_at in deletions.items():
-            current = cache.get(id) if id in self._index else None
+            key = (namespace, id)
+            current = cache.get(key) if key in self._index else None
             if current is not None and current.updated_at <= deleted_at:  # type: ignore[operator]
-                cache.pop(id, None)
-                self._unindex(id)
+                cache.pop(key, None)
+                self._unindex(key, current)
                 deleted += 1
         return deleted
 
-    async def get(self, id: str) -> MemoryRecord | None:
+    async def _get(self, namespace: str, id: str) -> MemoryRecord | None:
         self._records.expire()
-        record = self._records.get(id)
+        key = (namespace, id)
+        record = self._records.get(key)
         if record is not None and self._vectors is not None and record.embedding is None:
-            vector = self._vectors.vector(id)
+            vector = self._vectors.vector(key)
             if vector is not None:
-                record = replace(record, embedding=vector)
+                record = trusted_replace(record, embedding=vector)
         return record
 
-    async def delete(self, ids: Sequence[str]) -> int:
-        if isinstance(ids, str):
-            raise InvalidInputError("delete() takes a list of ids, got a single str")
+    async def _delete(self, namespace: str, ids: list[str]) -> int:
         cache = self._records
         cache.expire()
         deleted = 0
         for id in ids:
-            if cache.pop(id, None) is not None:
-                self._unindex(id)
+            key = (namespace, id)
+            record = cache.pop(key, None)
+            if record is not None:
+                self._unindex(key, record)
                 deleted += 1
         return deleted
 
-    async def search(
-        self,
-        query: str,
-        *,
-        filter: Mapping[str, Any] | None = None,
-        limit: int = 10,
-        mode: str | None = None,
+    async def _search(
+        self, query: str, tag_filter: dict[str, tuple[str, ...]], limit: int, mode: str
     ) -> SearchResult:
-        """See :meth:`MemoryBackend.search`. Scores: BM25 (``>= 0``, unbounded; ties put the most
-        recently written record first) in keyword mode, cosine similarity in vector mode, the
-        fused score of :func:`~primitives.memory.embedding.fuse` in hybrid mode."""
-        check_query(query)
-        check_limit(limit)
-        mode = check_mode(mode) or ("hybrid" if self.embedder is not None else "keyword")
-        tag_filter = normalize_filter(filter)
+        """Scores: BM25 (``>= 0``, unbounded; ties put the most recently written record first)
+        in keyword mode, cosine similarity in vector mode, the fused score of
+        :func:`~primitives.memory.embedding.fuse` in hybrid mode."""
         vector = None
         if mode != "keyword":
-            embedder = require_embedder(self.embedder, mode, self.name)
-            if not query.strip():
-                return SearchResult([], self.name)
-            vector = (await embedder.embed_tuples([query]))[0]
+            assert self.embedder is not None
+            vector = (await self.embedder.embed_tuples([query]))[0]
         cache = self._records
         cache.expire()
         terms = self.analyzer.terms(query) if mode != "vector" else []
@@ -367,8 +339,7 @@ class InMemoryBackend(MemoryBackend):
                 hits.append(SearchHit(record, score))
         return SearchResult(hits, self.name)
 
-    async def count(self, filter: Mapping[str, Any] | None = None) -> int:
-        tag_filter = normalize_filter(filter)
+    async def _count(self, tag_filter: dict[str, tuple[str, ...]]) -> int:
         self._records.expire()
         return self._index.count(tag_filter)
 
@@ -381,48 +352,35 @@ class InMemoryBackend(MemoryBackend):
 
     # -- working memory ----------------------------------------------------------------------
 
-    async def append_messages(self, session_id: str, messages: Sequence[Message]) -> None:
-        _check_session(session_id)
-        for message in messages:
-            if not isinstance(message, Message):
-                raise InvalidRecordTypeError(
-                    f"append_messages() takes Message objects, got {type(message).__name__}"
-                )
+    async def _append_messages(self, namespace: str, session_id: str, messages: Sequence[Message]) -> None:
         now = utc_from_timestamp(self._clock())
-        history = self._sessions.get(session_id)
+        key = (namespace, session_id)
+        history = self._sessions.get(key)
         if history is None:
             history = deque(maxlen=self.working_memory_size)
         for message in messages:
             history.append(
-                message if message.created_at is not None else replace(message, created_at=now)
+                message if message.created_at is not None
+                else Message(message.role, message.content, now, message.metadata)
             )
-        self._sessions[session_id] = history  # re-setting refreshes the sliding TTL
+        self._sessions[key] = history  # re-setting refreshes the sliding TTL
 
-    async def get_messages(self, session_id: str, limit: int | None = None) -> list[Message]:
-        _check_session(session_id)
-        if limit is not None:
-            check_limit(limit)
-        history = self._sessions.get(session_id)
+    async def _get_messages(self, namespace: str, session_id: str, limit: int | None) -> list[Message]:
+        history = self._sessions.get((namespace, session_id))
         if history is None:
             return []
         items = list(history)
         return items[-limit:] if limit is not None else items
 
-    async def clear_session(self, session_id: str) -> None:
-        _check_session(session_id)
-        self._sessions.pop(session_id, None)
+    async def _clear_session(self, namespace: str, session_id: str) -> None:
+        self._sessions.pop((namespace, session_id), None)
 
-    async def record_skill_execution(
-        self, name: str, *, success: bool, duration_s: float, namespace: str = DEFAULT_NAMESPACE
-    ) -> SkillStats:
-        """See :meth:`MemoryBackend.record_skill_execution`; kept ``default_ttls["skill"]``
-        seconds after the last execution."""
-        duration = check_skill_execution(name, success, duration_s)
-        return self._skills.record(name, success, duration, namespace)
+    async def _record_skill_execution(self, name: str, success: bool, duration_s: float, namespace: str) -> SkillStats:
+        """Kept ``default_ttls["skill"]`` seconds after the last execution."""
+        return self._skills.record(name, success, duration_s, namespace)
 
-    async def skill_stats(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> SkillStats | None:
-        """See :meth:`MemoryBackend.skill_stats`."""
-        return self._skills.stats(check_skill_name(name), namespace)
+    async def _skill_stats(self, name: str, namespace: str) -> SkillStats | None:
+        return self._skills.stats(name, namespace)
 
     async def health(self) -> Health:
         self._records.expire()
@@ -441,14 +399,18 @@ class InMemoryBackend(MemoryBackend):
             },
         )
 
+    async def drop(self) -> None:
+        """Forget every record, session and statistic."""
+        self._records.clear()
+        self._index.clear()
+        if self._vectors is not None:
+            self._vectors.clear()
+        self._sessions.clear()
+        self._skills = InMemorySkillLedger(ttl=self.default_ttls[MemoryType.SKILL], clock=self._clock)
+
     async def aclose(self) -> None:
         self._records.clear()
         self._index.clear()
         if self._vectors is not None:
             self._vectors.clear()
         self._sessions.clear()
-
-
-def _check_session(session_id: object) -> None:
-    if not isinstance(session_id, str) or not session_id.strip():
-        raise InvalidInputError(f"session_id must be a non-empty str, got {session_id!r}")

@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from primitives.localredis import LocalRedis, LocalRedisError, find_redis, free_port, redis_command
+from primitives.tooling.localredis import LocalRedis, LocalRedisError, find_redis, free_port, redis_command
 
 __all__ = ["LocalRedisCluster", "find_redis_cli"]
 

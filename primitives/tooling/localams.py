@@ -1,6 +1,6 @@
 """Install and run a real Redis Agent Memory Server (AMS) 0.15.2 on loopback, offline.
 
-AMS needs Python 3.12 and does not install as published (see ``primitives/ams/constraints.txt``
+AMS needs Python 3.12 and does not install as published (see ``primitives/tooling/ams/constraints.txt``
 for the pins and why), so :meth:`LocalAMS.install` builds it its own virtual environment in a cache
 directory (default ``~/.cache/memory-primitives/ams-0.15.2/``; ``MEMORY_PRIMITIVES_CACHE`` moves
 the ``~/.cache/memory-primitives`` part), reused while its marker records the same fingerprint.
@@ -32,7 +32,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from primitives.errors import BackendUnavailableError, ConfigurationError
-from primitives.localredis import free_port
+from primitives.tooling.localredis import free_port
 
 __all__ = ["AMS_VERSION", "CONSTRAINTS", "LocalAMS", "default_cache_dir", "find_python312"]
 

@@ -1,0 +1,21 @@
+"""The Agent Memory Server backend (extra ``ams``): the field mapping in
+:mod:`~primitives.memory.ams_backend.mapping` (pure functions), the HTTP transport in
+:mod:`~primitives.memory.ams_backend.transport`. ``AgentMemoryServerBackend`` loads lazily, so
+the mapping imports without agent-memory-client."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from primitives.memory.ams_backend.backend import AgentMemoryServerBackend
+
+__all__ = ["AgentMemoryServerBackend"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AgentMemoryServerBackend":
+        from primitives.memory.ams_backend.backend import AgentMemoryServerBackend
+
+        return AgentMemoryServerBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

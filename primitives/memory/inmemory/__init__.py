@@ -1,0 +1,6 @@
+"""The in-process backend: a cachetools TLRU store, an incremental BM25 inverted index and, with
+an embedder, exact-cosine vectors. No server, no extra."""
+
+from primitives.memory.inmemory.backend import InMemoryBackend
+
+__all__ = ["InMemoryBackend"]
