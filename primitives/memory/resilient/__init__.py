@@ -4,6 +4,26 @@
 
 from primitives.memory.resilient.backend import ResilientBackend
 from primitives.memory.resilient.breaker import BreakerState, CircuitBreaker
-from primitives.memory.resilient.outbox import Outbox, OutboxEntry
+from primitives.memory.resilient.identity import outbox_identity, outbox_path
+from primitives.memory.resilient.outbox import (
+    DeadLetter,
+    Outbox,
+    OutboxEntry,
+    OutboxReport,
+    OutboxStats,
+    find_outboxes,
+)
 
-__all__ = ["BreakerState", "CircuitBreaker", "Outbox", "OutboxEntry", "ResilientBackend"]
+__all__ = [
+    "BreakerState",
+    "CircuitBreaker",
+    "DeadLetter",
+    "Outbox",
+    "OutboxEntry",
+    "OutboxReport",
+    "OutboxStats",
+    "ResilientBackend",
+    "find_outboxes",
+    "outbox_identity",
+    "outbox_path",
+]

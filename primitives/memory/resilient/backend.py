@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from primitives.errors import BackendUnavailableError, PrimitivesError
+from primitives.errors import BackendUnavailableError, OutboxError, PrimitivesError
 from primitives.memory.backend import DamagedRecord, DamageReport, Health, MemoryBackend, SearchResult
 from primitives.memory.inmemory import InMemoryBackend
 from primitives.memory.record import DEFAULT_TTLS, MemoryRecord, Message, with_timestamps
@@ -279,6 +279,9 @@ class ResilientBackend(MemoryBackend):
             except BackendUnavailableError:
                 self.breaker.failure()
                 return done
+            except OutboxError as exc:  # the journal itself failed (disk full...): try at the next recovery
+                log.error("replay to %s stopped after %d entries: %s", self.name, done, exc)
+                return done
             self._needs_replay = False
             if done:
                 log.info("replayed %d journaled writes to %s", done, self.name)
@@ -355,21 +358,26 @@ class ResilientBackend(MemoryBackend):
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def health(self) -> Health:
+        """The primary's health, plus the breaker's state and the outbox's counts:
+        ``outbox_pending`` (writes not yet acknowledged by the primary), ``outbox_dead_letter``
+        (journal entries that could not be replayed, kept for inspection:
+        ``memory-primitives outbox dead-letters``), ``outbox_stuck`` (pending entries older than
+        the outbox's ``stuck_after``), or ``outbox_error`` when the journal cannot be read.
+        ``ok`` is ``False`` when the primary is not ok or the outbox cannot be read."""
         primary = await self.primary.health()
-        stats = self.outbox.stats()
-        return Health(
-            ok=primary.ok,
-            backend=self.name,
-            detail={
-                **primary.detail,
-                "breaker": self.breaker.state.value,
-                "outbox_pending": stats.pending,
-                "outbox_dead_letter": stats.dead_letter,
-                "outbox_stuck": stats.stuck,
-                "outbox_path": str(self.outbox.path),
-                "fallback": self.fallback.name,
-            },
-        )
+        detail: dict[str, Any] = {
+            **primary.detail,
+            "breaker": self.breaker.state.value,
+            "outbox_path": str(self.outbox.path),
+            "fallback": self.fallback.name,
+        }
+        try:
+            stats = self.outbox.stats()
+        except OutboxError as exc:
+            detail["outbox_error"] = str(exc)
+            return Health(ok=False, backend=self.name, detail=detail)
+        detail.update(outbox_pending=stats.pending, outbox_dead_letter=stats.dead_letter, outbox_stuck=stats.stuck)
+        return Health(ok=primary.ok, backend=self.name, detail=detail)
 
     async def aclose(self) -> None:
         if self._replay_task is not None and not self._replay_task.done():
