@@ -54,7 +54,7 @@ async def tell(writer: Memory, listener: Memory, hears: ChangeSubscription) -> d
     async with asyncio.timeout(10):
         event = await heard
     latency_ms = (time.perf_counter() - started) * 1000
-    seen = await listener.get(event.id)
+    seen = await listener.get(event.id, namespace=event.namespace)
     return {
         "writer": writer.agent_id,
         "listener": listener.agent_id,

@@ -78,3 +78,65 @@ def test_store_and_sync_import_without_redis_py_and_never_import_memory(package:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("old", sorted(__import__("primitives._moved", fromlist=["MOVED"]).MOVED))
+def test_moved_modules_still_import_from_their_old_paths(old: str) -> None:
+    """The backends' internals and the tooling moved into subpackages; the old dotted paths
+    resolve to the very same module objects (so their ``__all__`` names keep working)."""
+    import subprocess
+    import sys
+
+    from primitives._moved import MOVED
+
+    new = MOVED[old]
+    code = (
+        f"import importlib, {new.rsplit('.', 1)[0]}; "
+        f"a = importlib.import_module({old!r}); b = importlib.import_module({new!r}); "
+        "print(a is b, sorted(getattr(a, '__all__', [])) == sorted(getattr(b, '__all__', [])))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["True", "True"], out.stderr
+
+
+def test_backend_modules_keep_their_public_import_paths() -> None:
+    from primitives.memory.ams_backend import AgentMemoryServerBackend
+    from primitives.memory.inmemory import InMemoryBackend
+    from primitives.memory.redis_backend import RedisBackend
+    from primitives.memory.resilient import Outbox, ResilientBackend
+    from primitives.tooling.localredis import LocalRedis
+
+    assert all(c is not None for c in (AgentMemoryServerBackend, InMemoryBackend, RedisBackend, Outbox,
+                                      ResilientBackend, LocalRedis))
+
+
+def test_nothing_reaches_inside_the_resilient_wrapper_or_a_backend() -> None:
+    """Callers use what ``MemoryBackend`` and ``ResilientBackend`` expose: no ``.primary``
+    outside the wrapper, no backend's private attributes outside its own package."""
+    import re
+    from pathlib import Path
+
+    root = Path(__import__("primitives").__file__).parent
+    allowed = {root / "memory" / "resilient"}
+    offenders = []
+    for path in root.rglob("*.py"):
+        if any(a in path.parents for a in allowed):
+            continue
+        text = path.read_text()
+        for pattern in (r"\.primary\b", r"\b(?:backend|store|memory\.backend)\._[a-z]\w*"):
+            for match in re.finditer(pattern, text):
+                offenders.append(f"{path.relative_to(root)}: {match.group(0)}")
+    assert offenders == []
+
+
+def test_memory_never_imports_the_layers_above_it() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, primitives.memory, primitives.memory.registry, primitives.memory.resilient; "
+        "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('primitives.') "
+        "and m.split('.')[1] in ('cli', 'evaluation', 'tooling', 'integrations')}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

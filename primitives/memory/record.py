@@ -16,6 +16,7 @@ from typing import Any
 
 from primitives.errors import InvalidRecordError, InvalidRecordTypeError
 from primitives.validation import (
+    MAX_IDENTIFIER_CHARS as _MAX_ID,
     MAX_TOPICS,
     RECORD,
     check_aware_datetime,
@@ -210,12 +211,23 @@ class MemoryRecord:
         text = self.text
         if type(text) is not str or not text.isascii():
             setattr_(self, "text", check_text(text, "text", errors=RECORD))
-        setattr_(self, "id", check_identifier(self.id, "id", errors=RECORD))
-        if self.user_id is not None:
-            setattr_(self, "user_id", check_identifier(self.user_id, "user_id", errors=RECORD))
-        if self.session_id is not None:
-            setattr_(self, "session_id", check_identifier(self.session_id, "session_id", errors=RECORD))
-        setattr_(self, "namespace", check_identifier(self.namespace, "namespace", errors=RECORD))
+        # the common case (a short ASCII identifier) is checked inline: this runs on every add
+        value = self.id
+        if not (type(value) is str and value.isascii() and 0 < len(value) <= _MAX_ID and not value.isspace()):
+            setattr_(self, "id", check_identifier(value, "id", errors=RECORD))
+        value = self.namespace
+        if not (type(value) is str and value.isascii() and 0 < len(value) <= _MAX_ID and not value.isspace()):
+            setattr_(self, "namespace", check_identifier(value, "namespace", errors=RECORD))
+        value = self.user_id
+        if value is not None and not (
+            type(value) is str and value.isascii() and 0 < len(value) <= _MAX_ID and not value.isspace()
+        ):
+            setattr_(self, "user_id", check_identifier(value, "user_id", errors=RECORD))
+        value = self.session_id
+        if value is not None and not (
+            type(value) is str and value.isascii() and 0 < len(value) <= _MAX_ID and not value.isspace()
+        ):
+            setattr_(self, "session_id", check_identifier(value, "session_id", errors=RECORD))
         if type(self.memory_type) is not MemoryType:
             setattr_(self, "memory_type", check_memory_type(self.memory_type))
         if self.topics != ():
