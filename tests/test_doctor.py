@@ -9,19 +9,20 @@ from pathlib import Path
 import pytest
 
 from primitives.cli import main
-from primitives.doctor import diagnose, redact
-from primitives.localredis import free_port
+from primitives.tooling.doctor import diagnose, redact
+from primitives.tooling.localredis import free_port
 from tests.redis_server import start_or_fail
 
 pytestmark = pytest.mark.integration
 
 
 def env_for(url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {"REDIS_URL": url, "MEMORY_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"), "MEMORY_REDIS_PREFIX": "doc:", **extra}
+    return {"REDIS_URL": url, "MEMORY_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"), "MEMORY_REDIS_PREFIX": "doc:",
+            "XDG_CACHE_HOME": str(tmp_path / "cache"), **extra}
 
 
 async def test_in_process_default_is_healthy_and_says_how_to_upgrade(tmp_path: Path) -> None:
-    report = await diagnose({})
+    report = await diagnose({"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert report["configured"] == "in-memory" and report["healthy"] is True
     assert "memory-primitives redis start" in report["upgrade"]
     assert report["problems"] == []
@@ -116,8 +117,8 @@ async def test_outbox_backlog_is_reported_then_replayed(tmp_path: Path) -> None:
 
 
 async def test_doctor_reports_the_embedder_and_an_unreachable_endpoint(tmp_path) -> None:
-    from primitives.doctor import diagnose
-    from primitives.localredis import free_port
+    from primitives.tooling.doctor import diagnose
+    from primitives.tooling.localredis import free_port
 
     env = {
         "MEMORY_BACKEND": "inmemory",
@@ -133,7 +134,7 @@ async def test_doctor_reports_the_embedder_and_an_unreachable_endpoint(tmp_path)
 
 
 async def test_doctor_names_a_store_embedded_with_another_model(redis_server, local_embedder) -> None:
-    from primitives.doctor import diagnose
+    from primitives.tooling.doctor import diagnose
     from primitives.memory import MemoryRecord
     from primitives.memory.redis_backend import RedisBackend
 
@@ -148,3 +149,85 @@ async def test_doctor_names_a_store_embedded_with_another_model(redis_server, lo
     assert any("index migrate --prefix docemb:" in p["fix"] for p in report["problems"])
     await store.drop()
     await store.aclose()
+
+
+# -- every outbox on this machine ---------------------------------------------------------------
+
+
+def _outbox_files(cache: dict[str, str]) -> dict[str, Path]:
+    """Outboxes of several stores in ``cache``'s outbox directory: pending writes for another
+    Redis, dead letters for an Agent Memory Server, a damaged file, one of the first format."""
+    from primitives.memory.resilient.identity import outbox_dir
+    from tests.test_outbox_cli import make_outbox, make_v1_outbox
+
+    files = {
+        "redis": make_outbox(cache, "redis://:pw@10.9.8.7:6379/3", "team:", pending=2),
+        "ams": make_outbox(cache, "https://ams.example:8443/base", "ams", pending=1, poison=2),
+        "damaged": outbox_dir(cache) / "outbox-00000000000000aa.sqlite3",
+        "v1": make_v1_outbox(outbox_dir(cache) / "outbox-00000000000000bb.sqlite3", pending=3),
+    }
+    files["damaged"].write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
+    return files
+
+
+async def test_doctor_lists_every_outbox_with_the_command_for_each(redis_server, tmp_path: Path) -> None:
+    cache = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    files = _outbox_files(cache)
+    env = env_for(redis_server.url, tmp_path, **cache, MEMORY_REDIS_PREFIX="docbox:")
+    report = await diagnose(env)
+    assert report["healthy"] is True  # the configured store is fine; the others are listed as problems
+    listed = {o["path"]: o for o in report["outboxes"]}
+    configured = listed.pop(env["MEMORY_OUTBOX_PATH"])  # MEMORY_OUTBOX_PATH, outside the directory
+    assert (configured["pending"], configured["dead_letter"], configured["prefix"]) == (0, 0, "docbox:")
+    assert set(listed) == {str(p) for p in files.values()}
+    redis, ams, damaged, v1 = (listed[str(files[k])] for k in ("redis", "ams", "damaged", "v1"))
+    assert (redis["target"], redis["prefix"], redis["pending"]) == ("redis://10.9.8.7:6379/3", "team:", 2)
+    assert (ams["target"], ams["pending"], ams["dead_letter"]) == ("https://ams.example:8443/base", 1, 2)
+    assert damaged["damage"] and damaged["pending"] is None
+    assert v1["target"] is None and v1["pending"] == 3
+    fixes = [p["fix"] for p in report["problems"]]
+    assert fixes.count(f"memory-primitives outbox replay --path {files['redis']}") == 1
+    assert fixes.count(f"memory-primitives outbox replay --path {files['ams']}") == 1
+    assert f"memory-primitives outbox dead-letters --path {files['ams']}   # each entry's reason and payload" in fixes
+    assert f"memory-primitives outbox replay --path {files['v1']} --url URL --prefix PREFIX" in fixes
+    assert any(f.startswith(f"mv {files['damaged']} {files['damaged']}.damaged") for f in fixes)
+    assert len(fixes) == 5  # nothing about the configured outbox, which is empty
+    assert "pw" not in json.dumps(report)
+
+
+async def test_doctor_reports_a_configured_outbox_of_another_store(tmp_path: Path) -> None:
+    """MEMORY_OUTBOX_PATH names another store's outbox: the memory cannot be built; doctor says
+    so, with the command that replays that outbox, instead of failing."""
+    from tests.test_outbox_cli import make_outbox
+
+    cache = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    other = make_outbox(cache, "redis://127.0.0.1:6390/0", "a:", pending=4, path=tmp_path / "shared.sqlite3")
+    env = {**cache, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "MEMORY_OUTBOX_PATH": str(other)}
+    report = await diagnose(env)
+    assert report["configured"] == "redis" and report["healthy"] is False
+    assert any("belongs to 'redis://localhost:6390/0#prefix=a%3A'" in p["problem"]
+               and f"memory-primitives outbox replay --path {other}" in p["fix"] for p in report["problems"])
+    (entry,) = report["outboxes"]
+    assert (entry["path"], entry["pending"], entry["target"]) == (str(other), 4, "redis://127.0.0.1:6390/0")
+    assert any(p["fix"] == f"memory-primitives outbox replay --path {other}" for p in report["problems"])
+
+
+async def test_doctor_in_process_reports_an_old_outbox_left_by_a_redis_run(tmp_path: Path) -> None:
+    from tests.test_outbox_cli import make_v1_outbox
+
+    old = make_v1_outbox(tmp_path / "old.sqlite3", pending=2)
+    report = await diagnose({"XDG_CACHE_HOME": str(tmp_path / "cache"), "MEMORY_OUTBOX_PATH": str(old)})
+    assert report["configured"] == "in-memory" and report["healthy"] is True
+    (entry,) = report["outboxes"]
+    assert entry["pending"] == 2 and entry["recorded_target"] is False
+    (problem,) = report["problems"]
+    assert problem["fix"] == f"memory-primitives outbox replay --path {old} --url URL --prefix PREFIX"
+    assert "first format" in problem["problem"]
+
+
+def test_redact_uses_the_outbox_redaction() -> None:
+    from primitives.memory.resilient.identity import redact_url
+
+    for url in ("redis://u:pw@h:1/0?password=x&db=2", "http://h:8000/p?token=t", "redis://h", "rediss://:pw@[::1]:6380"):
+        assert redact(url).replace(":***@", "@").replace("//@", "//") == redact_url(url)
+    assert redact("redis://u:pw@h:1/0?password=x&db=2") == "redis://u:***@h:1/0?db=2"

@@ -593,3 +593,50 @@ async def test_replay_goes_past_poison_rows_once_and_health_reports_them(tmp_pat
     detail = (await backend.health()).detail
     assert (detail["outbox_pending"], detail["outbox_dead_letter"], detail["outbox_stuck"]) == (0, 2, 0)
     await backend.aclose()
+
+
+@pytest.mark.parametrize("refusal", ["configuration", "permission"])
+async def test_a_store_that_refuses_the_configuration_keeps_every_entry_pending(tmp_path: Path, refusal: str) -> None:
+    """A refusal of the configuration (wrong credentials, schema, dims, an ACL) is not a refusal
+    of one entry: nothing goes to the dead letters, the replay stops once (not on every call),
+    and a later replay, once the store accepts again, sends everything."""
+    from primitives.errors import BackendUnavailableError, ConfigurationError, PermissionDeniedError
+    from primitives.memory import MemoryRecord
+    from primitives.memory.inmemory import InMemoryBackend
+    from primitives.memory.resilient import CircuitBreaker, ResilientBackend
+
+    class Refusing(InMemoryBackend):
+        down = True
+        refuse = True
+        put_calls = 0
+
+        async def _add(self, records):  # type: ignore[no-untyped-def]
+            if self.down:
+                raise BackendUnavailableError("down")
+            return await super()._add(records)
+
+        async def _put_if_newer(self, records):  # type: ignore[no-untyped-def]
+            self.put_calls += 1
+            if self.refuse:
+                raise (ConfigurationError("index schema differs") if refusal == "configuration"
+                       else PermissionDeniedError("NOPERM"))
+            return await super()._put_if_newer(records)
+
+    clock = FakeClock(0)
+    primary = Refusing()
+    outbox = Outbox(tmp_path / "o.sqlite3", retain_seconds=3600)
+    backend = ResilientBackend(primary, outbox=outbox, breaker=CircuitBreaker(reset_timeout=1, max_reset_timeout=1, clock=clock))
+    await backend.add([MemoryRecord(id=f"r{i}", text=f"hello {i}") for i in range(10)])
+    assert outbox.pending_count() == 10
+    primary.down = False
+    clock.advance(2)
+    for _ in range(20):
+        await backend.count()
+        if backend._replay_task is not None:
+            await backend._replay_task
+    assert primary.put_calls == 1
+    assert outbox.pending_count() == 10 and outbox.stats().dead_letter == 0
+    primary.refuse = False
+    assert await backend.replay() == 10
+    assert outbox.pending_count() == 0 and await primary.count() == 10
+    await backend.aclose()

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from primitives.cli import ams, bench, doctor, embeddings, evaluate, servers
+from primitives.cli import ams, bench, doctor, embeddings, evaluate, outbox, repair, servers
 from primitives.errors import PrimitivesError
 
 __all__ = ["main"]
 
-_GROUPS = (evaluate, bench, servers, doctor, embeddings, ams)
+_GROUPS = (evaluate, bench, servers, doctor, outbox, repair, embeddings, ams)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,5 +39,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args, console) or 0)
     except PrimitivesError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {escape(str(exc))}")
         return 2

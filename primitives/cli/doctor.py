@@ -10,14 +10,17 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from primitives.doctor import diagnose
+from primitives.tooling.doctor import diagnose
 
 __all__ = ["add_parser"]
 
 
 def add_parser(sub: Any) -> None:
     """Register ``doctor``."""
-    dr = sub.add_parser("doctor", help="what is configured, what answers, and what to run next")
+    dr = sub.add_parser(
+        "doctor",
+        help="what is configured, what answers, and what to run next (exit 0 when healthy with no problem, else 1)",
+    )
     dr.add_argument("--json", action="store_true", help="print one JSON object (for coding agents)")
     dr.set_defaults(run=_run)
 
@@ -28,7 +31,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(report, indent=2))
     else:
         _print_doctor(report, console)
-    return 0 if report["healthy"] else 1
+    return 0 if report["healthy"] and not report["problems"] else 1
 
 
 def _print_doctor(report: dict[str, Any], console: Console) -> None:
@@ -42,6 +45,10 @@ def _print_doctor(report: dict[str, Any], console: Console) -> None:
             console.print(f"index: {escape(str(redis_info['index']))}")
     if "outbox" in report:
         console.print(escape(f"outbox: {report['outbox']['pending']} pending at {report['outbox']['path']}"))
+    for box in report.get("outboxes") or ():
+        figures = ", ".join(f"{box.get(k)} {k.replace('_', ' ')}" for k in ("pending", "dead_letter", "stuck") if box.get(k) is not None)
+        state = f"damaged: {box['damage']}" if box.get("damage") else figures
+        console.print(escape(f"outbox {box.get('path')} -> {box.get('target') or 'unknown target'}: {state}"))
     if "upgrade" in report:
         console.print(f"upgrade: {escape(report['upgrade'])}")
     for p in report["problems"]:

@@ -159,7 +159,7 @@ def _ams_target(env: Mapping[str, str]) -> tuple[str, str]:
         raise ConfigurationError(
             "MEMORY_BACKEND=ams needs AGENT_MEMORY_SERVER_URL (http://host:port of an Agent Memory Server)"
         )
-    return url, env.get("MEMORY_AMS_PREFIX") or "ams"
+    return url, env.get("MEMORY_AMS_PREFIX") or ""
 
 
 def _ams(env: Mapping[str, str], settings: BackendSettings) -> MemoryBackend:

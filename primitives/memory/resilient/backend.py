@@ -22,7 +22,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from primitives.errors import BackendUnavailableError, OutboxError, PrimitivesError
+from primitives.errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    OutboxError,
+    PermissionDeniedError,
+    PrimitivesError,
+)
 from primitives.memory.backend import DamagedRecord, DamageReport, Health, MemoryBackend, SearchResult
 from primitives.memory.inmemory import InMemoryBackend
 from primitives.memory.record import DEFAULT_TTLS, MemoryRecord, Message, with_timestamps
@@ -263,9 +269,11 @@ class ResilientBackend(MemoryBackend):
         many entries were replayed. Upserts and deletes are last-writer-wins (idempotent);
         acknowledged working-memory appends are not replayed (that would duplicate messages).
 
-        A journal entry that cannot be replayed (unreadable, or refused by the primary for a
-        reason other than reachability) is moved to the outbox's dead-letter table with the
-        reason, and the replay goes on past it. The replay stops at the first unreachable error
+        A journal entry that cannot be replayed (unreadable, or refused by the primary as
+        invalid, e.g. too large) is moved to the outbox's dead-letter table with the reason, and
+        the replay goes on past it. A refusal of the configuration rather than of one entry
+        (``ConfigurationError``: credentials, schema, dims; ``PermissionDeniedError``: an ACL)
+        stops the replay with every remaining entry still pending. The replay stops at the first unreachable error
         (the breaker opens; the next recovery resumes); each recovery replays the journal once,
         never in a loop.
         """
@@ -281,6 +289,18 @@ class ResilientBackend(MemoryBackend):
                 return done
             except OutboxError as exc:  # the journal itself failed (disk full...): try at the next recovery
                 log.error("replay to %s stopped after %d entries: %s", self.name, done, exc)
+                return done
+            except (ConfigurationError, PermissionDeniedError) as exc:
+                # the store refuses this configuration (credentials, ACL, schema, dims): every
+                # entry would be refused, so none is set aside; they stay pending for
+                # `memory-primitives outbox replay` once it is fixed, and are not retried on
+                # every call (only at the next recovery or start)
+                self._needs_replay = False
+                log.error(
+                    "replay to %s stopped after %d entries, %d still pending: %s; fix it, then run "
+                    "memory-primitives outbox replay --path '%s'",
+                    self.name, done, self.outbox.pending_count(), exc, self.outbox.path,
+                )
                 return done
             self._needs_replay = False
             if done:
@@ -302,7 +322,7 @@ class ResilientBackend(MemoryBackend):
             try:
                 await self._send([item for _, item in decoded], batch[0].op)
                 return len(decoded)
-            except BackendUnavailableError:
+            except (BackendUnavailableError, ConfigurationError, PermissionDeniedError):
                 raise
             except PrimitivesError as exc:
                 log.warning("replay: %s refused a batch of %d (%s); retrying one by one", self.name, len(decoded), exc)
@@ -311,7 +331,7 @@ class ResilientBackend(MemoryBackend):
             try:
                 await self._send([item], entry.op)
                 sent += 1
-            except BackendUnavailableError:
+            except (BackendUnavailableError, ConfigurationError, PermissionDeniedError):
                 raise
             except PrimitivesError as exc:
                 self.outbox.dead_letter([(entry.seq, f"refused by {self.name}: {type(exc).__name__}: {exc}")])
