@@ -116,11 +116,12 @@ class PermissionDeniedError(PrimitivesError, PermissionError):
 
 
 class InvalidKeyError(InvalidInputError):
-    """A key part (namespace, entity, id) is empty or not a ``str``."""
+    """A key part (namespace, entity, id; a session id, a rate-limit key) is empty, not a ``str``,
+    or has a lone surrogate (UTF-8 cannot encode it)."""
 
 
 class InvalidTTLError(InvalidInputError):
-    """A ``ttl`` is not a number of seconds > 0."""
+    """A ``ttl`` is not a finite number of seconds in ``(0, MAX_TTL]``."""
 
 
 class SerializationError(InvalidInputError, TypeError):

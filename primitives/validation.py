@@ -32,6 +32,7 @@ __all__ = [
     "INPUT",
     "RECORD",
     "MAX_IDENTIFIER_CHARS",
+    "MAX_COUNT",
     "MAX_LIMIT",
     "MAX_METADATA_DEPTH",
     "MAX_TOPICS",
@@ -59,6 +60,11 @@ RECORD: Final = (InvalidRecordError, InvalidRecordTypeError)
 MAX_TTL: Final = 10**12
 #: The largest ``limit`` a search or a read accepts (every backend returns at most this many).
 MAX_LIMIT: Final = 10_000
+#: The largest count a store primitive sends to a Redis Lua script (a session's ``max_messages``,
+#: a rate ``limit``): 2**53 - 1, up to which a Lua number (a double) holds every integer exactly.
+#: Beyond it the twins would drift: Python counts exactly, and Redis refuses a number a script
+#: passes back to a command ("value is not an integer or out of range", from about 10**17).
+MAX_COUNT: Final = 2**53 - 1
 #: The longest identifier (id, user_id, session_id, namespace, topic, role, skill name), in
 #: characters.
 MAX_IDENTIFIER_CHARS: Final = 1_024
@@ -87,17 +93,25 @@ def _utf8(value: str) -> bool:
     return True
 
 
-def check_text(value: object, name: str, *, errors: tuple[type, type] = INPUT) -> str:
-    """``value`` when it is a ``str`` that UTF-8 can encode (any length, may be empty).
+def check_text(
+    value: object, name: str, *, allow_empty: bool = True, errors: tuple[type, type] = INPUT
+) -> str:
+    """``value`` when it is a ``str`` that UTF-8 can encode (any length; empty unless
+    ``allow_empty=False``). Every character is kept: whitespace, separators, NUL, emoji. This is
+    the rule for a store key part (a key-value namespace, entity or id, a session id, a rate-limit
+    key): Redis keys are binary-safe, so only text that cannot be encoded is refused.
 
     Raises:
         The family's type error for a non-``str``; its value error for a string with lone
-        surrogates (``"\\ud800"``), which no store can write as UTF-8.
+        surrogates (``"\\ud800"``), which no store can write as UTF-8, or an empty string when
+        ``allow_empty`` is false.
     """
     if type(value) is not str:
         if not isinstance(value, str):
             raise errors[1](f"{name} must be a str, got {type(value).__name__}")
         value = str.__str__(value)  # a str subclass (a StrEnum...): stored as the plain string
+    if not value and not allow_empty:
+        raise errors[0](f"{name} must be a non-empty str")
     if not _utf8(value):
         raise errors[0](f"{name} must be valid Unicode text (no lone surrogates), got {_describe(value)}")
     return value
@@ -188,27 +202,30 @@ def check_ttl(
     name: str = "ttl",
     *,
     optional: bool = True,
+    infinite: bool = True,
     errors: tuple[type, type] = INPUT,
 ) -> float | None:
     """A lifetime in seconds: ``None`` (when ``optional``: the default applies), a number in
-    ``(0, MAX_TTL]``, or ``math.inf`` (never expires). Returned as a ``float``.
+    ``(0, MAX_TTL]``, or ``math.inf`` (never expires; only when ``infinite``: the store
+    primitives, whose ``None`` already means no expiry, refuse it). Returned as a ``float``.
 
     Raises:
-        The family's type error for a non-number; its value error for ``<= 0``, NaN or a value
-        above :data:`MAX_TTL` (other than ``math.inf``), before anything is written.
+        The family's type error for a non-number (``None`` when not ``optional``, a ``bool``);
+        its value error for ``<= 0``, NaN, ``math.inf`` when not ``infinite``, or a value above
+        :data:`MAX_TTL` (a huge ``int`` included), before anything is written.
     """
     if value is None:
         if optional:
             return None
         raise errors[1](f"{name} must be a number of seconds, got None")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise errors[1](f"{name} must be a number of seconds or None, got {type(value).__name__}")
-    if value == math.inf:
+        accepted = "a number of seconds or None" if optional else "a number of seconds"
+        raise errors[1](f"{name} must be {accepted}, got {type(value).__name__} {_describe(value)}")
+    if value == math.inf and infinite:
         return math.inf
     if not 0 < value <= MAX_TTL:  # also false for NaN and -inf
-        raise errors[0](
-            f"{name} must be seconds in (0, {MAX_TTL}] or math.inf (never expires), got {_describe(value)}"
-        )
+        never = " or math.inf (never expires)" if infinite else ""
+        raise errors[0](f"{name} must be seconds in (0, {MAX_TTL}]{never}, got {_describe(value)}")
     return float(value)
 
 

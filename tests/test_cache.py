@@ -12,13 +12,16 @@ import pytest
 from primitives import LambdaPrimitive, WorkflowContext
 from primitives.errors import (
     CompositionError,
+    InvalidInputError,
+    InvalidInputTypeError,
     InvalidKeyError,
     InvalidTTLError,
+    PrimitivesError,
     SerializationError,
 )
 from primitives.store.cache import CachePrimitive, cached, canonical_key
 from primitives.redis_connection import connect
-from primitives.store.kv import InMemoryKeyValueStore
+from primitives.store.kv import MAX_TTL, InMemoryKeyValueStore, KeyValueStore
 from primitives.store.kv_redis import RedisKeyValueStore
 
 
@@ -255,6 +258,107 @@ def test_cached_needs_async(store: InMemoryKeyValueStore) -> None:
         @cached(store, ttl=1)
         def sync(x: int) -> int:
             return x
+
+
+# -- hostile input: the same typed error whichever store is behind the cache ------------------
+
+def assert_typed(exc: BaseException, cls: type[BaseException]) -> None:
+    assert isinstance(exc, cls) and isinstance(exc, PrimitivesError), repr(exc)
+    assert isinstance(exc, (ValueError, TypeError)), repr(exc)
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+async def any_store(request: pytest.FixtureRequest, clock: Any) -> Any:
+    """The in-process store, or a Redis one (the twins a cache can sit on)."""
+    if request.param == "memory":
+        yield InMemoryKeyValueStore(clock=clock)
+        return
+    client = connect(request.getfixturevalue("plain_redis_server").url)
+    store = RedisKeyValueStore(client, namespace=f"c-{uuid.uuid4().hex[:8]}")
+    try:
+        yield store
+        await store.delete_namespace()
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"ttl": 10**400}, InvalidTTLError),
+        ({"ttl": MAX_TTL + 1}, InvalidTTLError),
+        ({"ttl": float("inf")}, InvalidTTLError),
+        ({"ttl": float("-inf")}, InvalidTTLError),
+        ({"ttl": None}, InvalidTTLError),
+        ({"ttl": "60"}, InvalidTTLError),
+        ({"ttl": 60, "lock_ttl": 10**400}, InvalidTTLError),
+        ({"ttl": 60, "lock_ttl": float("inf")}, InvalidTTLError),
+        ({"ttl": 60, "lock_ttl": False}, InvalidTTLError),
+        ({"ttl": 60, "lock_poll": 0}, InvalidInputError),
+        ({"ttl": 60, "lock_poll": float("nan")}, InvalidInputError),
+        ({"ttl": 60, "lock_poll": float("inf")}, InvalidInputError),
+        ({"ttl": 60, "lock_poll": 10**400}, InvalidInputError),
+        ({"ttl": 60, "lock_poll": True}, InvalidInputError),
+        ({"ttl": 60, "lock_poll": "0.1"}, InvalidInputError),
+        ({"ttl": 60, "entity": "\ud800"}, InvalidKeyError),
+        ({"ttl": 60, "entity": 5}, InvalidKeyError),
+        ({"ttl": 60, "namespace": "a\udfffb"}, InvalidKeyError),
+        ({"ttl": 60, "key": "not callable"}, InvalidInputTypeError),
+    ],
+)
+async def test_hostile_construction(any_store: KeyValueStore, kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error) as info:
+        CachePrimitive(Counting(), any_store, **kwargs)
+    assert_typed(info.value, error)
+    with pytest.raises(error):
+        cached(any_store, **kwargs)(_async_identity)
+
+
+async def _async_identity(x: Any) -> Any:
+    return x
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "a\udfffb", "", True, 7, None])
+async def test_a_cache_id_that_cannot_be_a_key_fails_before_the_step_runs(
+    any_store: KeyValueStore, ctx: WorkflowContext, bad: Any
+) -> None:
+    step = Counting()
+    cache = CachePrimitive(step, any_store, ttl=60, key=lambda i, c: bad)
+    with pytest.raises(InvalidKeyError) as info:
+        await cache.execute("q", ctx)
+    assert_typed(info.value, InvalidKeyError)
+    with pytest.raises(InvalidKeyError):
+        await cache.invalidate("q", ctx)
+    assert step.runs == 0
+    with pytest.raises(InvalidKeyError):
+        await cached(any_store, ttl=60, key=lambda x: bad)(_async_identity)("q")
+
+
+async def test_odd_inputs_and_ids_are_cached_exactly(any_store: KeyValueStore, ctx: WorkflowContext) -> None:
+    step = Counting()
+    by_input = CachePrimitive(step, any_store, ttl=60)
+    by_id = CachePrimitive(step, any_store, ttl=60, entity="ids", key=lambda i, c: i)
+    odd = ["\x00", " ", "\u2028", "🙂\u200d🙂", "x" * 5000, "%00", "*"]
+    for probe in odd:
+        for cache in (by_input, by_id):
+            assert await cache.execute(probe, ctx) == {"echo": probe}
+            assert await cache.execute(probe, ctx) == {"echo": probe}
+    assert step.runs == 2 * len(odd)
+
+
+async def test_an_input_with_a_lone_surrogate_has_a_key_but_its_output_is_not_storable(
+    any_store: KeyValueStore, ctx: WorkflowContext
+) -> None:
+    assert canonical_key("\ud800") != canonical_key("\udc00") != canonical_key("?")
+    step = Counting(output="fine")
+    cache = CachePrimitive(step, any_store, ttl=60)
+    assert await cache.execute("\ud800", ctx) == "fine"
+    assert await cache.execute("\ud800", ctx) == "fine"
+    assert step.runs == 1
+    echo = Counting()
+    with pytest.raises(SerializationError) as info:  # {"echo": "\ud800"} cannot be written as UTF-8
+        await CachePrimitive(echo, any_store, ttl=60, entity="echo").execute("\ud800", ctx)
+    assert_typed(info.value, SerializationError)
 
 
 # -- on Redis ---------------------------------------------------------------------------------

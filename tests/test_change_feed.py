@@ -21,6 +21,7 @@ from primitives.errors import (
     ConfigurationError,
     InvalidInputError,
     InvalidStreamIdError,
+    PrimitivesError,
 )
 from primitives.tooling.localredis import LocalRedis
 from primitives.memory import InMemoryBackend, Memory, MemoryRecord
@@ -34,6 +35,7 @@ from primitives.sync.feed import (
     parse_position,
 )
 from primitives.sync.feed_redis import RedisChangeFeed
+from primitives.validation import MAX_LIMIT
 
 HOSTILE = ["*", "?", "[a-z]", "a:b", "{tag}", "}{", "a b", "line\nbreak", "ünï-💬", '"quoted"\\', "x]*?"]
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -243,7 +245,7 @@ async def test_trimmed_position_raises_gap_exactly_when_events_were_lost(make) -
     for i in range(40):
         sent += await feed.publish([event(i)])
     kept = await feed.read("0", limit=100)
-    assert 10 <= len(kept) <= 11  # the cap, plus Redis's slack of max(1, maxlen // 100)
+    assert 10 <= len(kept) <= 11  # the cap, plus the slack of max(1, maxlen // 100)
     assert [e.position for e in kept] == sent[-len(kept):]
     first = sent.index(kept[0].position)
     # resuming right after the newest trimmed event loses nothing
@@ -309,6 +311,106 @@ async def test_bad_events_are_refused_and_nothing_is_published(make) -> None:
 def test_event_times_are_converted_to_utc() -> None:
     local = datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
     assert ChangeEvent("x", "upsert", "n", None, "episodic", local, "a").updated_at == T0
+
+
+# --- hostile input: the same typed error on every feed -----------------------------------------
+
+ODD = ["\x00", "a\x00b", " ", "\t", "\u2028", "\ufeff", "🙂\u200d🙂", "x" * 5000, '\\u0000"', "%00"]
+NOT_TEXT = ["\ud800", "a\udfffb"]
+
+
+def assert_typed(exc: BaseException, cls: type[BaseException]) -> None:
+    assert isinstance(exc, cls) and isinstance(exc, PrimitivesError), repr(exc)
+    assert isinstance(exc, (ValueError, TypeError)), repr(exc)
+
+
+async def test_odd_strings_round_trip_through_read_and_subscribe(make) -> None:
+    feed = make()
+    events = [ChangeEvent(s, "upsert", s, s, s, T0, s) for s in ODD]
+    async with feed.subscribe(after="0", namespace="\x00") as sub:
+        positions = await feed.publish(events)
+        (live,) = await take(sub, 1)
+    assert (live.id, live.position) == ("\x00", positions[0])
+    read = await feed.read("0")
+    assert [(e.id, e.namespace, e.user_id, e.memory_type, e.origin) for e in read] == [(s,) * 5 for s in ODD]
+
+
+@pytest.mark.parametrize("field", ["id", "namespace", "user_id", "memory_type", "origin"])
+@pytest.mark.parametrize("bad", [*NOT_TEXT, "", 5, True, b"x"])
+def test_an_event_field_that_cannot_be_stored_is_refused(field, bad) -> None:
+    fields = {"id": "x", "op": "upsert", "namespace": "n", "user_id": None, "memory_type": "episodic",
+              "updated_at": T0, "origin": "a", field: bad}
+    with pytest.raises(InvalidInputError) as info:
+        ChangeEvent(**fields)
+    assert_typed(info.value, InvalidInputError)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))), datetime(2024, 1, 1), "2024-01-01T00:00:00+00:00",
+     1_700_000_000, None],
+)
+def test_an_event_time_that_is_not_an_aware_datetime_in_range_is_refused(when) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        ChangeEvent("x", "upsert", "n", None, "episodic", when, "a")
+    assert_typed(info.value, InvalidInputError)
+
+
+@pytest.mark.parametrize("limit", [0, True, 1.5, float("nan"), "3", None, MAX_LIMIT + 1, 10**400])
+async def test_hostile_read_limits(make, limit) -> None:
+    feed = make()
+    await feed.publish([event(0)])
+    with pytest.raises(InvalidInputError) as info:
+        await feed.read("0", limit=limit)
+    assert_typed(info.value, InvalidInputError)
+    assert len(await feed.read("0", limit=MAX_LIMIT)) == 1
+
+
+async def test_read_checks_the_position_first_and_latest_reads_nothing(make) -> None:
+    feed = make()
+    await feed.publish([event(0)])
+    with pytest.raises(InvalidStreamIdError):
+        await feed.read("abc", limit=0)  # both wrong: the position is reported on every feed
+    assert await feed.read("$") == []
+    assert await feed.read(None) == []  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [*NOT_TEXT, "", 5, b"ns"])
+async def test_hostile_subscription_filters(make, bad) -> None:
+    feed = make()
+    for kwargs in ({"namespace": bad}, {"exclude_origin": bad}):
+        with pytest.raises(InvalidInputError) as info:
+            feed.subscribe(**kwargs)
+        assert_typed(info.value, InvalidInputError)
+
+
+@pytest.mark.parametrize("limit", [0, True, 1.5, None])
+async def test_hostile_batch_sizes(make, limit) -> None:
+    feed = make()
+    await feed.publish([event(0)])
+    async with feed.subscribe(after="0") as sub:
+        with pytest.raises(InvalidInputError):
+            await sub.next_batch(limit)
+        assert [e.id for e in await sub.next_batch(10**400)] == ["rec-0"]  # more than available
+
+
+@pytest.mark.parametrize("maxlen", [0, -1, True, 1.5, "10", None, float("inf")])
+def test_hostile_maxlen(make, maxlen) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        make(maxlen=maxlen)
+    assert_typed(info.value, InvalidInputError)
+
+
+async def test_every_feed_trims_with_the_same_slack(make) -> None:
+    """``maxlen=10``: 1% is 0, so both feeds keep one extra event (the minimum slack) and trim
+    back to exactly 10 on the event after it."""
+    feed = make(maxlen=10)
+    sent = [p for i in range(11) for p in await feed.publish([event(i)])]
+    assert [e.position for e in await feed.read("0", limit=100)] == sent
+    sent += await feed.publish([event(11)])
+    assert [e.position for e in await feed.read("0", limit=100)] == sent[2:]
+    with pytest.raises(ChangeFeedGapError):
+        await feed.read(sent[0])
 
 
 # --- Redis specifics ------------------------------------------------------------------------
@@ -550,3 +652,16 @@ async def test_in_process_feed_trims_in_chunks_and_still_detects_every_gap() -> 
     with pytest.raises(ChangeFeedGapError):
         await feed.read(positions[1])
     assert all(e.position is not None and e.origin == "agent-a" for e in kept)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"prefix": "\ud800"}, {"prefix": None}, {"prefix": 5}, {"max_pending": 0}, {"max_pending": True},
+     {"reconnect_timeout": 0}, {"reconnect_timeout": float("nan")}, {"reconnect_timeout": float("inf")},
+     {"reconnect_timeout": "30"}, {"reconnect_timeout": 10**400}],
+)
+def test_redis_feed_configuration_is_checked(redis_client, kwargs) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        RedisChangeFeed(redis_client, **kwargs)
+    assert_typed(info.value, InvalidInputError)

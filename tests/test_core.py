@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from primitives import LambdaPrimitive, ParallelPrimitive, SequentialPrimitive, WorkflowContext, WorkflowPrimitive
-from primitives.errors import CompositionError
+from primitives.errors import CompositionError, InvalidInputError, InvalidInputTypeError
 
 
 class Append(WorkflowPrimitive[list, list]):
@@ -168,6 +168,21 @@ async def test_lambda_accepts_sync_async_and_context_taking_callables() -> None:
     assert LambdaPrimitive(aplus).name == "aplus"
     with pytest.raises(TypeError):
         LambdaPrimitive(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fn", "name", "error"),
+    [(42, None, InvalidInputTypeError), (None, None, InvalidInputTypeError),
+     (str, 5, InvalidInputTypeError), (str, b"n", InvalidInputTypeError), (str, "\ud800", InvalidInputError)],
+)
+def test_lambda_primitive_refuses_hostile_arguments_with_typed_errors(fn: Any, name: Any, error: type) -> None:
+    with pytest.raises(error):
+        LambdaPrimitive(fn, name=name)
+
+
+def test_lambda_primitive_names_are_kept_and_composed() -> None:
+    steps = LambdaPrimitive(str, name="\x00 step 🙂") >> LambdaPrimitive(str, name="")
+    assert repr(steps) == "\x00 step 🙂 >> str"
 
 
 def test_context_ids_are_unique_and_user_id_is_typed() -> None:

@@ -25,7 +25,9 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse, PlainTextResponse, Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
+from primitives.embeddings.base import Embedder  # noqa: E402
 from primitives.embeddings.config import embedder_from_env  # noqa: E402
+from primitives.embeddings.local import resolve_model_path  # noqa: E402
 from primitives.embeddings.openai_http import OpenAIEmbedder  # noqa: E402
 from primitives.errors import (  # noqa: E402
     AuthenticationFailedError,
@@ -33,6 +35,9 @@ from primitives.errors import (  # noqa: E402
     DimensionMismatchError,
     EmbedderUnavailableError,
     EmbeddingResponseError,
+    InvalidInputError,
+    InvalidInputTypeError,
+    PrimitivesError,
 )
 
 DIMS = 4
@@ -346,7 +351,7 @@ def test_the_endpoint_url(base_url: str, endpoint: str) -> None:
     [
         ({"base_url": "127.0.0.1:8100"}, "base_url must be an http(s):// URL"),
         ({"base_url": "ftp://host/v1"}, "base_url must be an http(s):// URL"),
-        ({"timeout": 0}, "timeout must be a number of seconds > 0"),
+        ({"timeout": 0}, "timeout must be a finite number > 0"),
         ({"encoding_format": "int8"}, "encoding_format must be 'float' or 'base64'"),
     ],
 )
@@ -354,6 +359,110 @@ def test_bad_construction_is_a_configuration_error(kwargs: dict[str, Any], messa
     args = {"base_url": "http://127.0.0.1:1/v1", "model": "m", "dims": 8, **kwargs}
     with pytest.raises(ConfigurationError, match=message.replace("(", r"\(").replace(")", r"\)")):
         OpenAIEmbedder(**args)
+
+
+# --- hostile input: typed errors, the same on every embedder, before any request -------------
+
+
+def assert_typed(exc: BaseException, cls: type[BaseException]) -> None:
+    assert isinstance(exc, cls) and isinstance(exc, PrimitivesError), repr(exc)
+    assert isinstance(exc, (ValueError, TypeError)), repr(exc)
+
+
+class _Echo(Embedder):
+    """An in-process embedder (no model, no network): the base class's checks alone."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{"model": "echo", "dims": DIMS, **kwargs})
+        self.batches: list[list[str]] = []
+
+    async def _embed_batch(self, texts: list[str]) -> list[list[float]]:
+        self.batches.append(texts)
+        return [vector(i) for i in range(len(texts))]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"timeout": float("nan")}, ConfigurationError),
+        ({"timeout": float("inf")}, ConfigurationError),
+        ({"timeout": 10**400}, ConfigurationError),
+        ({"timeout": True}, ConfigurationError),
+        ({"timeout": "30"}, ConfigurationError),
+        ({"timeout": None}, ConfigurationError),
+        ({"api_key": "é"}, ConfigurationError),
+        ({"api_key": "sk-\ntest"}, ConfigurationError),
+        ({"api_key": "sk-\x00"}, ConfigurationError),
+        ({"api_key": "\ud800"}, ConfigurationError),
+        ({"api_key": 5}, ConfigurationError),
+        ({"base_url": "http://127.0.0.1:1/v1/\ud800"}, ConfigurationError),
+        ({"base_url": "http://\ud800/v1"}, ConfigurationError),
+        ({"base_url": "http://h\x00st/v1"}, ConfigurationError),
+        ({"base_url": None}, ConfigurationError),
+        ({"model": ""}, InvalidInputError),
+        ({"model": "\ud800"}, InvalidInputError),
+        ({"model": 5}, InvalidInputTypeError),
+        ({"dims": 0}, InvalidInputError),
+        ({"dims": True}, InvalidInputTypeError),
+        ({"dims": 4.0}, InvalidInputTypeError),
+        ({"batch_size": 0}, InvalidInputError),
+        ({"batch_size": None}, InvalidInputTypeError),
+        ({"cache_size": -1}, InvalidInputError),
+        ({"cache_size": False}, InvalidInputTypeError),
+    ],
+)
+def test_hostile_construction(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    args = {"base_url": "http://127.0.0.1:1/v1", "model": "m", "dims": DIMS, **kwargs}
+    with pytest.raises(error) as info:
+        OpenAIEmbedder(**args)
+    assert_typed(info.value, error)
+    if error is not ConfigurationError:  # the base class's checks: every embedder refuses alike
+        with pytest.raises(error):
+            _Echo(**{k: v for k, v in kwargs.items()})
+
+
+@pytest.mark.parametrize(
+    ("texts", "error"),
+    [
+        (["\ud800"], InvalidInputError),
+        (["ok", "a\udfffb"], InvalidInputError),
+        (["ok", " \n"], InvalidInputError),
+        ([""], InvalidInputError),
+        ("one text", InvalidInputTypeError),
+        (b"bytes", InvalidInputTypeError),
+        (None, InvalidInputTypeError),
+        ({"a", "b"}, InvalidInputTypeError),
+        ((t for t in ["a"]), InvalidInputTypeError),
+        (["ok", b"x"], InvalidInputTypeError),
+        (["ok", 5], InvalidInputTypeError),
+        (["ok", None], InvalidInputTypeError),
+    ],
+)
+async def test_hostile_texts_are_refused_before_any_request(texts: Any, error: type[Exception]) -> None:
+    endpoint = Endpoint(lambda _, body: JSONResponse(good_body(body["input"])))
+    echo = _Echo()
+    async with client_for(endpoint) as embedder:
+        for target in (embedder, echo):
+            with pytest.raises(error) as info:
+                await target.embed(texts)
+            assert_typed(info.value, error)
+    assert endpoint.bodies == [] and echo.batches == []
+
+
+async def test_odd_but_valid_texts_are_sent_exactly() -> None:
+    odd = ["\x00", "a\x00b", "a\u2028b", "🙂\u200d🙂", "x" * 100_000, '"\\u0000"']
+    endpoint = Endpoint(lambda _, body: JSONResponse(good_body(body["input"])))
+    async with client_for(endpoint) as embedder:
+        assert len(await embedder.embed(odd)) == len(odd)
+        assert len(await embedder.embed(tuple(odd))) == len(odd)  # a tuple is a batch too (cached)
+    assert endpoint.bodies[0]["input"] == odd and len(endpoint.bodies) == 1
+
+
+@pytest.mark.parametrize("model", [5, None, "\ud800", "a\x00b", "no such model"])
+def test_a_local_model_name_that_cannot_be_one(model: Any) -> None:
+    with pytest.raises((EmbedderUnavailableError, InvalidInputTypeError)) as info:
+        resolve_model_path(model)
+    assert_typed(info.value, PrimitivesError)
 
 
 # --- embedder_from_env ---------------------------------------------------------------------

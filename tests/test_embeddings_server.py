@@ -26,8 +26,19 @@ import numpy as np  # noqa: E402
 
 from primitives.embeddings.base import Embedder  # noqa: E402
 from primitives.embeddings.openai_http import OpenAIEmbedder  # noqa: E402
-from primitives.embeddings.server import DEFAULT_MAX_BATCH, DEFAULT_MAX_TEXT_CHARS, running_server  # noqa: E402
-from primitives.errors import AuthenticationFailedError, ConfigurationError, EmbedderUnavailableError  # noqa: E402
+from primitives.embeddings.server import (  # noqa: E402
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_TEXT_CHARS,
+    create_app,
+    running_server,
+)
+from primitives.errors import (  # noqa: E402
+    AuthenticationFailedError,
+    ConfigurationError,
+    EmbedderUnavailableError,
+    InvalidInputError,
+    PrimitivesError,
+)
 
 KEY = "sk-local-test"
 DIMS = 384
@@ -335,3 +346,30 @@ def test_a_busy_port_is_a_configuration_error() -> None:
                 pass
     finally:
         taken.close()
+
+
+# --- hostile input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_batch": 0}, {"max_batch": True}, {"max_batch": 2.0}, {"max_text_chars": None},
+     {"max_body_bytes": -1}, {"max_body_bytes": float("inf")}, {"api_key": "é"}, {"api_key": "k\nx"},
+     {"api_key": "\ud800"}, {"api_key": 5}],
+)
+def test_hostile_server_options_are_typed_errors(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        create_app(_Failing(model="gone", dims=8), **kwargs)
+    assert isinstance(info.value, PrimitivesError) and isinstance(info.value, (ValueError, TypeError))
+
+
+@pytest.mark.parametrize("text", ["\\ud800", "ok\\udfff", "\\udc80x"])
+async def test_a_lone_surrogate_in_the_json_input_is_a_400_before_the_model(text: str) -> None:
+    with running_server(_Failing(model="gone", dims=8)) as base:  # the model would answer 503
+        response = await post(base, content=f'{{"input": ["ok", "{text}"], "model": "m"}}'.encode(),
+                              headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("input", "invalid_input")
+    assert "lone surrogate" in error["message"]
+

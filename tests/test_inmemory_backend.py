@@ -131,3 +131,14 @@ async def test_a_ttl_that_expires_on_arrival_replaces_and_leaves_nothing(clock: 
     assert await backend.get("x") is None
     assert (await backend.search("version")).hits == []
     assert len(backend._index) == 0
+
+
+async def test_a_repeated_topic_is_one_tag_and_survives_replace_and_delete() -> None:
+    """Found by the differential test: ("alice", "alice") as topics broke the index's removal."""
+    backend = InMemoryBackend()
+    await backend.add([MemoryRecord(text="plan", id="r", topics=("alice", "alice", "bob"))])
+    assert (await backend.get("r")).topics == ("alice", "alice", "bob")
+    assert await backend.count({"topics": "alice"}) == 1
+    await backend.add([MemoryRecord(text="plan two", id="r", topics=("alice",))])
+    assert await backend.delete(["r"]) == 1
+    assert await backend.count({"topics": "alice"}) == 0

@@ -18,8 +18,10 @@ from primitives.errors import (
     ConfigurationError,
     CorruptValueError,
     InvalidInputError,
+    InvalidInputTypeError,
     InvalidKeyError,
     InvalidTTLError,
+    PrimitivesError,
     SerializationError,
 )
 from primitives.redis_connection import connect
@@ -207,7 +209,11 @@ async def test_expire_sets_and_reports(harness: Harness) -> None:
     assert await store.get("thing", "x") is None
 
 
-@pytest.mark.parametrize("ttl", [0, -1, -0.5, float("nan"), float("inf"), True, False, "10", MAX_TTL * 10])
+@pytest.mark.parametrize(
+    "ttl",
+    [0, -1, -0.5, float("nan"), float("inf"), float("-inf"), True, False, "10", b"10", [10], MAX_TTL * 10,
+     MAX_TTL + 1, 2**63, 10**400, 1e308],
+)
 async def test_bad_ttl_is_refused_and_nothing_written(harness: Harness, ttl: Any) -> None:
     store = harness.make()
     with pytest.raises(InvalidTTLError):
@@ -283,9 +289,107 @@ async def test_delete_namespace_touches_only_that_namespace(harness: Harness) ->
     assert await victim.delete_namespace() == 0
 
 
+# -- hostile input: the same typed error on every implementation -----------------------------
+
+#: Strings that are odd but valid key parts: kept exactly, each its own key.
+ODD_BUT_VALID = [
+    "\x00", "a\x00b", "\t", "  ", "\r\n", "\u2028", "\ufeff", "\U0010ffff", "é" * 300, "x" * 5000, "%00",
+    "kv:", "\\*", "🙂\u200d🙂",
+]
+#: Strings UTF-8 cannot encode (lone surrogates): no store can write them.
+NOT_TEXT = ["\ud800", "a\udfffb", "\udc80"]
+
+
+def assert_typed(exc: BaseException, cls: type[BaseException]) -> None:
+    """``exc`` is the package's typed error ``cls``, a ValueError or TypeError, never a raw one."""
+    assert isinstance(exc, cls) and isinstance(exc, PrimitivesError), repr(exc)
+    assert isinstance(exc, (ValueError, TypeError)), repr(exc)
+
+
+async def test_odd_but_valid_key_parts_round_trip(harness: Harness) -> None:
+    store = harness.make()
+    for i, part in enumerate(ODD_BUT_VALID):
+        await store.set("thing", part, i)
+        await store.set(part, "id", -i)
+        await store.set("thing", "id", part, namespace=part)
+    assert await store.mget("thing", ODD_BUT_VALID) == list(range(len(ODD_BUT_VALID)))
+    for i, part in enumerate(ODD_BUT_VALID):
+        assert await store.get(part, "id") == -i
+        assert await store.get("thing", "id", namespace=part) == part
+        assert await store.delete_namespace(part) == 1
+
+
+@pytest.mark.parametrize("part", [*NOT_TEXT, "", True, 0, 1.5, float("nan"), 10**400, b"\xff"])
+async def test_a_part_that_cannot_be_a_key_is_an_invalid_key_error_everywhere(harness: Harness, part: Any) -> None:
+    store = harness.make()
+    calls = [
+        lambda: store.set("thing", part, 1),
+        lambda: store.set(part, "id", 1),
+        lambda: store.set("thing", "id", 1, namespace=part),
+        lambda: store.get("thing", part),
+        lambda: store.exists("thing", part),
+        lambda: store.delete("thing", part),
+        lambda: store.ttl("thing", part),
+        lambda: store.expire("thing", part, 10),
+        lambda: store.mget("thing", ["ok", part]),
+        lambda: store.mset("thing", {"ok": 1, part: 2}),
+        lambda: store.delete_namespace(part),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidKeyError) as info:
+            await call()
+        assert_typed(info.value, InvalidKeyError)
+    with pytest.raises(InvalidKeyError):
+        harness.make(namespace=part)
+    if part != "":  # an empty prefix is allowed
+        with pytest.raises(InvalidKeyError):
+            harness.make(prefix=part)
+    assert await store.mget("thing", ["ok", "id"]) == [None, None]  # nothing was written
+
+
+@pytest.mark.parametrize("ids", [None, "ab", b"ab", {"a", "b"}, {"a": 1}, (i for i in "ab"), 7])
+async def test_ids_that_are_not_a_list_are_refused(harness: Harness, ids: Any) -> None:
+    store = harness.make()
+    with pytest.raises(InvalidInputTypeError) as info:
+        await store.mget("thing", ids)
+    assert_typed(info.value, InvalidInputError)
+
+
+@pytest.mark.parametrize("values", [None, [("a", 1)], "ab", 7])
+async def test_values_that_are_not_a_mapping_are_refused(harness: Harness, values: Any) -> None:
+    store = harness.make()
+    with pytest.raises(InvalidInputTypeError) as info:
+        await store.mset("thing", values)
+    assert_typed(info.value, InvalidInputError)
+
+
+@pytest.mark.parametrize("nx", [1, 0, "yes", None, 1.0])
+async def test_nx_must_be_a_bool(harness: Harness, nx: Any) -> None:
+    store = harness.make()
+    with pytest.raises(InvalidInputTypeError):
+        await store.set("lock", "a", 1, nx=nx)
+    assert not await store.exists("lock", "a")
+
+
+@pytest.mark.parametrize("maxsize", [0, -1, True, 1.5, "10", None, float("inf")])
+def test_in_memory_maxsize_must_be_an_int_of_at_least_one(maxsize: Any) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        InMemoryKeyValueStore(maxsize=maxsize)
+    assert_typed(info.value, InvalidInputError)
+
+
+def test_one_max_ttl() -> None:
+    import primitives.validation
+
+    assert MAX_TTL is primitives.validation.MAX_TTL == 10**12
+
+
 # -- serialization ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value", [object(), {"a": {1, 2}}, float("nan"), {"x": [float("inf")]}, b"raw"])
+@pytest.mark.parametrize(
+    "value",
+    [object(), {"a": {1, 2}}, float("nan"), {"x": [float("inf")]}, b"raw", "\ud800", {"k": ["a\udfffb"]}, {"\ud800": 1}],
+)
 async def test_unserializable_value_is_refused_and_nothing_written(harness: Harness, value: Any) -> None:
     store = harness.make()
     with pytest.raises(SerializationError):

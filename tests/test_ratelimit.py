@@ -14,10 +14,16 @@ from typing import Any
 import pytest
 
 from primitives import LambdaPrimitive, WorkflowContext
-from primitives.errors import InvalidInputError, InvalidKeyError, RateLimitExceededError
+from primitives.errors import (
+    InvalidInputError,
+    InvalidKeyError,
+    PrimitivesError,
+    RateLimitExceededError,
+)
 from primitives.redis_connection import is_cluster
 from primitives.store.ratelimit import (
     ALGORITHMS,
+    MAX_WINDOW,
     RATE_LIMIT_STATE_KEY,
     BaseRateLimiter,
     InMemoryRateLimiter,
@@ -25,6 +31,7 @@ from primitives.store.ratelimit import (
     RateLimitResult,
 )
 from primitives.store.ratelimit_redis import RateLimiter
+from primitives.validation import MAX_COUNT
 
 HOSTILE_KEYS = ["*", "?", "[a-z]", "a:b", "{tag}", "}{", "a b", "line\nbreak", "ünï-🔑", "%2A"]
 
@@ -135,6 +142,119 @@ async def test_bad_cost(make, cost) -> None:
 def test_bad_configuration(make, kwargs) -> None:
     with pytest.raises(InvalidInputError):
         make(**kwargs)
+
+
+# --- hostile input: the same typed error on both implementations ------------------------------
+
+ODD_KEYS = ["\x00", "a\x00b", " ", "\t", "\u2028", "\ufeff", "🙂\u200d🙂", "k" * 5000, "%00"]
+NOT_TEXT = ["\ud800", "a\udfffb"]
+
+
+def assert_typed(exc: BaseException, cls: type[BaseException]) -> None:
+    assert isinstance(exc, cls) and isinstance(exc, PrimitivesError), repr(exc)
+    assert isinstance(exc, (ValueError, TypeError)), repr(exc)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+async def test_odd_keys_are_separate(make, algorithm) -> None:
+    limiter = make(limit=1, window=600, algorithm=algorithm)
+    for key in ODD_KEYS:
+        assert (await limiter.hit(key)).allowed, key
+    for key in ODD_KEYS:
+        assert not (await limiter.hit(key)).allowed, key
+    await limiter.reset("\x00")
+    assert (await limiter.hit("\x00")).allowed
+
+
+@pytest.mark.parametrize("key", [*NOT_TEXT, True, 0, 1.5, 10**400])
+async def test_a_key_that_cannot_be_stored_is_an_invalid_key_error(make, key) -> None:
+    limiter = make(limit=1, window=1)
+    for call in (limiter.hit(key), limiter.peek(key), limiter.reset(key)):
+        with pytest.raises(InvalidKeyError) as info:
+            await call
+        assert_typed(info.value, InvalidKeyError)
+
+
+@pytest.mark.parametrize("cost", [10**400, 4, float("nan"), float("inf"), None, [1]])
+async def test_hostile_cost(make, cost) -> None:
+    limiter = make(limit=3, window=1)
+    for call in (limiter.hit("k", cost=cost), limiter.peek("k", cost=cost)):
+        with pytest.raises(InvalidInputError) as info:
+            await call
+        assert_typed(info.value, InvalidInputError)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"limit": MAX_COUNT + 1, "window": 1},
+        {"limit": 10**30, "window": 1},
+        {"limit": 10**400, "window": 1},
+        {"limit": float("inf"), "window": 1},
+        {"limit": None, "window": 1},
+        {"limit": 1, "window": MAX_WINDOW * 2},
+        {"limit": 1, "window": 10**400},
+        {"limit": 1, "window": 1e300},
+        {"limit": 1, "window": float("-inf")},
+        {"limit": 1, "window": 0.0009},
+        {"limit": 1, "window": True},
+        {"limit": 1, "window": None},
+        {"limit": 1, "window": 1, "algorithm": ["fixed"]},
+        {"limit": 1, "window": 1, "algorithm": None},
+    ],
+)
+def test_hostile_configuration(make, kwargs) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        make(**kwargs)
+    assert_typed(info.value, InvalidInputError)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+async def test_the_largest_limit_and_window_work(make, algorithm) -> None:
+    huge = make(limit=MAX_COUNT, window=600, algorithm=algorithm)
+    first = await huge.hit("k", cost=5)
+    assert first.allowed and first.limit == MAX_COUNT
+    if algorithm == "gcra":  # the emission interval is far below a microsecond: a hit costs ~nothing
+        assert MAX_COUNT - 10 <= first.remaining <= MAX_COUNT
+    else:
+        assert first.remaining == MAX_COUNT - 5
+    if algorithm == "fixed":  # one counter (a sliding log keeps one entry per unit: not this many)
+        assert (await huge.hit("k", cost=MAX_COUNT - 5)).remaining == 0
+        assert not (await huge.peek("k")).allowed
+    long = make(limit=2, window=MAX_WINDOW, algorithm=algorithm)  # same prefix on Redis: other key
+    assert (await long.hit("long")).remaining == 1
+    assert (await long.hit("long")).remaining == 0
+    refused = await long.hit("long")
+    assert not refused.allowed and 0 < refused.retry_after <= MAX_WINDOW
+    await long.reset("long")
+    assert (await long.peek("long")).allowed
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+async def test_more_units_than_microseconds_per_window(make, algorithm) -> None:
+    """10 million units a second: the GCRA emission interval (0.1 µs) vanishes next to the
+    time in µs, so a hit moves nothing; Redis used to refuse the key's zero expiry."""
+    limiter = make(limit=10_000_000, window=1, algorithm=algorithm)
+    result = await limiter.hit("k")
+    assert result.allowed and 9_999_990 <= result.remaining <= 10_000_000
+
+
+@pytest.mark.parametrize("max_keys", [0, True, 1.5, None, "10"])
+def test_in_memory_max_keys_must_be_an_int_of_at_least_one(max_keys) -> None:
+    with pytest.raises(InvalidInputError):
+        InMemoryRateLimiter(limit=1, window=1, max_keys=max_keys)
+
+
+async def test_primitive_refuses_hostile_keys_and_costs(clock) -> None:
+    limiter = InMemoryRateLimiter(limit=2, window=60, clock=clock)
+    with pytest.raises(InvalidKeyError):
+        RateLimitPrimitive(limiter, key="\ud800")
+    with pytest.raises(InvalidInputError):
+        RateLimitPrimitive(limiter, key="k", cost=True)
+    with pytest.raises(InvalidInputError):
+        RateLimitPrimitive(limiter, key="k", cost=10**400)
+    with pytest.raises(InvalidKeyError):
+        await RateLimitPrimitive(limiter, key=lambda i, c: "a\udfffb").execute("x", WorkflowContext())
 
 
 # --- exact answers with the fake clock (in-process) ------------------------------------------
@@ -426,3 +546,11 @@ async def test_hammer_catches_a_non_atomic_limiter(redis_client) -> None:
     over = over_admissions("fixed", admitted, 10, 0.5)
     print(f"non-atomic fixed: {len(calls)} calls, {len(admitted)} admitted, over-admissions {over}")
     assert over > 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("prefix", ["\ud800", None, 5, b"p:"])
+def test_redis_prefix_must_be_text(redis_client, prefix) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        RateLimiter(redis_client, limit=1, window=1, prefix=prefix)
+    assert_typed(info.value, InvalidInputError)

@@ -15,13 +15,16 @@ import pytest
 from primitives.errors import (
     CorruptValueError,
     InvalidInputError,
+    InvalidInputTypeError,
     InvalidKeyError,
     InvalidTTLError,
+    PrimitivesError,
     SerializationError,
 )
 from primitives.redis_connection import connect
 from primitives.store.session import BaseSessionHistory, InMemorySessionHistory
 from primitives.store.session_redis import SessionHistory
+from primitives.validation import MAX_COUNT, MAX_LIMIT, MAX_TTL
 
 HOSTILE_IDS = ["*", "?", "[a-z]", "a:b", "{tag}", "}{", "a b", "line\nbreak", "ünï-💬", "%3A", "x]*?"]
 
@@ -247,6 +250,118 @@ def test_bad_namespace(make, namespace) -> None:
         make(namespace=namespace)
 
 
+# --- hostile input: the same typed error on both implementations ------------------------------
+
+#: Odd but valid session ids: kept exactly, each its own session.
+ODD_IDS = ["\x00", "a\x00b", " ", "\t", "\u2028", "\ufeff", "🙂\u200d🙂", "x" * 5000, "%00", "{", "}"]
+#: Strings UTF-8 cannot encode (lone surrogates).
+NOT_TEXT = ["\ud800", "a\udfffb"]
+
+
+def assert_typed(exc: BaseException, cls: type[BaseException]) -> None:
+    assert isinstance(exc, cls) and isinstance(exc, PrimitivesError), repr(exc)
+    assert isinstance(exc, (ValueError, TypeError)), repr(exc)
+
+
+async def test_odd_ids_and_text_round_trip(make) -> None:
+    history = make(namespace="\x00 ns 🙂")
+    for sid in ODD_IDS:
+        await history.append(sid, msg(f"\x00{sid}\u2028", role=" ", extra={"k\x00": ["\ufeff", None]}))
+    for sid in ODD_IDS:
+        (got,) = await history.read(sid)
+        assert (got["role"], got["content"], got["extra"]) == (" ", f"\x00{sid}\u2028", {"k\x00": ["\ufeff", None]})
+    assert await history.chain(await history.rotate(" ", "new\x00 ")) == [" ", "new\x00 "]
+
+
+@pytest.mark.parametrize("sid", [*NOT_TEXT, True, 0, 1.5, 10**400])
+async def test_an_id_that_cannot_be_a_key_is_an_invalid_key_error(make, sid) -> None:
+    history = make()
+    for call in (
+        history.append(sid, msg("x")),
+        history.read(sid),
+        history.clear(sid),
+        history.rotate(sid),
+        history.rotate("ok", sid),
+        history.chain(sid),
+    ):
+        with pytest.raises(InvalidKeyError) as info:
+            await call
+        assert_typed(info.value, InvalidKeyError)
+    with pytest.raises(InvalidKeyError):
+        make(namespace=sid)
+    assert await history.chain("ok") == ["ok"]  # the refused rotate left nothing behind
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        msg("\ud800"),
+        msg("x", role="\ud800"),
+        msg("x", extra="a\udfffb"),
+        msg("x", extra={"nested": ["\ud800"]}),
+        {"role": "user", "content": "x", "\ud800": 1},
+        msg("x", created_at="2024-01-01\ud800"),
+        msg("x", created_at=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))),  # before year 1 in UTC
+        msg("x", role=True),
+        msg(7),
+    ],
+)
+async def test_hostile_messages_raise_the_same_typed_error_and_write_nothing(make, bad) -> None:
+    history = make()
+    await history.append("s", msg("kept"))
+    with pytest.raises(InvalidInputError) as info:
+        await history.append("s", [msg("fine"), bad])
+    assert_typed(info.value, InvalidInputError)
+    assert [m["content"] for m in await history.read("s")] == ["kept"]
+
+
+@pytest.mark.parametrize("limit", [0, True, 1.5, float("nan"), "3", MAX_LIMIT + 1, 10**400, -(10**400)])
+async def test_hostile_limits_are_refused(make, limit) -> None:
+    history = make()
+    await history.append("s", msg("x"))
+    with pytest.raises(InvalidInputError) as info:
+        await history.read("s", limit=limit)
+    assert_typed(info.value, InvalidInputError)
+    with pytest.raises(InvalidInputError):
+        await history.chain("s", limit=limit)
+
+
+async def test_chain_limit_none_is_refused_and_the_largest_limits_work(make) -> None:
+    history = make()
+    with pytest.raises(InvalidInputTypeError):
+        await history.chain("s", limit=None)
+    await history.append("s", [msg("a"), msg("b")])
+    assert [m["content"] for m in await history.read("s", limit=MAX_LIMIT)] == ["a", "b"]
+    assert await history.chain("s", limit=MAX_LIMIT) == ["s"]
+
+
+@pytest.mark.parametrize("ttl", [float("-inf"), 2**63, 10**400, MAX_TTL + 1, 1e300, b"1", [1]])
+def test_hostile_ttl(make, ttl) -> None:
+    with pytest.raises(InvalidTTLError) as info:
+        make(ttl=ttl)
+    assert_typed(info.value, InvalidTTLError)
+
+
+@pytest.mark.parametrize("max_messages", [MAX_COUNT + 1, 10**30, 10**400, float("inf"), float("nan"), "3"])
+def test_hostile_max_messages(make, max_messages) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        make(max_messages=max_messages)
+    assert_typed(info.value, InvalidInputError)
+
+
+async def test_the_largest_max_messages_and_ttl_work(make) -> None:
+    history = make(max_messages=MAX_COUNT, ttl=MAX_TTL)
+    await history.append("s", [msg("a"), msg("b")])
+    assert [m["content"] for m in await history.read("s")] == ["a", "b"]
+    assert [m["content"] for m in await history.read("s", limit=1)] == ["b"]
+
+
+@pytest.mark.parametrize("max_sessions", [0, True, 1.5, None])
+def test_in_memory_max_sessions_must_be_an_int_of_at_least_one(max_sessions) -> None:
+    with pytest.raises(InvalidInputError):
+        InMemorySessionHistory(max_sessions=max_sessions)
+
+
 # --- in-process: sliding TTL with the fake clock ----------------------------------------------
 
 
@@ -402,3 +517,11 @@ async def test_redis_works_with_decode_responses(plain_redis_server) -> None:
         assert (await history.read("s"))[0]["content"] == "ünï"
     finally:
         await client.aclose()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("prefix", ["\ud800", None, 5, b"p:"])
+def test_redis_prefix_must_be_text(redis_client, prefix) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        SessionHistory(redis_client, prefix=prefix)
+    assert_typed(info.value, InvalidInputError)

@@ -8,6 +8,8 @@ from typing import Any
 
 from primitives.core.base import WorkflowPrimitive
 from primitives.core.context import WorkflowContext
+from primitives.errors import InvalidInputTypeError
+from primitives.validation import check_text
 
 __all__ = ["LambdaPrimitive"]
 
@@ -33,18 +35,23 @@ class LambdaPrimitive(WorkflowPrimitive[Any, Any]):
 
     Args:
         fn: The function to run.
-        name: The step's name for spans and ``repr``; defaults to ``fn.__name__``.
+        name: The step's name for spans and ``repr`` (a ``str``); ``fn.__name__`` when ``None``
+            or empty.
 
     Raises:
-        TypeError: ``fn`` is not callable.
+        InvalidInputTypeError: (also a ``TypeError``) ``fn`` is not callable, or ``name`` is
+            neither ``None`` nor a ``str``.
+        InvalidInputError: ``name`` has a lone surrogate.
     """
 
     def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
         if not callable(fn):
-            raise TypeError(f"LambdaPrimitive needs a callable, got {type(fn).__name__}")
+            raise InvalidInputTypeError(f"LambdaPrimitive needs a callable, got {type(fn).__name__}")
+        if name is not None:
+            name = check_text(name, "name")
         self._fn = fn
         self._with_context = _wants_context(fn)
-        self._name = name or getattr(fn, "__name__", type(fn).__name__)
+        self._name = name or str(getattr(fn, "__name__", type(fn).__name__))
 
     @property
     def name(self) -> str:

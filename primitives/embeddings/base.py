@@ -16,8 +16,17 @@ from dataclasses import dataclass
 from cachetools import LRUCache
 
 from primitives.errors import EmbeddingResponseError, InvalidInputError
+from primitives.validation import INPUT, check_int, check_items, check_text
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_CACHE_SIZE", "Embedder", "EmbedderStats", "check_texts", "normalize"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_CACHE_SIZE",
+    "Embedder",
+    "EmbedderStats",
+    "check_api_key",
+    "check_texts",
+    "normalize",
+]
 
 #: Texts sent to the model in one call, unless an implementation is given another size.
 DEFAULT_BATCH_SIZE = 64
@@ -41,28 +50,40 @@ class EmbedderStats:
     cache_hits: int = 0
 
 
-class _InvalidTextsError(InvalidInputError, TypeError):
-    pass
-
-
 def check_texts(texts: object) -> list[str]:
-    """Return ``texts`` as a list if it is a sequence of non-empty strings.
+    """Return ``texts`` as a list if it is a list or tuple (:func:`primitives.validation.check_items`)
+    of strings UTF-8 can encode (:func:`primitives.validation.check_text`), none empty or only
+    whitespace.
 
     Raises:
-        InvalidInputError: (also a ``TypeError``) ``texts`` is a ``str`` or not a sequence, or an
-            item is not a ``str``; (a ``ValueError``) an item is empty or only whitespace.
+        InvalidInputTypeError: (an ``InvalidInputError``, also a ``TypeError``) ``texts`` is not a
+            list or tuple (a ``str`` included), or an item is not a ``str``.
+        InvalidInputError: (a ``ValueError``) an item is empty, only whitespace, or has a lone
+            surrogate.
     """
-    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
-        raise _InvalidTextsError(
-            f"texts must be a list of str, got {type(texts).__name__}; wrap one text in a list"
-        )
-    out = list(texts)
+    out = list(check_items(texts, "texts"))
     for i, text in enumerate(out):
-        if not isinstance(text, str):
-            raise _InvalidTextsError(f"texts[{i}] must be a str, got {type(text).__name__}")
+        text = check_text(text, f"texts[{i}]")
         if not text.strip():
             raise InvalidInputError(f"texts[{i}] is empty; there is nothing to embed")
+        out[i] = text
     return out
+
+
+def check_api_key(api_key: object, *, errors: tuple[type, type] = INPUT) -> str | None:
+    """``api_key`` when it is ``None`` or a ``str`` of printable ASCII: it travels as the HTTP
+    header ``Authorization: Bearer <api_key>``, which holds nothing else (``""`` means none).
+
+    Raises:
+        The family's type error for a non-``str``; its value error for a key with a non-ASCII
+        or control character (a newline, NUL, ``"é"``, a lone surrogate).
+    """
+    if api_key is None:
+        return None
+    api_key = check_text(api_key, "api_key", errors=errors)
+    if not (api_key.isascii() and api_key.isprintable()):
+        raise errors[0]("api_key must be printable ASCII (it is sent as an HTTP header value)")
+    return api_key
 
 
 def normalize(vector: Sequence[float]) -> tuple[float, ...]:
@@ -77,12 +98,17 @@ class Embedder(ABC):
     """Async, batched text embedding with a bounded cache.
 
     Args:
-        model: Name of the model, as reported in outputs and stored with an index.
-        dims: Length of every vector the model returns.
-        batch_size: Most texts sent to the model in one call (>= 1).
-        cache_size: Most texts whose vectors are kept (0 turns the cache off).
+        model: Name of the model, as reported in outputs and stored with an index (a non-empty
+            ``str`` UTF-8 can encode).
+        dims: Length of every vector the model returns (an int >= 1).
+        batch_size: Most texts sent to the model in one call (an int >= 1).
+        cache_size: Most texts whose vectors are kept (an int >= 0; 0 turns the cache off).
 
     Vectors are L2-normalised, so cosine similarity is their dot product.
+
+    Raises:
+        InvalidInputError: an argument is not accepted (an ``InvalidInputTypeError``, also a
+            ``TypeError``, for a wrong type, a ``bool`` included).
     """
 
     def __init__(
@@ -93,11 +119,10 @@ class Embedder(ABC):
         batch_size: int = DEFAULT_BATCH_SIZE,
         cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
-        if not isinstance(model, str) or not model:
-            raise InvalidInputError(f"model must be a non-empty str, got {model!r}")
-        for name, value, low in (("dims", dims, 1), ("batch_size", batch_size, 1), ("cache_size", cache_size, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InvalidInputError(f"{name} must be an int >= {low}, got {value!r}")
+        model = check_text(model, "model", allow_empty=False)
+        check_int(dims, "dims", minimum=1)
+        check_int(batch_size, "batch_size", minimum=1)
+        check_int(cache_size, "cache_size", minimum=0)
         self._model = model
         self._dims = dims
         self._batch_size = batch_size
@@ -127,7 +152,8 @@ class Embedder(ABC):
         the rest go to the model in batches of ``batch_size``.
 
         Raises:
-            InvalidInputError: ``texts`` is not a list of non-empty strings.
+            InvalidInputError: ``texts`` is not a list or tuple of strings, none empty or only
+                whitespace, that UTF-8 can encode (see :func:`check_texts`).
             EmbeddingResponseError: the model returned the wrong number of vectors, vectors of
                 the wrong length, or values that are not finite numbers.
             EmbedderUnavailableError: the model or endpoint cannot be reached or loaded.

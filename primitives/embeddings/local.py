@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from primitives.embeddings.base import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_SIZE, Embedder
-from primitives.errors import EmbedderUnavailableError
+from primitives.errors import EmbedderUnavailableError, InvalidInputTypeError
+from primitives.validation import check_text
 
 __all__ = ["SentenceTransformerEmbedder", "DEFAULT_LOCAL_MODEL", "resolve_model_path"]
 
@@ -34,11 +35,19 @@ def resolve_model_path(model: str | os.PathLike[str]) -> Path:
     ``get_model_path()`` or its ``model/`` folder).
 
     Raises:
-        EmbedderUnavailableError: neither a directory nor an installed model package.
+        EmbedderUnavailableError: neither a directory nor an installed model package (a name
+            with a lone surrogate or a NUL included).
+        InvalidInputTypeError: ``model`` is neither a ``str`` nor a path.
     """
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    model = check_text(model, "model", errors=(EmbedderUnavailableError, InvalidInputTypeError))
     path = Path(model).expanduser()
-    if path.is_dir():
-        return path.resolve()
+    try:
+        if path.is_dir():
+            return path.resolve()
+    except ValueError:  # a NUL in the path: no such directory
+        pass
     name = str(model).replace("-", "_")
     if name.isidentifier():
         try:
@@ -91,6 +100,8 @@ class SentenceTransformerEmbedder(Embedder):
     Raises:
         EmbedderUnavailableError: the model cannot be found, or sentence-transformers is not
             installed (the message gives the pip command).
+        InvalidInputError: ``device``, ``name``, ``batch_size`` or ``cache_size`` is not
+            accepted (an ``InvalidInputTypeError``, also a ``TypeError``, for a wrong type).
     """
 
     def __init__(
@@ -103,7 +114,7 @@ class SentenceTransformerEmbedder(Embedder):
         name: str | None = None,
     ) -> None:
         self._path = resolve_model_path(model)
-        self._device = device
+        self._device = check_text(device, "device", allow_empty=False)
         self._model_obj: Any = None
         self._load_lock = threading.Lock()
         # one worker thread: torch keeps a thread pool per calling thread, and several pools

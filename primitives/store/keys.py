@@ -18,11 +18,15 @@ from typing import Final
 from urllib.parse import quote, unquote
 
 from primitives.errors import InvalidKeyError
+from primitives.validation import check_text
 
 __all__ = ["KeyScheme", "DEFAULT_PREFIX", "escape_part", "glob_escape"]
 
 #: The default prefix of every key-value store key.
 DEFAULT_PREFIX: Final = "kv:"
+
+#: Error family of a bad key part (value error, type error): both :class:`InvalidKeyError`.
+KEY_ERRORS: Final = (InvalidKeyError, InvalidKeyError)
 
 _GLOB_SPECIALS: Final = frozenset("*?[]\\")
 
@@ -31,17 +35,14 @@ def escape_part(part: object, what: str = "key part") -> str:
     """``part`` percent-encoded for a key (see the module docstring).
 
     Args:
-        part: A namespace, entity or id: a non-empty ``str``.
+        part: A namespace, entity or id: a non-empty ``str`` that UTF-8 can encode (checked with
+            :func:`primitives.validation.check_text`); any character is accepted and kept.
         what: How to name the part in the error message.
 
     Raises:
-        InvalidKeyError: ``part`` is not a ``str`` or is empty.
+        InvalidKeyError: ``part`` is not a ``str``, is empty, or has a lone surrogate.
     """
-    if type(part) is not str:
-        raise InvalidKeyError(f"{what} must be a str, got {type(part).__name__}")
-    if not part:
-        raise InvalidKeyError(f"{what} must not be empty")
-    return quote(part, safe="")
+    return quote(check_text(part, what, allow_empty=False, errors=KEY_ERRORS), safe="")
 
 
 def glob_escape(text: str) -> str:
@@ -62,15 +63,13 @@ class KeyScheme:
         prefix: Written in front of every key, as given. Default ``"kv:"``.
 
     Raises:
-        InvalidKeyError: ``prefix`` is not a ``str``.
+        InvalidKeyError: ``prefix`` is not a ``str`` or has a lone surrogate.
     """
 
     __slots__ = ("prefix",)
 
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
-        if type(prefix) is not str:
-            raise InvalidKeyError(f"key prefix must be a str, got {type(prefix).__name__}")
-        self.prefix = prefix
+        self.prefix = check_text(prefix, "key prefix", errors=KEY_ERRORS)
 
     def __repr__(self) -> str:
         return f"KeyScheme(prefix={self.prefix!r})"
@@ -79,23 +78,21 @@ class KeyScheme:
         """The Redis key of ``(namespace, entity, id)``.
 
         Raises:
-            InvalidKeyError: a part is not a non-empty ``str``.
+            InvalidKeyError: a part is not a non-empty ``str`` or has a lone surrogate.
         """
         if type(namespace) is not str or type(entity) is not str:
             # lru_cache would hash unhashable garbage before escape_part could name it
             escape_part(namespace, "namespace")
             escape_part(entity, "entity")
-        if type(id) is not str or not id:
-            escape_part(id, "id")
-        if id.isascii() and id.isalnum():  # nothing to encode: skip quote() (a hot path)
+        if type(id) is str and id.isascii() and id.isalnum():  # nothing to encode (a hot path)
             return _scope(self.prefix, namespace, entity) + id
-        return _scope(self.prefix, namespace, entity) + quote(id, safe="")
+        return _scope(self.prefix, namespace, entity) + escape_part(id, "id")
 
     def namespace_prefix(self, namespace: str) -> str:
         """Every key of ``namespace`` starts with this string.
 
         Raises:
-            InvalidKeyError: ``namespace`` is not a non-empty ``str``.
+            InvalidKeyError: ``namespace`` is not a non-empty ``str`` or has a lone surrogate.
         """
         return f"{self.prefix}{escape_part(namespace, 'namespace')}:"
 
@@ -103,7 +100,7 @@ class KeyScheme:
         """A ``SCAN MATCH`` pattern matching exactly the keys of ``namespace``.
 
         Raises:
-            InvalidKeyError: ``namespace`` is not a non-empty ``str``.
+            InvalidKeyError: ``namespace`` is not a non-empty ``str`` UTF-8 can encode.
         """
         return glob_escape(self.namespace_prefix(namespace)) + "*"
 

@@ -8,7 +8,8 @@ every part percent-encoded. Values go through a :class:`~primitives.store.serial
 mutated after ``set`` is not changed in the store.
 
 TTL convention: ``ttl`` is seconds (``int`` or ``float``), finite and ``> 0`` (at most
-:data:`MAX_TTL`); ``None`` means no expiry. Redis keeps it in milliseconds, rounded up.
+:data:`MAX_TTL`, the limit of :mod:`primitives.validation` re-exported here); ``None`` means no
+expiry. Redis keeps it in milliseconds, rounded up.
 :meth:`KeyValueStore.ttl` returns the seconds remaining, ``math.inf`` for a key without expiry and
 ``None`` for a missing key.
 """
@@ -23,31 +24,32 @@ from typing import Any, Final
 
 from cachetools import TLRUCache
 
-from primitives.errors import InvalidInputError, InvalidTTLError
+from primitives.errors import InvalidInputTypeError, InvalidTTLError
 from primitives.store.keys import DEFAULT_PREFIX, KeyScheme
 from primitives.store.serialization import Serializer
+from primitives.validation import MAX_TTL, check_bool, check_int, check_items
+from primitives.validation import check_ttl as _check_ttl
 
 __all__ = ["KeyValueStore", "InMemoryKeyValueStore", "MAX_TTL", "DEFAULT_NAMESPACE", "check_ttl"]
 
-#: The longest accepted ``ttl``, in seconds (10**12 s, about 31,700 years): well inside Redis's
-#: signed 64-bit millisecond expiry time.
-MAX_TTL: Final = 10**12
+# MAX_TTL, the longest accepted ttl (10**12 s, about 31,700 years: well inside Redis's signed
+# 64-bit millisecond expiry time), is primitives.validation.MAX_TTL, re-exported (one definition).
 #: The namespace a store uses when none is given at construction.
 DEFAULT_NAMESPACE: Final = "default"
+#: Error family of a bad ``ttl`` (value error, type error): both :class:`InvalidTTLError`.
+TTL_ERRORS: Final = (InvalidTTLError, InvalidTTLError)
 
 
-def check_ttl(ttl: object) -> float:
-    """``ttl`` as seconds, after checking it.
+def check_ttl(ttl: object, name: str = "ttl") -> float:
+    """``ttl`` as seconds, after checking it with :func:`primitives.validation.check_ttl`: a finite
+    number in ``(0, MAX_TTL]``; the store primitives mean "no expiry" by ``None``, not
+    ``math.inf``.
 
     Raises:
-        InvalidTTLError: ``ttl`` is a ``bool``, not an ``int``/``float``, NaN, infinite,
-            ``<= 0`` or above :data:`MAX_TTL`.
+        InvalidTTLError: ``ttl`` is ``None``, a ``bool``, not an ``int``/``float``, NaN, infinite,
+            ``<= 0`` or above :data:`MAX_TTL` (a huge ``int`` included).
     """
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise InvalidTTLError(f"ttl must be a number of seconds > 0, got {type(ttl).__name__} {ttl!r}")
-    if not (0 < ttl <= MAX_TTL):  # also false for NaN
-        raise InvalidTTLError(f"ttl must be seconds in (0, {MAX_TTL}], got {ttl!r}")
-    return float(ttl)
+    return _check_ttl(ttl, name, optional=False, infinite=False, errors=TTL_ERRORS)  # type: ignore[return-value]
 
 
 def ttl_ms(ttl: float) -> int:
@@ -68,7 +70,8 @@ class KeyValueStore(ABC):
         prefix: Written in front of every key. Default ``"kv:"``.
 
     Raises:
-        InvalidKeyError: ``namespace`` or ``prefix`` is not a non-empty ``str``.
+        InvalidKeyError: ``namespace`` is not a non-empty ``str`` UTF-8 can encode, or ``prefix``
+            is not a ``str`` it can encode.
     """
 
     def __init__(
@@ -116,7 +119,7 @@ class KeyValueStore(ABC):
         """The backend key of ``(namespace, entity, id)``; see :class:`KeyScheme`.
 
         Raises:
-            InvalidKeyError: a part is not a non-empty ``str``.
+            InvalidKeyError: a part is not a non-empty ``str`` UTF-8 can encode.
         """
         return self.keys.key(self.namespace if namespace is None else namespace, entity, id)
 
@@ -125,7 +128,7 @@ class KeyValueStore(ABC):
         ``null`` also reads as ``None``; :meth:`exists` tells them apart).
 
         Raises:
-            InvalidKeyError: a key part is not a non-empty ``str``.
+            InvalidKeyError: a key part is not a non-empty ``str`` UTF-8 can encode.
             CorruptValueError: the stored bytes cannot be decoded (left as they are).
         """
         data = await self._raw_get(self.key(entity, id, namespace=namespace))
@@ -155,20 +158,22 @@ class KeyValueStore(ABC):
             ``True`` when written; ``False`` only with ``nx=True`` when the key existed.
 
         Raises:
-            InvalidKeyError: a key part is not a non-empty ``str``.
+            InvalidKeyError: a key part is not a non-empty ``str`` UTF-8 can encode.
             InvalidTTLError: ``ttl`` is not seconds in ``(0, MAX_TTL]``.
+            InvalidInputTypeError: ``nx`` is not a ``bool``.
             SerializationError: ``value`` cannot be serialized; nothing was written.
         """
         key = self.key(entity, id, namespace=namespace)
         if ttl is not None:
             ttl = check_ttl(ttl)
+        check_bool(nx, "nx")
         return await self._raw_set(key, self.serializer.dumps(value), ttl, nx)
 
     async def delete(self, entity: str, id: str, *, namespace: str | None = None) -> bool:
         """Remove the key. Returns whether it existed.
 
         Raises:
-            InvalidKeyError: a key part is not a non-empty ``str``.
+            InvalidKeyError: a key part is not a non-empty ``str`` UTF-8 can encode.
         """
         return await self._raw_delete(self.key(entity, id, namespace=namespace))
 
@@ -176,7 +181,7 @@ class KeyValueStore(ABC):
         """Whether the key exists (and has not expired).
 
         Raises:
-            InvalidKeyError: a key part is not a non-empty ``str``.
+            InvalidKeyError: a key part is not a non-empty ``str`` UTF-8 can encode.
         """
         return await self._raw_exists(self.key(entity, id, namespace=namespace))
 
@@ -184,7 +189,7 @@ class KeyValueStore(ABC):
         """Set the key to expire ``ttl`` seconds from now. Returns ``False`` when it does not exist.
 
         Raises:
-            InvalidKeyError: a key part is not a non-empty ``str``.
+            InvalidKeyError: a key part is not a non-empty ``str`` UTF-8 can encode.
             InvalidTTLError: ``ttl`` is not seconds in ``(0, MAX_TTL]``.
         """
         key = self.key(entity, id, namespace=namespace)
@@ -195,7 +200,7 @@ class KeyValueStore(ABC):
         without an expiry; ``None`` when it does not exist.
 
         Raises:
-            InvalidKeyError: a key part is not a non-empty ``str``.
+            InvalidKeyError: a key part is not a non-empty ``str`` UTF-8 can encode.
         """
         return await self._raw_ttl(self.key(entity, id, namespace=namespace))
 
@@ -206,12 +211,12 @@ class KeyValueStore(ABC):
         per node holding some of the keys.
 
         Raises:
-            InvalidKeyError: an id is not a non-empty ``str``, or ``ids`` is a ``str``.
+            InvalidKeyError: an id is not a non-empty ``str`` UTF-8 can encode.
+            InvalidInputError: ``ids`` is not a list or tuple (a ``str`` included; an
+                ``InvalidInputTypeError``, also a ``TypeError``).
             CorruptValueError: a stored value cannot be decoded.
         """
-        if isinstance(ids, (str, bytes)):
-            raise InvalidInputError("ids must be a sequence of str, not a single str")
-        keys = [self.key(entity, i, namespace=namespace) for i in ids]
+        keys = [self.key(entity, i, namespace=namespace) for i in check_items(ids, "ids")]
         if not keys:
             return []
         loads = self.serializer.loads
@@ -233,12 +238,18 @@ class KeyValueStore(ABC):
         across nodes.
 
         Raises:
-            InvalidKeyError: an id is not a non-empty ``str``.
+            InvalidKeyError: an id is not a non-empty ``str`` UTF-8 can encode.
             InvalidTTLError: ``ttl`` is not seconds in ``(0, MAX_TTL]``.
+            InvalidInputError: ``values`` is not a mapping (an ``InvalidInputTypeError``, also a
+                ``TypeError``).
             SerializationError: a value cannot be serialized; nothing was written.
         """
         if ttl is not None:
             ttl = check_ttl(ttl)
+        if not isinstance(values, Mapping):
+            raise InvalidInputTypeError(
+                f"values must be a mapping of id to value, got {type(values).__name__}"
+            )
         dumps = self.serializer.dumps
         items = {self.key(entity, i, namespace=namespace): dumps(v) for i, v in values.items()}
         if items:
@@ -253,7 +264,7 @@ class KeyValueStore(ABC):
         touched.
 
         Raises:
-            InvalidKeyError: ``namespace`` is not a non-empty ``str``.
+            InvalidKeyError: ``namespace`` is not a non-empty ``str`` UTF-8 can encode.
         """
         return await self._raw_delete_prefix(self.namespace if namespace is None else namespace)
 
@@ -268,8 +279,10 @@ class InMemoryKeyValueStore(KeyValueStore):
         namespace, serializer, prefix: As for :class:`KeyValueStore`.
 
     Raises:
-        InvalidInputError: ``maxsize`` < 1.
-        InvalidKeyError: ``namespace`` or ``prefix`` is not a non-empty ``str``.
+        InvalidInputError: ``maxsize`` is not an int >= 1 (an ``InvalidInputTypeError``, also a
+            ``TypeError``, for a non-``int`` or a ``bool``).
+        InvalidKeyError: ``namespace`` is not a non-empty ``str`` UTF-8 can encode, or ``prefix``
+            is not a ``str`` it can encode.
     """
 
     def __init__(
@@ -282,8 +295,7 @@ class InMemoryKeyValueStore(KeyValueStore):
         prefix: str = DEFAULT_PREFIX,
     ) -> None:
         super().__init__(namespace=namespace, serializer=serializer, prefix=prefix)
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
-            raise InvalidInputError(f"maxsize must be an int >= 1, got {maxsize!r}")
+        maxsize = check_int(maxsize, "maxsize", minimum=1)
         self._clock = clock
         # value = (bytes, absolute expiry in clock seconds or inf)
         self._cache: TLRUCache[str, tuple[bytes, float]] = TLRUCache(

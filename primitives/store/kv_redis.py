@@ -46,7 +46,8 @@ class RedisKeyValueStore(KeyValueStore):
 
     Raises:
         ConfigurationError: the client decodes responses to ``str``.
-        InvalidKeyError: ``namespace`` or ``prefix`` is not a non-empty ``str``.
+        InvalidKeyError: ``namespace`` is not a non-empty ``str`` UTF-8 can encode, or ``prefix``
+            is not a ``str`` it can encode.
 
     Every Redis failure goes through :func:`~primitives.redis_connection.redis_errors_mapped`, so
     the methods also raise ``BackendUnavailableError``, ``AuthenticationFailedError`` and

@@ -39,10 +39,13 @@ from opentelemetry import metrics, trace
 
 from primitives.core.context import WorkflowContext
 from primitives.core.instrumented import InstrumentedPrimitive
-from primitives.errors import InvalidInputError, InvalidKeyError, RateLimitExceededError
+from primitives.errors import InvalidInputError, RateLimitExceededError
+from primitives.store.keys import KEY_ERRORS
+from primitives.validation import MAX_COUNT, check_int, check_number, check_text
 
 __all__ = [
     "ALGORITHMS",
+    "MAX_WINDOW",
     "RATE_LIMIT_STATE_KEY",
     "Algorithm",
     "BaseRateLimiter",
@@ -56,6 +59,11 @@ Algorithm = Literal["fixed", "sliding", "gcra"]
 ALGORITHMS: tuple[str, ...] = ("fixed", "sliding", "gcra")
 #: ``context.state`` key where :class:`RateLimitPrimitive` leaves the last :class:`RateLimitResult`.
 RATE_LIMIT_STATE_KEY = "rate_limit"
+#: The longest ``window``, in seconds (10**9 s, about 31.7 years). The Redis scripts hold times in
+#: microseconds as Lua numbers (doubles), exact up to 2**53 µs (about 285 years); a window this
+#: long keeps ``now + 2 * window`` below that for two centuries, so both twins compute the same
+#: answers to the microsecond.
+MAX_WINDOW = 10**9
 
 _US = 1_000_000
 
@@ -80,44 +88,42 @@ class RateLimitResult:
 
 
 def check_key(key: object) -> str:
-    if not isinstance(key, str) or not key:
-        raise InvalidKeyError(f"a rate-limit key must be a non-empty str, got {key!r}")
-    return key
+    """``key`` when it is a non-empty ``str`` that UTF-8 can encode (any character is kept);
+    else :class:`~primitives.errors.InvalidKeyError`."""
+    return check_text(key, "rate-limit key", allow_empty=False, errors=KEY_ERRORS)
+
+
+def check_cost(cost: object, limit: int) -> int:
+    """``cost`` when it is an int in ``1..limit``; else :class:`InvalidInputError` (an
+    ``InvalidInputTypeError``, also a ``TypeError``, for a non-int or a ``bool``)."""
+    return check_int(cost, "cost", minimum=1, maximum=limit)
 
 
 class BaseRateLimiter(ABC):
     """The rate-limiter interface shared by the Redis and in-process implementations.
 
     Args (of every implementation):
-        limit: Units admitted per ``window`` (an int >= 1).
-        window: Seconds (>= 0.001, finite).
+        limit: Units admitted per ``window``: an int in ``[1, MAX_COUNT]`` (2**53 - 1, the
+            largest count the Redis scripts' numbers hold exactly).
+        window: Seconds, finite, in ``[0.001, MAX_WINDOW]`` (10**9).
         algorithm: ``"fixed"``, ``"sliding"`` (default) or ``"gcra"``; see the module doc.
 
     Raises:
-        InvalidInputError: ``limit``, ``window`` or ``algorithm`` is not accepted.
+        InvalidInputError: ``limit``, ``window`` or ``algorithm`` is not accepted (an
+            ``InvalidInputTypeError``, also a ``TypeError``, for a non-number or a ``bool``).
     """
 
     def __init__(self, *, limit: int, window: float, algorithm: Algorithm = "sliding") -> None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidInputError(f"limit must be an int >= 1, got {limit!r}")
-        if (
-            isinstance(window, bool)
-            or not isinstance(window, (int, float))
-            or not math.isfinite(window)
-            or window < 0.001
-        ):
-            raise InvalidInputError(f"window must be a finite number of seconds >= 0.001, got {window!r}")
+        self.limit = check_int(limit, "limit", minimum=1, maximum=MAX_COUNT)
+        self.window = check_number(window, "window", minimum=0.001, maximum=MAX_WINDOW)
         if algorithm not in ALGORITHMS:
             raise InvalidInputError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-        self.limit = limit
-        self.window = float(window)
         self.algorithm: Algorithm = algorithm
         self._window_us = round(self.window * _US)
 
     def _check(self, key: object, cost: object) -> None:
         check_key(key)
-        if isinstance(cost, bool) or not isinstance(cost, int) or not 1 <= cost <= self.limit:
-            raise InvalidInputError(f"cost must be an int in 1..limit ({self.limit}), got {cost!r}")
+        check_cost(cost, self.limit)
 
     def _result(self, allowed: int, remaining: int, retry_us: int, reset_us: int) -> RateLimitResult:
         return RateLimitResult(
@@ -139,7 +145,7 @@ class BaseRateLimiter(ABC):
             cost: Units this call uses, ``1..limit``.
 
         Raises:
-            InvalidKeyError: ``key`` is empty or not a ``str``.
+            InvalidKeyError: ``key`` is empty, not a ``str``, or has a lone surrogate.
             InvalidInputError: ``cost`` is not an int in ``1..limit``.
         """
 
@@ -152,7 +158,7 @@ class BaseRateLimiter(ABC):
         """Forget ``key``'s usage: its next hit sees the full ``limit``.
 
         Raises:
-            InvalidKeyError: ``key`` is empty or not a ``str``.
+            InvalidKeyError: ``key`` is empty, not a ``str``, or has a lone surrogate.
         """
 
     async def aclose(self) -> None:
@@ -172,7 +178,8 @@ class InMemoryRateLimiter(BaseRateLimiter):
         max_keys: Keys tracked at once (default 100,000).
 
     Raises:
-        InvalidInputError: ``limit``, ``window``, ``algorithm`` or ``max_keys`` is not accepted.
+        InvalidInputError: ``limit``, ``window``, ``algorithm`` or ``max_keys`` (an int >= 1) is
+            not accepted.
     """
 
     def __init__(
@@ -185,8 +192,7 @@ class InMemoryRateLimiter(BaseRateLimiter):
         max_keys: int = 100_000,
     ) -> None:
         super().__init__(limit=limit, window=window, algorithm=algorithm)
-        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
-            raise InvalidInputError(f"max_keys must be an int >= 1, got {max_keys!r}")
+        max_keys = check_int(max_keys, "max_keys", minimum=1)
         self._clock = clock
         # value = (state, expires_us); the entry disappears when the state has fully reset.
         self._state: TLRUCache[str, tuple[Any, int]] = TLRUCache(
@@ -288,8 +294,7 @@ class RateLimitPrimitive(InstrumentedPrimitive[Any, Any]):
         super().__init__(tracer_provider=tracer_provider, meter_provider=meter_provider)
         if not callable(key):
             check_key(key)
-        if isinstance(cost, bool) or not isinstance(cost, int) or not 1 <= cost <= limiter.limit:
-            raise InvalidInputError(f"cost must be an int in 1..limit ({limiter.limit}), got {cost!r}")
+        check_cost(cost, limiter.limit)
         self.limiter = limiter
         self.key = key
         self.cost = cost

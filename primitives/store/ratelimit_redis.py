@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from primitives.errors import InvalidInputError
 from primitives.redis_connection import RedisClient, redis_errors_mapped
 from primitives.store.ratelimit import (
     Algorithm,
@@ -28,6 +27,7 @@ from primitives.store.ratelimit import (
     RateLimitResult,
     check_key,
 )
+from primitives.validation import check_text
 
 __all__ = ["DEFAULT_RATE_LIMIT_PREFIX", "RateLimiter"]
 
@@ -95,7 +95,8 @@ end
 if dry then
   return {1, math.floor((w - (new_tat - now)) / interval + 1e-9), 0, tat - now}
 end
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+-- at least 1 ms: with more units than microseconds per window, new_tat can equal now
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.max(1, math.ceil((new_tat - now) / 1000)))
 return {1, math.floor((w - (new_tat - now)) / interval + 1e-9), 0, new_tat - now}
 """
 
@@ -109,11 +110,12 @@ class RateLimiter(BaseRateLimiter):
 
     Args:
         client: A ``redis.asyncio.Redis`` or ``RedisCluster`` the caller owns (and closes).
-        limit: Units admitted per ``window`` (an int >= 1).
-        window: Seconds (>= 0.001); applied in microseconds (``sliding``, ``gcra``) or whole
-            milliseconds rounded up (``fixed``, ``PEXPIRE``).
+        limit: Units admitted per ``window`` (an int in ``[1, MAX_COUNT]``).
+        window: Seconds in ``[0.001, MAX_WINDOW]``; applied in microseconds (``sliding``,
+            ``gcra``) or whole milliseconds rounded up (``fixed``, ``PEXPIRE``).
         algorithm: ``"fixed"``, ``"sliding"`` (default) or ``"gcra"``.
-        prefix: Prepended to every key (default ``"primitives:ratelimit:"``); not escaped.
+        prefix: Prepended to every key (default ``"primitives:ratelimit:"``); not escaped (any
+            ``str`` that UTF-8 can encode).
 
     Raises:
         InvalidInputError: ``limit``, ``window``, ``algorithm`` or ``prefix`` is not accepted.
@@ -133,17 +135,15 @@ class RateLimiter(BaseRateLimiter):
         prefix: str = DEFAULT_RATE_LIMIT_PREFIX,
     ) -> None:
         super().__init__(limit=limit, window=window, algorithm=algorithm)
-        if not isinstance(prefix, str):
-            raise InvalidInputError(f"prefix must be a str, got {type(prefix).__name__}")
         self._client = client
-        self._prefix = prefix
+        self._prefix = check_text(prefix, "prefix")
         self._script = client.register_script(_SCRIPTS[algorithm])
 
     def keys(self, key: str) -> list[str]:
         """The Redis keys holding ``key``'s state (one, or two for ``sliding``).
 
         Raises:
-            InvalidKeyError: ``key`` is empty or not a ``str``.
+            InvalidKeyError: ``key`` is empty, not a ``str``, or has a lone surrogate.
         """
         base = f"{self._prefix}{self.algorithm}:{{{quote(check_key(key), safe='')}}}"
         return [base, f"{base}:seq"] if self.algorithm == "sliding" else [base]

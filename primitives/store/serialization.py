@@ -42,10 +42,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import zlib
 from typing import Any, Final, Literal
 
 from primitives.errors import ConfigurationError, CorruptValueError, SerializationError
+from primitives.validation import check_int
 
 __all__ = [
     "Serializer",
@@ -69,6 +71,8 @@ _JSON: Final = 1
 _MSGPACK: Final = 2
 _CODES: Final = {"json": _JSON, "msgpack": _MSGPACK}
 _ZLIB_LEVEL: Final = 6
+#: Error family of a bad constructor argument (value error, type error): a configuration error.
+_CONFIG_ERRORS: Final = (ConfigurationError, ConfigurationError)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -101,7 +105,8 @@ class Serializer:
 
     Raises:
         ConfigurationError: an unknown ``format``, ``msgpack`` without the package installed, or a
-            negative ``compress_threshold`` / non-positive ``max_decompressed_size``.
+            ``compress_threshold`` that is not ``None`` or an int >= 0, or a
+            ``max_decompressed_size`` that is not an int in ``[1, sys.maxsize]``.
     """
 
     __slots__ = ("format", "compress_threshold", "max_decompressed_size", "_header", "_encode")
@@ -113,16 +118,18 @@ class Serializer:
         compress_threshold: int | None = DEFAULT_COMPRESS_THRESHOLD,
         max_decompressed_size: int = DEFAULT_MAX_DECOMPRESSED_SIZE,
     ) -> None:
-        if format not in _CODES:
+        if not isinstance(format, str) or format not in _CODES:
             raise ConfigurationError(f"serialization format must be 'json' or 'msgpack', got {format!r}")
         if format == "msgpack":
             _msgpack()
-        if compress_threshold is not None and (
-            isinstance(compress_threshold, bool) or not isinstance(compress_threshold, int) or compress_threshold < 0
-        ):
-            raise ConfigurationError(f"compress_threshold must be an int >= 0 or None, got {compress_threshold!r}")
-        if isinstance(max_decompressed_size, bool) or not isinstance(max_decompressed_size, int) or max_decompressed_size < 1:
-            raise ConfigurationError(f"max_decompressed_size must be an int >= 1, got {max_decompressed_size!r}")
+        if compress_threshold is not None:
+            compress_threshold = check_int(
+                compress_threshold, "compress_threshold", minimum=0, errors=_CONFIG_ERRORS
+            )
+        max_decompressed_size = check_int(  # zlib takes a C ssize_t
+            max_decompressed_size, "max_decompressed_size", minimum=1, maximum=sys.maxsize,
+            errors=_CONFIG_ERRORS,
+        )
         self.format: SerializationFormat = format
         self.compress_threshold = math.inf if compress_threshold is None else compress_threshold
         self.max_decompressed_size = max_decompressed_size

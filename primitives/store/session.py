@@ -35,9 +35,17 @@ from cachetools import TTLCache
 from primitives.errors import (
     CorruptValueError,
     InvalidInputError,
-    InvalidKeyError,
-    InvalidTTLError,
     SerializationError,
+)
+from primitives.store.keys import KEY_ERRORS
+from primitives.store.kv import TTL_ERRORS
+from primitives.validation import (
+    MAX_COUNT,
+    check_aware_datetime,
+    check_int,
+    check_limit,
+    check_text,
+    check_ttl,
 )
 
 __all__ = [
@@ -57,33 +65,15 @@ DEFAULT_CHAIN_LIMIT = 1_000
 
 
 def check_session_id(session_id: object, what: str = "session_id") -> str:
-    """``session_id`` itself when it is a non-empty ``str``; else :class:`InvalidKeyError`."""
-    if not isinstance(session_id, str) or not session_id:
-        raise InvalidKeyError(f"{what} must be a non-empty str, got {session_id!r}")
-    return session_id
+    """``session_id`` when it is a non-empty ``str`` that UTF-8 can encode (any character is
+    kept: separators, whitespace, braces); else :class:`InvalidKeyError`."""
+    return check_text(session_id, what, allow_empty=False, errors=KEY_ERRORS)
 
 
-def check_ttl(ttl: object) -> float | None:
-    """``ttl`` as float seconds (``None`` = never expires); :class:`InvalidTTLError` unless > 0."""
-    if ttl is None:
-        return None
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl) or ttl <= 0:
-        raise InvalidTTLError(f"ttl must be a finite number of seconds > 0 or None, got {ttl!r}")
-    return float(ttl)
-
-
-def check_max_messages(max_messages: object) -> int:
-    if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
-        raise InvalidInputError(f"max_messages must be an int >= 1, got {max_messages!r}")
-    return max_messages
-
-
-def check_limit(limit: object, what: str = "limit") -> int | None:
-    if limit is None:
-        return None
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise InvalidInputError(f"{what} must be an int >= 1 or None, got {limit!r}")
-    return limit
+def check_read_limit(limit: object) -> int | None:
+    """``limit`` of :meth:`BaseSessionHistory.read`: ``None`` (every kept message) or an int in
+    ``[1, MAX_LIMIT]`` (:func:`primitives.validation.check_limit`)."""
+    return None if limit is None else check_limit(limit)
 
 
 def utc_iso(ts: float) -> str:
@@ -97,7 +87,8 @@ def encode_messages(messages: Mapping[str, Any] | Iterable[Mapping[str, Any]], n
     Raises:
         InvalidInputError: ``messages`` is not a mapping or an iterable of mappings; a ``role``
             is not a non-empty ``str``; ``content`` is not a ``str``; a field name is not a
-            ``str``; ``created_at`` is not a ``str`` or a timezone-aware ``datetime``.
+            ``str``; ``created_at`` is not a ``str`` or a timezone-aware ``datetime``; a string
+            anywhere in the message has a lone surrogate (UTF-8 cannot encode it).
         SerializationError: An extra field cannot be encoded as JSON (objects, ``NaN``, ...).
     """
     if isinstance(messages, Mapping):
@@ -114,26 +105,23 @@ def encode_messages(messages: Mapping[str, Any] | Iterable[Mapping[str, Any]], n
         body = dict(message)
         if any(not isinstance(k, str) for k in body):
             raise InvalidInputError(f"message {i} has a field name that is not a str: {list(body)!r}")
-        role, content = body.get("role"), body.get("content")
-        if not isinstance(role, str) or not role:
-            raise InvalidInputError(f"message {i}: role must be a non-empty str, got {role!r}")
-        if not isinstance(content, str):
-            raise InvalidInputError(f"message {i}: content must be a str, got {type(content).__name__}")
+        check_text(body.get("role"), f"message {i}: role", allow_empty=False)
+        check_text(body.get("content"), f"message {i}: content")
         created = body.get("created_at")
         if created is None:
             body["created_at"] = stamp
         elif isinstance(created, datetime):
-            if created.tzinfo is None:
-                raise InvalidInputError(f"message {i}: created_at must be timezone-aware")
-            body["created_at"] = created.astimezone(UTC).isoformat(timespec="microseconds")
+            when = check_aware_datetime(created, f"message {i}: created_at")
+            body["created_at"] = when.isoformat(timespec="microseconds")
         elif not isinstance(created, str):
             raise InvalidInputError(
                 f"message {i}: created_at must be an ISO 8601 str or an aware datetime, got {created!r}"
             )
         try:
-            encoded.append(json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")))
+            text = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
             raise SerializationError(f"message {i} is not JSON-serializable: {exc}") from exc
+        encoded.append(check_text(text, f"message {i}"))  # a lone surrogate in any field
     return encoded
 
 
@@ -154,11 +142,11 @@ class BaseSessionHistory(ABC):
     Args (of every implementation):
         namespace: Separates applications sharing one store; sessions of different namespaces
             never see each other. Default ``"default"``.
-        max_messages: Messages kept per session (``>= 1``, default 100); an append that goes over
-            drops the oldest, in the same atomic step.
-        ttl: Seconds of inactivity after which a session (messages and links) expires; ``None``
-            keeps sessions forever. Default one day. Refreshed by ``append``, ``read`` and
-            ``rotate``.
+        max_messages: Messages kept per session (an int in ``[1, MAX_COUNT]``, 2**53 - 1; default
+            100); an append that goes over drops the oldest, in the same atomic step.
+        ttl: Seconds of inactivity after which a session (messages and links) expires, finite,
+            in ``(0, MAX_TTL]`` (10**12); ``None`` keeps sessions forever. Default one day.
+            Refreshed by ``append``, ``read`` and ``rotate``.
         clock: Seconds since the epoch; stamps ``created_at`` / ``updated_at`` (and, in process,
             drives expiry). ``time.time`` by default.
     """
@@ -172,8 +160,8 @@ class BaseSessionHistory(ABC):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.namespace = check_session_id(namespace, "namespace")
-        self.max_messages = check_max_messages(max_messages)
-        self.ttl = check_ttl(ttl)
+        self.max_messages = check_int(max_messages, "max_messages", minimum=1, maximum=MAX_COUNT)
+        self.ttl = check_ttl(ttl, optional=True, infinite=False, errors=TTL_ERRORS)
         self._clock = clock
 
     @abstractmethod
@@ -189,7 +177,7 @@ class BaseSessionHistory(ABC):
             iterable writes nothing and returns ``[]``.
 
         Raises:
-            InvalidKeyError: ``session_id`` is empty or not a ``str``.
+            InvalidKeyError: ``session_id`` is empty, not a ``str``, or has a lone surrogate.
             InvalidInputError: A message is not a mapping with a non-empty ``str`` ``role`` and a
                 ``str`` ``content`` (see :func:`encode_messages`); nothing is written.
             SerializationError: An extra field is not JSON-serializable; nothing is written.
@@ -202,8 +190,9 @@ class BaseSessionHistory(ABC):
         Refreshes the session's TTL. An unknown or expired session reads as ``[]``.
 
         Raises:
-            InvalidKeyError: ``session_id`` is empty or not a ``str``.
-            InvalidInputError: ``limit`` is not an int >= 1 or ``None``.
+            InvalidKeyError: ``session_id`` is empty, not a ``str``, or has a lone surrogate.
+            InvalidInputError: ``limit`` is not ``None`` or an int in ``[1, MAX_LIMIT]``
+                (10,000; an ``InvalidInputTypeError``, also a ``TypeError``, for a non-int).
             CorruptValueError: A stored message is not a JSON object.
         """
 
@@ -212,7 +201,7 @@ class BaseSessionHistory(ABC):
         """Delete the session's messages. Its links (``prev`` / ``next``) stay until they expire.
 
         Raises:
-            InvalidKeyError: ``session_id`` is empty or not a ``str``.
+            InvalidKeyError: ``session_id`` is empty, not a ``str``, or has a lone surrogate.
         """
 
     @abstractmethod
@@ -226,7 +215,7 @@ class BaseSessionHistory(ABC):
             new_session_id: The id to use; a random 32-hex-digit id when ``None``.
 
         Raises:
-            InvalidKeyError: An id is empty or not a ``str``.
+            InvalidKeyError: An id is empty, not a ``str``, or has a lone surrogate.
             InvalidInputError: ``new_session_id`` already exists or equals ``session_id``, or
                 ``session_id`` was already rotated (rotate the newest session of its chain).
         """
@@ -240,12 +229,12 @@ class BaseSessionHistory(ABC):
         ends the walk on its side. Not activity: TTLs are not refreshed.
 
         Args:
-            limit: Most ids returned (``>= 1``, default 1000): up to ``limit - 1`` back, then
-                forward until ``limit``.
+            limit: Most ids returned (an int in ``[1, MAX_LIMIT]``, default 1000): up to
+                ``limit - 1`` back, then forward until ``limit``.
 
         Raises:
-            InvalidKeyError: ``session_id`` is empty or not a ``str``.
-            InvalidInputError: ``limit`` is not an int >= 1.
+            InvalidKeyError: ``session_id`` is empty, not a ``str``, or has a lone surrogate.
+            InvalidInputError: ``limit`` is not an int in ``[1, MAX_LIMIT]`` (``None`` included).
         """
 
     async def aclose(self) -> None:
@@ -276,9 +265,10 @@ class InMemorySessionHistory(BaseSessionHistory):
             (cachetools LRU order within the TTL cache). Default 10,000.
 
     Raises:
-        InvalidKeyError: ``namespace`` is empty or not a ``str``.
-        InvalidTTLError: ``ttl`` is not > 0 (or ``None``).
-        InvalidInputError: ``max_messages`` or ``max_sessions`` is not an int >= 1.
+        InvalidKeyError: ``namespace`` is empty, not a ``str``, or has a lone surrogate.
+        InvalidTTLError: ``ttl`` is not ``None`` or a finite number in ``(0, MAX_TTL]``.
+        InvalidInputError: ``max_messages`` is not an int in ``[1, MAX_COUNT]``, or
+            ``max_sessions`` not an int >= 1.
     """
 
     def __init__(
@@ -291,7 +281,7 @@ class InMemorySessionHistory(BaseSessionHistory):
         max_sessions: int = 10_000,
     ) -> None:
         super().__init__(namespace=namespace, max_messages=max_messages, ttl=ttl, clock=clock)
-        check_limit(max_sessions, "max_sessions")
+        check_int(max_sessions, "max_sessions", minimum=1)
         self._sessions: TTLCache[str, _Session] = TTLCache(
             maxsize=max_sessions, ttl=self.ttl if self.ttl is not None else math.inf, timer=clock
         )
@@ -319,7 +309,7 @@ class InMemorySessionHistory(BaseSessionHistory):
 
     async def read(self, session_id: str, limit: int | None = None) -> list[dict[str, Any]]:
         check_session_id(session_id)
-        limit = check_limit(limit)
+        limit = check_read_limit(limit)
         session = self._sessions.get(session_id)
         if session is None:
             return []

@@ -42,13 +42,14 @@ from primitives.store.session import (
     DEFAULT_MAX_MESSAGES,
     DEFAULT_SESSION_TTL,
     BaseSessionHistory,
-    check_limit,
+    check_read_limit,
     check_session_id,
     decode_message,
     encode_messages,
     utc_iso,
     walk_chain,
 )
+from primitives.validation import check_limit, check_text
 
 __all__ = ["DEFAULT_SESSION_PREFIX", "SessionHistory"]
 
@@ -141,9 +142,10 @@ class SessionHistory(BaseSessionHistory):
             the caller's to choose (and an ACL key pattern can match it).
 
     Raises:
-        InvalidKeyError: ``namespace`` is empty or not a ``str``.
-        InvalidTTLError: ``ttl`` is not > 0 (or ``None``).
-        InvalidInputError: ``max_messages`` is not an int >= 1.
+        InvalidKeyError: ``namespace`` is empty, not a ``str``, or has a lone surrogate.
+        InvalidTTLError: ``ttl`` is not ``None`` or a finite number in ``(0, MAX_TTL]``.
+        InvalidInputError: ``max_messages`` is not an int in ``[1, MAX_COUNT]``, or ``prefix`` is
+            not a ``str`` that UTF-8 can encode.
 
     Every method maps redis-py errors with
     :func:`~primitives.redis_connection.redis_errors_mapped` (``BackendUnavailableError``,
@@ -161,10 +163,8 @@ class SessionHistory(BaseSessionHistory):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(namespace=namespace, max_messages=max_messages, ttl=ttl, clock=clock)
-        if not isinstance(prefix, str):
-            raise InvalidInputError(f"prefix must be a str, got {type(prefix).__name__}")
         self._client = client
-        self._prefix = prefix
+        self._prefix = check_text(prefix, "prefix")
         self._ttl_ms = 0 if self.ttl is None else max(1, round(self.ttl * 1000))
         self._append = client.register_script(_APPEND)
         self._read = client.register_script(_READ)
@@ -176,7 +176,7 @@ class SessionHistory(BaseSessionHistory):
         """The ``(messages, meta)`` keys of ``session_id``.
 
         Raises:
-            InvalidKeyError: ``session_id`` is empty or not a ``str``.
+            InvalidKeyError: ``session_id`` is empty, not a ``str``, or has a lone surrogate.
         """
         check_session_id(session_id)
         base = f"{self._prefix}{{{quote(self.namespace, safe='')}:{quote(session_id, safe='')}}}"
@@ -198,7 +198,7 @@ class SessionHistory(BaseSessionHistory):
 
     async def read(self, session_id: str, limit: int | None = None) -> list[dict[str, Any]]:
         keys = self.keys(session_id)
-        limit = check_limit(limit)
+        limit = check_read_limit(limit)
         async with redis_errors_mapped("Redis (session history)", self._client):
             raw = await self._read(keys=keys, args=[limit or 0, self._ttl_ms])
         return [decode_message(m) for m in raw]

@@ -30,6 +30,7 @@ from primitives.errors import (
     InvalidInputError,
     InvalidStreamIdError,
 )
+from primitives.validation import check_aware_datetime, check_int, check_limit, check_text
 
 __all__ = [
     "LATEST",
@@ -80,6 +81,17 @@ def format_position(key: StreamKey) -> str:
     return f"{key[0]}-{key[1]}"
 
 
+def trim_slack(maxlen: int) -> int:
+    """Events a feed keeps beyond ``maxlen`` before it trims back to exactly ``maxlen``: 1%, at
+    least one (so a small feed does not trim on every publish). The same for both feeds."""
+    return max(1, maxlen // 100)
+
+
+def _check_filter(value: object, name: str) -> str | None:
+    """A subscription filter: ``None`` (no filter) or a non-empty ``str`` UTF-8 can encode."""
+    return None if value is None else check_text(value, name, allow_empty=False)
+
+
 def _check_after(after: object) -> str:
     """``after`` normalised: :data:`LATEST`, :data:`START` or a canonical ``"<ms>-<seq>"``."""
     if after is None or after == LATEST:
@@ -104,8 +116,10 @@ class ChangeEvent:
         position: Stream id the feed gave the event (``None`` until published or read).
 
     Raises:
-        InvalidInputError: a field has the wrong type, ``op`` is not in :data:`OPS`, ``id``,
-            ``namespace``, ``memory_type`` or ``origin`` is empty, or ``updated_at`` is naive.
+        InvalidInputError: a field has the wrong type (an ``InvalidInputTypeError``, also a
+            ``TypeError``; a naive ``updated_at`` included), ``op`` is not in :data:`OPS`, or
+            ``id``, ``namespace``, ``user_id``, ``memory_type`` or ``origin`` is empty or has a
+            lone surrogate (checked with :func:`primitives.validation.check_text`).
     """
 
     id: str
@@ -118,21 +132,15 @@ class ChangeEvent:
     position: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("id", "namespace", "memory_type", "origin"):
+        for name in _TEXT_FIELDS:
             value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise InvalidInputError(f"ChangeEvent.{name} must be a non-empty str, got {value!r}")
+            if value is not None or name != "user_id":
+                check_text(value, f"ChangeEvent.{name}", allow_empty=False)
         if self.op not in OPS:
             raise InvalidInputError(f"ChangeEvent.op must be one of {OPS}, got {self.op!r}")
-        if self.user_id is not None and (not isinstance(self.user_id, str) or not self.user_id):
-            raise InvalidInputError(f"ChangeEvent.user_id must be a non-empty str or None, got {self.user_id!r}")
         when = self.updated_at
-        if not isinstance(when, datetime):
-            raise InvalidInputError(f"ChangeEvent.updated_at must be an aware datetime, got {when!r}")
-        if when.tzinfo is not UTC:  # the common case (UTC) skips the offset lookup
-            if when.utcoffset() is None:
-                raise InvalidInputError(f"ChangeEvent.updated_at must be an aware datetime, got {when!r}")
-            object.__setattr__(self, "updated_at", when.astimezone(UTC))
+        if when.__class__ is not datetime or when.tzinfo is not UTC:  # UTC: the common case
+            object.__setattr__(self, "updated_at", check_aware_datetime(when, "ChangeEvent.updated_at"))
 
     def at(self, position: str) -> ChangeEvent:
         """This event with ``position`` set (no re-validation: the fields were checked when it
@@ -196,8 +204,8 @@ class ChangeSubscription(ABC):
 
     def __init__(self, after: str | None, *, namespace: str | None, exclude_origin: str | None) -> None:
         self._after = _check_after(after)
-        self._namespace = namespace
-        self._exclude_origin = exclude_origin
+        self._namespace = _check_filter(namespace, "namespace")
+        self._exclude_origin = _check_filter(exclude_origin, "exclude_origin")
         self._started = False
         self._closed = False
         self._last: StreamKey | None = None
@@ -254,11 +262,11 @@ class ChangeSubscription(ABC):
         are already available (no further waiting); ``[]`` once the subscription is closed.
 
         Raises:
-            InvalidInputError: ``limit`` < 1.
+            InvalidInputError: ``limit`` is not an int >= 1 (an ``InvalidInputTypeError``, also a
+                ``TypeError``, for a non-int or a ``bool``).
             InvalidStreamIdError, ChangeFeedGapError: see the class.
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidInputError(f"limit must be an int >= 1, got {limit!r}")
+        check_int(limit, "limit", minimum=1)
         try:
             batch = [await self.__anext__()]
         except StopAsyncIteration:
@@ -333,17 +341,27 @@ class ChangeFeed(ABC):
         Raises:
             InvalidStreamIdError: ``after`` is malformed (positions from the future and gaps
                 are reported when the subscription starts).
+            InvalidInputError: ``namespace`` or ``exclude_origin`` is neither ``None`` nor a
+                non-empty ``str`` UTF-8 can encode.
         """
 
-    @abstractmethod
     async def read(self, after: str = START, *, limit: int = 1000) -> list[ChangeEvent]:
         """Up to ``limit`` kept events after position ``after`` (exclusive), oldest first.
 
+        Both arguments are checked here, once, before :meth:`_read` (the feed's own) runs.
+
         Raises:
-            InvalidInputError: ``limit`` < 1.
             InvalidStreamIdError: ``after`` is malformed or beyond the newest position.
+            InvalidInputError: ``limit`` is not an int in ``[1, MAX_LIMIT]`` (10,000; see
+                :func:`primitives.validation.check_limit`).
             ChangeFeedGapError: events after ``after`` were trimmed (never for ``"0"``).
         """
+        return await self._read(_check_after(after), check_limit(limit))
+
+    @abstractmethod
+    async def _read(self, after: str, limit: int) -> list[ChangeEvent]:
+        """:meth:`read` with checked arguments: ``after`` is :data:`LATEST`, :data:`START` or a
+        canonical ``"<ms>-<seq>"``."""
 
     @abstractmethod
     async def last_position(self) -> str:
@@ -359,6 +377,7 @@ class ChangeFeed(ABC):
 
 
 _SLOTS = ("id", "op", "namespace", "user_id", "memory_type", "updated_at", "origin")
+_TEXT_FIELDS = ("id", "namespace", "user_id", "memory_type", "origin")
 
 
 def _check_events(events: object) -> list[ChangeEvent]:
@@ -371,33 +390,29 @@ def _check_events(events: object) -> list[ChangeEvent]:
     return out
 
 
-def _check_limit(limit: object) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise InvalidInputError(f"limit must be an int >= 1, got {limit!r}")
-    return limit
-
-
 class InMemoryChangeFeed(ChangeFeed):
     """A change feed inside one process and one event loop: several ``Memory`` objects sharing
     one in-process backend share one of these to hear each other's changes.
 
     Positions are generated like Redis stream ids (milliseconds of the wall clock, then a
-    sequence number), strictly increasing. Once more than ``maxlen + maxlen // 100`` events
-    are kept, the oldest are dropped down to ``maxlen`` (in chunks, as the Redis feed trims);
-    reading after a dropped event raises :class:`ChangeFeedGapError`, as with Redis.
+    sequence number), strictly increasing. Once more than ``maxlen + trim_slack(maxlen)``
+    events are kept (1%, at least one), the oldest are dropped down to ``maxlen`` (in chunks,
+    exactly as the Redis feed trims); reading after a dropped event raises
+    :class:`ChangeFeedGapError`, as with Redis.
 
     Args:
-        maxlen: Events kept (default 100,000), ``>= 1``.
+        maxlen: Events kept (default 100,000), an int ``>= 1``.
         clock: Seconds since the epoch (default ``time.time``), for the position's ms part.
 
     Raises:
-        InvalidInputError: ``maxlen`` < 1.
+        InvalidInputError: ``maxlen`` is not an int >= 1 (an ``InvalidInputTypeError``, also a
+            ``TypeError``, for a non-int or a ``bool``).
     """
 
     def __init__(self, *, maxlen: int = 100_000, clock=time.time) -> None:  # type: ignore[no-untyped-def]
-        self.maxlen = _check_limit(maxlen)
-        #: events kept beyond ``maxlen`` before a trim, as the Redis feed does (1%)
-        self._slack = maxlen // 100
+        self.maxlen = check_int(maxlen, "maxlen", minimum=1)
+        #: events kept beyond ``maxlen`` before a trim, as the Redis feed does
+        self._slack = trim_slack(self.maxlen)
         self._clock = clock
         self._keys: list[StreamKey] = []
         self._events: list[ChangeEvent] = []
@@ -450,9 +465,10 @@ class InMemoryChangeFeed(ChangeFeed):
         start = bisect.bisect_right(self._keys, key)
         return self._events[start : start + limit]
 
-    async def read(self, after: str = START, *, limit: int = 1000) -> list[ChangeEvent]:
-        _check_limit(limit)
-        return self._after(self._check(_check_after(after)), limit)
+    async def _read(self, after: str, limit: int) -> list[ChangeEvent]:
+        if after == LATEST:  # nothing is after the newest position (as on Redis)
+            return []
+        return self._after(self._check(after), limit)
 
     async def last_position(self) -> str:
         return format_position(self._last)

@@ -6,7 +6,8 @@ updated_at, origin`` (``user_id`` empty for shared records; ``updated_at`` ISO 8
 tools (the later data-cloud export) can read the stream directly.
 
 Publishing is one Lua script per batch, so one round trip and atomic: it ``XADD``\\ s each event,
-trims the stream to ``maxlen`` when it exceeds it by ``maxlen // 100`` (exact ``XTRIM MAXLEN``
+trims the stream to ``maxlen`` when it exceeds it by more than
+:func:`~primitives.sync.feed.trim_slack` (1% of ``maxlen``, at least one; exact ``XTRIM MAXLEN``
 plus ``XSETID ... MAXDELETEDID`` recording the newest trimmed id, which is what makes gap
 detection exact: Redis's own ``MAXLEN ~`` trimming does not record it), and ``PUBLISH``\\ es one
 JSON message ``[[position, id, op, namespace, user_id, memory_type, updated_at, origin], ...]``.
@@ -44,12 +45,12 @@ from primitives.sync.feed import (
     ChangeFeed,
     ChangeSubscription,
     StreamKey,
-    _check_after,
     _check_events,
-    _check_limit,
     format_position,
     parse_position,
+    trim_slack,
 )
+from primitives.validation import check_int, check_number, check_text
 
 __all__ = ["DEFAULT_MAXLEN", "RedisChangeFeed"]
 
@@ -97,16 +98,20 @@ class RedisChangeFeed(ChangeFeed):
         client: A redis-py asyncio client the caller owns (``redis.asyncio.Redis`` or
             ``RedisCluster``; any ``decode_responses``). Subscriptions take their own pub/sub
             connection from it.
-        prefix: Key prefix; the stream and channel are ``{prefix}changes``.
-        maxlen: Events the stream keeps (default :data:`DEFAULT_MAXLEN`); it holds up to
-            ``maxlen + maxlen // 100`` between trims.
+        prefix: Key prefix (any ``str`` UTF-8 can encode); the stream and channel are
+            ``{prefix}changes``.
+        maxlen: Events the stream keeps (default :data:`DEFAULT_MAXLEN`), an int >= 1; it holds
+            up to ``maxlen + trim_slack(maxlen)`` (1%, at least one) between trims.
         max_pending: Events kept for a later publish while Redis is unreachable (default
-            10,000); beyond it the oldest are dropped (counted in :attr:`dropped`, logged).
+            10,000), an int >= 1; beyond it the oldest are dropped (counted in :attr:`dropped`,
+            logged).
         reconnect_timeout: Seconds a subscription keeps trying to reconnect after losing its
-            connection before it raises :class:`BackendUnavailableError` (default 30).
+            connection before it raises :class:`BackendUnavailableError` (default 30), a finite
+            number > 0.
 
     Raises:
-        InvalidInputError: ``maxlen`` or ``max_pending`` < 1.
+        InvalidInputError: ``prefix``, ``maxlen``, ``max_pending`` or ``reconnect_timeout`` is
+            not accepted (an ``InvalidInputTypeError``, also a ``TypeError``, for a wrong type).
 
     On a Redis Cluster the stream lives on the node owning its slot; ``PUBLISH`` (from the
     script) reaches subscribers on every node, and subscriptions listen on the node owning the
@@ -125,12 +130,14 @@ class RedisChangeFeed(ChangeFeed):
         reconnect_timeout: float = 30.0,
     ) -> None:
         self.client = client
-        self.prefix = prefix
-        self.key = f"{prefix}changes"
-        self.channel = f"{prefix}changes"
-        self.maxlen = _check_limit(maxlen)
-        self.max_pending = _check_limit(max_pending)
-        self.reconnect_timeout = reconnect_timeout
+        self.prefix = check_text(prefix, "prefix")
+        self.key = f"{self.prefix}changes"
+        self.channel = f"{self.prefix}changes"
+        self.maxlen = check_int(maxlen, "maxlen", minimum=1)
+        self.max_pending = check_int(max_pending, "max_pending", minimum=1)
+        self.reconnect_timeout = check_number(
+            reconnect_timeout, "reconnect_timeout", minimum=0, exclusive_minimum=True
+        )
         self.dropped = 0
         self._pending: deque[ChangeEvent] = deque()
         self._script = client.register_script(_PUBLISH)
@@ -214,7 +221,7 @@ class RedisChangeFeed(ChangeFeed):
         )
 
     async def _send(self, batch: list[ChangeEvent]) -> list[str]:
-        slack = str(max(1, self.maxlen // 100))
+        slack = str(trim_slack(self.maxlen))
         chunks = [batch[i : i + _CHUNK] for i in range(0, len(batch), _CHUNK)]
 
         def args(chunk: list[ChangeEvent]) -> list[str]:
@@ -250,9 +257,6 @@ class RedisChangeFeed(ChangeFeed):
             parse_position(_s(info.get("max-deleted-entry-id", "0-0"))),
             _s(first[0]) if first else None,
         )
-
-    async def read(self, after: str = START, *, limit: int = 1000) -> list[ChangeEvent]:
-        return await self._read(_check_after(after), _check_limit(limit))
 
     async def _read(self, after: str, limit: int, *, reset_is_gap: bool = False) -> list[ChangeEvent]:
         """XRANGE then XINFO on one connection: if XINFO (later) shows nothing after ``after``

@@ -224,7 +224,8 @@ class InMemoryBackend(MemoryBackend):
         if record.session_id is not None:
             tags["session_id"] = (record.session_id,)
         if record.topics:
-            tags["topics"] = record.topics
+            # a record may repeat a topic (kept as given); it is one tag value
+            tags["topics"] = tuple(dict.fromkeys(record.topics)) if len(record.topics) > 1 else record.topics
         return tags
 
     # -- long-term memory --------------------------------------------------------------------
