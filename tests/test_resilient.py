@@ -12,8 +12,8 @@ import pytest
 from primitives import WorkflowContext
 from primitives.errors import RecordTooLargeError
 from primitives.memory import Memory, MemoryPrimitive, MemoryRecord, Message
-from primitives.memory.breaker import BreakerState, CircuitBreaker
-from primitives.memory.outbox import Outbox
+from primitives.memory.resilient.breaker import BreakerState, CircuitBreaker
+from primitives.memory.resilient.outbox import Outbox
 from primitives.memory.redis_backend import RedisBackend
 from primitives.memory.resilient import ResilientBackend
 from tests.conftest import FakeClock

@@ -77,7 +77,7 @@ async def test_redis_sets_each_type_s_default_lifetime_as_the_key_expiry(redis_s
         await backend.add([MemoryRecord(text="x", id=memory_type.value, memory_type=memory_type)])
     raw = aioredis.Redis.from_url(redis_server.url)
     for memory_type in MemoryType:
-        pttl = await raw.pttl(f"{backend.prefix}rec:{memory_type.value}")
+        pttl = await raw.pttl(f"{backend.prefix}rec:default:{memory_type.value}")
         expected_ms = DEFAULT_TTLS[memory_type] * 1000
         assert expected_ms - 60_000 < pttl <= expected_ms, memory_type
     await raw.aclose()

@@ -192,10 +192,12 @@ class DamagedRecord:
     Attributes:
         key: Where it is stored (a Redis key, an AMS id), as ``doctor`` shows it.
         reason: What is wrong with it.
+        moved_to: Where :meth:`MemoryBackend.repair` moved it (``None`` when it was only found).
     """
 
     key: str
     reason: str
+    moved_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,25 +4,41 @@ to run for each problem. Written for a person and for a coding agent alike (``--
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from primitives.errors import ConfigurationError
+from primitives.errors import ConfigurationError, OutboxError
 from primitives.memory.facade import Memory
-from primitives.memory.outbox import Outbox
+from primitives.memory.registry import choose_backend
+from primitives.memory.resilient.identity import outbox_dir, outbox_path, redact_url
+from primitives.memory.resilient.outbox import Outbox, OutboxReport, find_outboxes
 
-__all__ = ["diagnose", "redact"]
+__all__ = [
+    "dead_letters_command",
+    "describe_outbox",
+    "diagnose",
+    "outbox_problems",
+    "outbox_reports",
+    "outbox_target",
+    "redact",
+    "replay_command",
+]
 
 
 def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """``url`` made safe to print by :func:`~primitives.memory.resilient.identity.redact_url`
+    (no password, no secret query arguments), with ``***`` where a password was, so that the
+    reader sees one is set: ``redis://user:***@host:6379/0``."""
+    safe = redact_url(url)
+    if urlsplit(url.strip()).password is None:
+        return safe
+    parts = urlsplit(safe)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{hostport}" if at else f":***@{hostport}"))
 
 
 def _start_command(url: str) -> str:
@@ -50,9 +66,11 @@ async def diagnose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         ``url``, ``reachable``, ``server_version``, ``token``, ``auth``, ``long_term_memory``,
         ``vector_search``, ``embedding_dims``, ``indexing_ms`` or ``indexing_error``), ``redis`` (``url`` without password,
         ``reachable``, ``version``, ``query_engine``, ``json``, ``index`` with ``exists``,
-        ``records``, ``schema_matches``, ``schema_problems``), ``outbox`` (``path``, ``pending``)
-        and ``problems``: a list of ``{"problem", "fix"}`` where ``fix`` is the exact command to
-        run next.
+        ``records``, ``schema_matches``, ``schema_problems``, ``damage`` with ``damaged``,
+        ``first`` damaged keys and why, ``legacy_records``, ``index_failures``), ``outbox`` (``path``, ``pending``),
+        ``outboxes`` (every outbox on this machine, whatever its store, in every configuration:
+        :func:`describe_outbox`) and ``problems``: a list of ``{"problem", "fix"}`` where ``fix``
+        is the exact command to run next.
     """
     env = dict(os.environ if env is None else env)
     report: dict[str, Any] = {"configured": None, "healthy": False, "serving": None, "problems": []}
@@ -66,6 +84,12 @@ async def diagnose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         else:
             fix = "fix the variable named above, then: memory-primitives doctor"
         _problem(report, str(exc), fix)
+        _diagnose_outboxes(env, report)
+        return report
+    except OutboxError as exc:  # the configured outbox is damaged, another store's, or unusable
+        report["configured"] = choose_backend(env).name
+        _problem(report, str(exc).split(". Fix: ")[0], exc.fix)
+        _diagnose_outboxes(env, report)
         return report
     report["configured"] = memory.backend_name
     try:
@@ -84,6 +108,7 @@ async def diagnose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         await _diagnose_redis(memory, env, report)
     finally:
         await memory.aclose()
+        _diagnose_outboxes(env, report)
     return report
 
 
@@ -111,11 +136,11 @@ async def _diagnose_embeddings(memory: Memory, report: dict[str, Any]) -> None:
             info["reachable"] = False
             _problem(report, f"the embedding endpoint does not work: {exc}",
                      "memory-primitives embeddings serve --port 8100   # then export MEMORY_EMBEDDINGS_URL=http://127.0.0.1:8100/v1")
-    meta_key = getattr(store, "_meta_key", None)
-    if meta_key is not None:
+    embedding_meta = getattr(store, "embedding_meta", None)  # RedisBackend: what the store was embedded with
+    if embedding_meta is not None:
         try:
-            stored = await store._client.hgetall(meta_key())
-        except Exception:  # noqa: BLE001 - reachability is reported by the Redis section
+            stored = await embedding_meta()
+        except PrimitivesError:  # reachability is reported by the Redis section
             return
         if stored:
             info["store_model"], info["store_dims"] = stored.get("model"), stored.get("dims")
@@ -126,7 +151,11 @@ async def _diagnose_embeddings(memory: Memory, report: dict[str, Any]) -> None:
 
 
 async def _diagnose_redis(memory: Memory, env: Mapping[str, str], report: dict[str, Any]) -> None:
-    from redis import exceptions as redis_errors
+    """``report["redis"]``: reachability, version, modules, the index and its schema, and
+    damaged data (:meth:`~primitives.memory.redis_backend.RedisBackend.scan_damaged`: an O(store)
+    ``SCAN`` of the record and working-memory keys), each problem with the command that fixes it.
+    Only the backend's public methods are used."""
+    from primitives.errors import AuthenticationFailedError, BackendUnavailableError, PermissionDeniedError
 
     backend = memory.backend
     redis_backend = getattr(backend, "primary", backend)
@@ -136,49 +165,84 @@ async def _diagnose_redis(memory: Memory, env: Mapping[str, str], report: dict[s
     outbox: Outbox | None = getattr(backend, "outbox", None)
     if outbox is not None:
         report["outbox"] = {"path": str(outbox.path), "pending": outbox.pending_count()}
-    client = redis_backend._client
     try:
-        server = await client.info("server")
-    except redis_errors.AuthenticationError as exc:
-        _problem(report, f"Redis refused the credentials: {exc}", "put the right password in REDIS_URL: export REDIS_URL=redis://:PASSWORD@HOST:PORT/0")
-    except redis_errors.ResponseError as exc:
-        if "NOAUTH" in str(exc):
-            _problem(report, "Redis needs a password", "export REDIS_URL=redis://:PASSWORD@HOST:PORT/0")
-        else:
-            _problem(report, f"Redis answered with an error: {exc}", "memory-primitives doctor --json, and check the server's log")
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-        _problem(report, f"Redis at {redact(url)} is unreachable: {exc}", _start_command(url))
-    else:
+        server = await redis_backend.server_info()
         info["reachable"] = True
         info["version"] = server.get("redis_version")
-        info["query_engine"] = await _probe(client, "FT._LIST")
-        info["json"] = await _probe(client, "JSON.GET", "memory-primitives:doctor:probe")
+        info["query_engine"] = await redis_backend.has_command("FT._LIST")
+        info["json"] = await redis_backend.has_command("JSON.GET", "memory-primitives:doctor:probe")
         if not info["query_engine"]:
             _problem(report, "this Redis has no Query Engine (FT.* commands unknown): memories cannot be searched",
                      "memory-primitives redis start --port 6380 && export REDIS_URL=redis://127.0.0.1:6380/0   # a local Redis 8 with the Query Engine")
         else:
-            index = await redis_backend.index_info()
-            if index is None:
-                info["index"] = {"name": redis_backend.spec.name, "exists": False}
-                report["notes"] = ["the index is created on first use"]
-            else:
-                problems = redis_backend.spec.differences(index)
-                info["index"] = {
-                    "name": redis_backend.spec.name,
-                    "exists": True,
-                    "records": int(index.get("num_docs", 0)),
-                    "indexing": str(index.get("indexing", "0")) == "1",
-                    "schema_matches": not problems,
-                    "schema_problems": problems,
-                }
-                if problems:
-                    _problem(report, f"index {redis_backend.spec.name} has another schema: {'; '.join(problems)}",
-                             f"memory-primitives index migrate --prefix {redis_backend.prefix}   # keeps every record")
-        if not info["json"]:
-            info["json_note"] = "JSON module absent: not needed by this version (records are hashes)"
+            await _diagnose_index(redis_backend, info, report)
+            await _diagnose_damage(redis_backend, info, report)
+    except AuthenticationFailedError as exc:
+        _problem(report, f"Redis refused the credentials: {exc}", "put the right password in REDIS_URL: export REDIS_URL=redis://:PASSWORD@HOST:PORT/0")
+    except PermissionDeniedError as exc:
+        _problem(report, f"Redis refused a command for this ACL user: {exc}",
+                 "give the REDIS_URL user the FT.* commands and the keys under its prefix (docs/security-and-cluster.md)")
+    except BackendUnavailableError as exc:
+        if info["reachable"]:
+            _problem(report, f"Redis at {redact(url)} stopped answering: {exc}", _start_command(url))
+        else:
+            _problem(report, f"Redis at {redact(url)} is unreachable: {exc}", _start_command(url))
+    if info["reachable"] and not info.get("json", True):
+        info["json_note"] = "JSON module absent: not needed by this version (records are hashes)"
     report["healthy"] = info["reachable"] and bool(info.get("query_engine")) and info.get("index", {}).get("schema_matches", True)
     report["serving"] = memory.backend_name if report["healthy"] else "in-memory (degraded fallback)"
     await _outbox_backlog(report, backend, outbox, healthy=report["healthy"], server="Redis")
+
+
+async def _diagnose_index(redis_backend: Any, info: dict[str, Any], report: dict[str, Any]) -> None:
+    """``info["index"]``: exists, records, indexing, schema match; a mismatch names ``index migrate``."""
+    index = await redis_backend.index_info()
+    if index is None:
+        info["index"] = {"name": redis_backend.spec.name, "exists": False}
+        report["notes"] = ["the index is created on first use"]
+        return
+    problems = redis_backend.spec.differences(index)
+    info["index"] = {
+        "name": redis_backend.spec.name,
+        "exists": True,
+        "records": int(index.get("num_docs", 0)),
+        "indexing": str(index.get("indexing", "0")) == "1",
+        "schema_matches": not problems,
+        "schema_problems": problems,
+    }
+    if problems:
+        _problem(report, f"index {redis_backend.spec.name} has another schema: {'; '.join(problems)}",
+                 f"memory-primitives index migrate --prefix {redis_backend.prefix}   # keeps every record")
+
+
+#: Damaged keys named in the report (the rest are counted).
+_DAMAGED_SHOWN = 10
+
+
+async def _diagnose_damage(redis_backend: Any, info: dict[str, Any], report: dict[str, Any]) -> None:
+    """``info["damage"]``: how many records and working-memory lists are damaged (and the first
+    keys, with why), records of the previous layout, and the index's own failure counter."""
+    scan = await redis_backend.scan_damaged(limit=_DAMAGED_SHOWN)
+    info["damage"] = {
+        "scanned_records": scan.scanned_records,
+        "scanned_sessions": scan.scanned_sessions,
+        "damaged": scan.damaged,
+        "first": scan.first,
+        "legacy_records": scan.legacy_records,
+        "index_failures": scan.index_failures,
+        "last_index_error_key": scan.last_index_error_key,
+    }
+    prefix = redis_backend.prefix
+    if scan.damaged:
+        shown = ", ".join(f"{d['key']} ({d['reason']})" for d in scan.first[:3])
+        more = f" and {scan.damaged - 3} more" if scan.damaged > 3 else ""
+        _problem(report, f"{scan.damaged} damaged records or working-memory lists under {prefix!r} (searches skip "
+                         f"them, get() raises CorruptRecordError): {shown}{more}",
+                 f"memory-primitives repair --prefix {prefix}   # moves them to {prefix}quarantine:, deletes nothing")
+    if scan.legacy_records:
+        _problem(report, f"{scan.legacy_records} records under {prefix!r} are in the previous layout (not found by "
+                         "filters or get() until converted)",
+                 f"memory-primitives index migrate --prefix {prefix}   # converts them, keeps every record")
 
 
 async def _outbox_backlog(report: dict[str, Any], backend: Any, outbox: Outbox | None, *, healthy: bool, server: str) -> None:
@@ -194,21 +258,14 @@ async def _outbox_backlog(report: dict[str, Any], backend: Any, outbox: Outbox |
                  f"bring {server} back (see above); the backlog replays by itself on the next call, or run: memory-primitives doctor")
 
 
-async def _probe(client: Any, *command: str) -> bool:
-    """Whether the server knows ``command`` (an unknown-command error means no)."""
-    from redis import exceptions as redis_errors
-
-    try:
-        await client.execute_command(*command)
-    except redis_errors.ResponseError as exc:
-        return "unknown command" not in str(exc).lower()
-    return True
-
-
 async def _diagnose_ams(memory: Memory, report: dict[str, Any]) -> None:
     """The Agent Memory Server: reachable, version, token, long-term memory, vector search
-    (which needs AMS's embedding endpoint and an index of its model's dims), outbox backlog."""
-    from primitives.errors import AuthenticationFailedError, LongTermMemoryDisabledError
+    (which needs AMS's embedding endpoint and an index of its model's dims), damaged and
+    earlier-version records among the store's first 1,000 (``damage``: ``scanned_records``,
+    ``complete``, ``damaged``, ``first`` keys with why, ``legacy_records``), outbox backlog."""
+    from urllib.parse import quote
+
+    from primitives.errors import AuthenticationFailedError, LongTermMemoryDisabledError, PrimitivesError
 
     backend = memory.backend
     ams = getattr(backend, "primary", backend)
@@ -241,6 +298,30 @@ async def _diagnose_ams(memory: Memory, report: dict[str, Any]) -> None:
         health = replace(health, ok=False)
     elif not health.ok:
         _problem(report, f"the Agent Memory Server at {url} is not healthy: {detail.get('error')}", "check its log, then: memory-primitives doctor")
+    if health.ok:  # damaged records are skipped by searches: the store serves, but they need a hand
+        try:
+            scan = await ams.scan(1_000)
+        except PrimitivesError as exc:
+            info["damage"] = {"error": str(exc)}
+        else:
+            info["damage"] = {
+                "scanned_records": scan.records, "complete": scan.complete, "damaged": scan.damaged_count,
+                "first": [{"key": e.key, "reason": e.reason} for e in scan.damaged[:10]],
+                "legacy_records": scan.legacy_count,
+            }
+            delete = (f"curl -X DELETE '{url}/v1/long-term-memory?memory_ids=AMS_ID' "
+                      "-H \"Authorization: Bearer $AGENT_MEMORY_SERVER_TOKEN\"")
+            if scan.damaged_count:
+                shown = ", ".join(f"{e.key!r:.120} ({e.reason})" for e in scan.damaged[:3])
+                more = f" and {scan.damaged_count - 3} more" if scan.damaged_count > 3 else ""
+                _problem(report, f"{scan.damaged_count} damaged records in this store on the Agent Memory Server "
+                                 f"(searches and counts skip them, get() raises CorruptRecordError): {shown}{more}",
+                         "add each record again from its source (an add replaces it), or delete it by its AMS id: "
+                         + delete.replace("AMS_ID", quote(scan.damaged[0].key, safe="")))
+            if scan.legacy_count:
+                _problem(report, f"{scan.legacy_count} records in this store were written by an earlier version "
+                                 "(their ids are not namespace-scoped): get() and searches do not serve them",
+                         f"add them again from their source, or delete them by their AMS ids: {delete}")
     version = info.get("server_version")
     if version and not str(version).startswith("0.15."):
         report["notes"] = [f"this backend is written and tested against AMS 0.15.2; the server is {version}"]
@@ -263,3 +344,147 @@ async def _probe_indexing(ams: Any, info: dict[str, Any]) -> bool:
         info["indexing_error"] = str(exc)
         return False
     return True
+
+
+# -- outboxes: every outbox on this machine, whatever its store ---------------------------------
+
+#: What an old-format outbox's replay command needs when its store is not recorded in it.
+_UNKNOWN_TARGET = "--url URL --prefix PREFIX"
+
+
+def outbox_reports(env: Mapping[str, str], *, dead_letter_limit: int = 0) -> list[OutboxReport]:
+    """:meth:`~primitives.memory.resilient.Outbox.inspect` (read-only) of every per-store outbox
+    in :func:`~primitives.memory.resilient.identity.outbox_dir` and of ``MEMORY_OUTBOX_PATH``
+    when it is set and elsewhere; sorted by path, each file once.
+
+    Raises:
+        OutboxError: the outbox directory exists but cannot be listed.
+    """
+    reports = find_outboxes(outbox_dir(env), dead_letter_limit=dead_letter_limit)
+    explicit = (env.get("MEMORY_OUTBOX_PATH") or "").strip()
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not any(_same_file(path, r.path) for r in reports):
+            reports.append(Outbox.inspect(path, dead_letter_limit=dead_letter_limit))
+    return sorted(reports, key=lambda r: str(r.path))
+
+
+def outbox_target(report: OutboxReport, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """``(url without password, prefix)`` of the store an outbox belongs to: from its ``meta``,
+    else (an outbox of the first format, which did not record it) the environment's configured
+    store when the file is that store's outbox; ``None`` when unknown."""
+    if report.target and report.prefix is not None:
+        return report.target, report.prefix
+    try:
+        spec = choose_backend(env)
+        if spec.target is None:
+            return None
+        url, prefix = spec.target(env)
+        without_explicit = {k: v for k, v in env.items() if k != "MEMORY_OUTBOX_PATH"}
+        candidates = (outbox_path(env, url, prefix), outbox_path(without_explicit, url, prefix))
+    except ConfigurationError:
+        return None
+    if any(_same_file(report.path, c) for c in candidates):
+        return redact_url(url), prefix
+    return None
+
+
+def replay_command(report: OutboxReport, env: Mapping[str, str]) -> str:
+    """The exact ``memory-primitives outbox replay`` command for this outbox: ``--path`` alone
+    when the outbox records its store, else with ``--url``/``--prefix`` (the configured store's
+    when the file is its outbox, else placeholders to fill in)."""
+    command = f"memory-primitives outbox replay --path {shlex.quote(str(report.path))}"
+    if report.target and report.prefix is not None:
+        return command
+    known = outbox_target(report, env)
+    if known is None:
+        return f"{command} {_UNKNOWN_TARGET}"
+    return f"{command} --url {shlex.quote(known[0])} --prefix {shlex.quote(known[1])}"
+
+
+def dead_letters_command(path: Path) -> str:
+    """The command that lists an outbox's dead letters."""
+    return f"memory-primitives outbox dead-letters --path {shlex.quote(str(path))}"
+
+
+def describe_outbox(report: OutboxReport, env: Mapping[str, str]) -> dict[str, Any]:
+    """One outbox as a JSON-ready dict: ``path``, ``identity``, ``target`` (URL without
+    password; ``None`` when unknown), ``prefix``, ``recorded_target`` (``False`` for an outbox
+    of the first format, whose store is then taken from the configuration when the file is its
+    outbox), ``pending``, ``retained``, ``dead_letter``, ``stuck`` (pending longer than
+    ``stuck_after_s`` seconds), ``oldest_pending_age_s``, ``damage`` and ``fix`` (``None`` for
+    a readable outbox; counts are ``None`` for a damaged one), ``replay`` (the command that
+    replays it, ``None`` for a damaged file)."""
+    stats = report.stats
+    known = outbox_target(report, env) if report.damage is None else None
+    return {
+        "path": str(report.path),
+        "identity": report.identity,
+        "target": known[0] if known else report.target,
+        "prefix": known[1] if known else report.prefix,
+        "recorded_target": bool(report.target and report.prefix is not None),
+        "pending": stats.pending if stats else None,
+        "retained": stats.retained if stats else None,
+        "dead_letter": stats.dead_letter if stats else None,
+        "stuck": stats.stuck if stats else None,
+        "stuck_after_s": stats.stuck_after if stats else None,
+        "oldest_pending_age_s": round(stats.oldest_pending_age_s, 1) if stats and stats.oldest_pending_age_s is not None else None,
+        "damage": report.damage,
+        "fix": report.fix,
+        "replay": replay_command(report, env) if report.damage is None and report.exists else None,
+    }
+
+
+def outbox_problems(report: OutboxReport, env: Mapping[str, str]) -> list[dict[str, str]]:
+    """``{"problem", "fix"}`` for an outbox with damage, pending (or stuck) entries or dead
+    letters, each fix an exact command."""
+    if not report.exists:
+        return []
+    if report.damage is not None:
+        return [{"problem": f"an outbox cannot be used: {report.damage}",  # damage names the file
+                 "fix": report.fix or f"mv {shlex.quote(str(report.path))} {shlex.quote(str(report.path) + '.damaged')}"}]
+    stats = report.stats
+    if stats is None:
+        return []
+    problems = []
+    target = outbox_target(report, env)
+    store = f"{target[0]} (prefix {target[1]!r})" if target else "a store it does not record (an outbox of the first format)"
+    if stats.pending:
+        age = "" if stats.oldest_pending_age_s is None else f", the oldest {stats.oldest_pending_age_s:.0f} s old"
+        stuck = f"; {stats.stuck} pending for more than {stats.stuck_after:g} s" if stats.stuck else ""
+        problems.append({
+            "problem": f"{stats.pending} writes for {store} wait in the outbox {report.path}{age}{stuck}",
+            "fix": replay_command(report, env),
+        })
+    if stats.dead_letter:
+        problems.append({
+            "problem": f"{stats.dead_letter} journaled writes for {store} could not be replayed and were set aside "
+                       f"(dead letters, never retried) in {report.path}",
+            "fix": dead_letters_command(report.path) + "   # each entry's reason and payload",
+        })
+    return problems
+
+
+def _diagnose_outboxes(env: Mapping[str, str], report: dict[str, Any]) -> None:
+    """``report["outboxes"]``: every outbox on this machine (:func:`outbox_reports`), described
+    by :func:`describe_outbox`, and a problem for each one with damage, pending or stuck
+    entries or dead letters. The configured outbox's backlog, already reported (with its
+    server's state) by the backend's section, is not reported twice."""
+    try:
+        reports = outbox_reports(env)
+    except OutboxError as exc:
+        report["outboxes"] = []
+        _problem(report, str(exc).split(". Fix: ")[0], exc.fix)
+        return
+    report["outboxes"] = [describe_outbox(r, env) for r in reports]
+    configured = (report.get("outbox") or {}).get("path")
+    for r in reports:
+        backlog_reported = (configured is not None and _same_file(r.path, Path(configured))
+                            and any(str(r.path) in q["problem"] for q in report["problems"]))
+        for p in outbox_problems(r, env):
+            if not (backlog_reported and p["fix"].startswith("memory-primitives outbox replay")):
+                report["problems"].append(p)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))

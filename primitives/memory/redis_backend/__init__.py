@@ -1,7 +1,12 @@
-"""The Redis backend (extra ``redis``): records as hashes, one RediSearch index, escaping in
-:mod:`~primitives.memory.redis_backend.query`, the schema in
-:mod:`~primitives.memory.redis_backend.schema`. ``RedisBackend`` loads lazily, so the query and
-schema modules import without redis-py."""
+"""The Redis backend (extra ``redis``): records as hashes, one RediSearch index.
+
+Modules: ``backend`` (:class:`RedisBackend`), ``keys`` (the key scheme), ``schema`` (the index and
+the TAG encoding that makes filters exact), ``codec`` (records and messages to and from hashes,
+damage detection), ``query`` (every user string reaching ``FT.SEARCH``), ``search`` (running
+searches, skipping damaged hits), ``scripts`` (the Lua writes), ``working`` (working memory),
+``skills`` (skill statistics), ``maintenance`` (scan, quarantine, drop) and ``migration``
+(``index migrate``). ``RedisBackend`` loads lazily, so ``keys``, ``schema``, ``codec`` and
+``query`` import without redis-py."""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""Building RediSearch queries from user input, with every user-supplied string escaped here.
+"""Building RediSearch queries from user input; every user-supplied string is made inert here.
 
-Nothing a user typed reaches ``FT.SEARCH`` except through :func:`escape`: query words, tag values
-(user, session, namespace, memory type, topics). The rendered strings are tested exactly,
-including hostile input (``tests/test_redis_query.py``).
+Nothing a user typed reaches ``FT.SEARCH`` except through this module: query words
+(:func:`query_terms`) go through :func:`escape`, filter values (namespace, user, session, memory type, topics) through
+:func:`~primitives.memory.redis_backend.schema.encode_tag`, whose output is ``[0-9a-f]`` (or
+``h`` + hex) and so needs no escaping and cannot be split, trimmed or read as syntax. The rendered
+strings are tested exactly, including hostile input (``tests/test_redis_query.py``).
 
 Query syntax: RediSearch dialect 2 (https://redis.io/docs/latest/develop/interact/search-and-query/
 advanced-concepts/query_syntax/): a backslash makes the next character literal, in text terms and
@@ -15,14 +17,15 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from primitives.memory.analysis import ENGLISH_STOP_WORDS
+from primitives.memory.redis_backend.schema import ANALYZER, TAG_FIELDS, encode_tag
 
-__all__ = ["TEXT_FIELDS", "escape", "query_words", "render_filter", "render_query"]
+__all__ = ["TEXT_FIELDS", "escape", "query_terms", "query_words", "render_filter", "render_query"]
 
-#: TEXT fields a query's words are matched against: the same text the in-process backend indexes.
-TEXT_FIELDS: tuple[str, ...] = ("text", "speaker", "context", "date")
+#: TEXT fields a query's terms are matched against: the terms of the text and of the indexed
+#: metadata, and of the written-out date (the same text the in-process backend indexes).
+TEXT_FIELDS: tuple[str, ...] = ("terms", "date")
 
-# The words of a query as RediSearch's own tokenizer would split them: it separates on
-# punctuation (apostrophes included) and whitespace, so "caroline's" is "caroline" and "s".
+# Runs of letters and digits (apostrophes split: "caroline's" is "caroline" and "s").
 _WORD = re.compile(r"\w+")
 
 # Everything that is not a letter or digit of any script (``\w`` less the underscore).
@@ -39,21 +42,36 @@ def escape(value: str) -> str:
     return _SPECIAL.sub(r"\\\g<0>", value)
 
 
+def query_terms(query: str) -> list[str]:
+    """The distinct terms of ``query``, in order of appearance, as the in-process analyzer makes
+    them (case-folded words, stop words dropped, Snowball-stemmed:
+    :data:`~primitives.memory.redis_backend.schema.ANALYZER`): what the Redis backend indexes
+    (:func:`~primitives.memory.redis_backend.codec.index_terms`) and searches for."""
+    return list(dict.fromkeys(ANALYZER.terms(query)))
+
+
 def query_words(query: str, stop_words: Iterable[str] = ENGLISH_STOP_WORDS) -> list[str]:
-    """The distinct, case-folded words of ``query`` minus stop words, in order of appearance."""
+    """The distinct, case-folded runs of letters and digits (``\\w+``) of ``query`` minus stop
+    words, in order of appearance (an apostrophe splits: ``"caroline's"`` is ``caroline``, ``s``);
+    the Agent Memory Server backend sends these. The Redis backend uses :func:`query_terms`."""
     stop = stop_words if isinstance(stop_words, (set, frozenset)) else frozenset(stop_words)
     words = [w for w in _WORD.findall(query.casefold()) if w not in stop]
     return list(dict.fromkeys(words))
 
 
 def render_filter(tag_filter: Mapping[str, Sequence[str]]) -> str:
-    """``@field:{v1 | v2}`` clauses, one per field, space-joined (RediSearch's AND).
+    """``@tag_field:{e1 | e2}`` clauses, one per field, space-joined (RediSearch's AND), where
+    ``e1`` is :func:`~primitives.memory.redis_backend.schema.encode_tag` of a value: equality is
+    exact whatever the value contains.
+
+    Example: ``render_filter({"user_id": ("alice",)})`` is ``"@tag_user_id:{616c696365}"``.
 
     Args:
-        tag_filter: As returned by ``normalize_filter``: field to non-empty tuple of values.
+        tag_filter: As returned by ``normalize_filter``: a field of
+            :data:`~primitives.memory.backend.FILTER_FIELDS` to a non-empty tuple of values.
     """
     return " ".join(
-        "@%s:{%s}" % (field, " | ".join(escape(v) for v in values))
+        "@%s:{%s}" % (TAG_FIELDS[field], " | ".join([encode_tag(v) for v in values]))
         for field, values in tag_filter.items()
     )
 

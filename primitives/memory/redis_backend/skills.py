@@ -14,6 +14,7 @@ import math
 import time
 from urllib.parse import quote
 
+from primitives.errors import CorruptRecordError
 from primitives.memory.skills import SkillStats, stats_from_totals
 
 __all__ = ["skill_key", "record_execution", "read_stats"]
@@ -40,11 +41,24 @@ async def record_execution(
         pipe.pexpire(key, max(1, int(ttl * 1000)))
     pipe.hgetall(key)
     results = await pipe.execute()
-    return stats_from_totals(name, namespace, results[-1])
+    return _stats(key, name, namespace, results[-1])
 
 
 async def read_stats(client: object, key: str, name: str, namespace: str) -> SkillStats | None:
     """The totals at ``key``, or ``None`` when the hash does not exist (never recorded, or
-    expired)."""
+    expired).
+
+    Raises:
+        CorruptRecordError: the hash holds something that is not such totals.
+    """
     totals = await client.hgetall(key)  # type: ignore[attr-defined]
-    return stats_from_totals(name, namespace, totals) if totals else None
+    return _stats(key, name, namespace, totals) if totals else None
+
+
+def _stats(key: str, name: str, namespace: str, totals: dict[bytes, bytes]) -> SkillStats:
+    """Totals read with a bytes client, decoded strictly."""
+    try:
+        return stats_from_totals(name, namespace, {k.decode(): v.decode() for k, v in totals.items()})
+    except (KeyError, ValueError, OverflowError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        raise CorruptRecordError(f"the skill statistics at {key!r} cannot be decoded: {reason}", key=key, reason=reason) from None

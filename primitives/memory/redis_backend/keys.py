@@ -1,0 +1,89 @@
+"""The Redis backend's key scheme. Every key starts with the store's ``prefix`` (``memory:`` by
+default), written as given:
+
+| key | holds |
+|---|---|
+| ``{prefix}rec:{ns}:{id}`` | one record (a hash); the index covers ``{prefix}rec:`` |
+| ``{prefix}wm:{ns}:{session}`` | one session's working memory (a list of JSON messages) |
+| ``{prefix}skill:{ns}:{name}`` | one skill's statistics (:mod:`~primitives.memory.redis_backend.skills`) |
+| ``{prefix}embedding`` | the model and dims the store was embedded with (a hash) |
+| ``{prefix}quarantine:{ms}:{key}`` | a damaged record or list moved aside by ``repair`` |
+| ``{prefix}quarantine:log`` | why and when each was moved (a stream) |
+
+Each user part (``ns``, ``id``, ``session``, ``name``) is percent-encoded with
+``urllib.parse.quote(part, safe="")`` (RFC 3986 percent-encoding of its UTF-8 bytes, as
+:mod:`primitives.store.keys` does), which leaves only ``A-Z a-z 0-9 _ . ~ -`` and ``%XX``: no
+``:`` separator, no ``SCAN MATCH`` glob character, no Redis Cluster hash-tag brace survives, and
+:func:`split_record_key` reverses it. Example: ``record_key("memory:rec:", "acme", "a:b*")`` is
+``"memory:rec:acme:a%3Ab%2A"``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from urllib.parse import quote, unquote
+
+from primitives.store.keys import glob_escape
+
+__all__ = [
+    "QUARANTINE",
+    "glob_escape",
+    "quarantine_key",
+    "quarantine_log_key",
+    "record_key",
+    "session_key",
+    "split_record_key",
+]
+
+#: The part of the key space damaged data is moved to (outside the index's ``rec:`` prefix).
+QUARANTINE = "quarantine:"
+
+
+@lru_cache(maxsize=4096)
+def _scope(prefix: str, namespace: str) -> str:
+    # namespaces repeat across calls; ids rarely do, so only this part is cached
+    return f"{prefix}{quote(namespace, safe='')}:"
+
+
+def record_key(rec_prefix: str, namespace: str, id: str) -> str:
+    """The hash of record ``(namespace, id)``: ``{rec_prefix}{quote(namespace)}:{quote(id)}``
+    (``rec_prefix`` is ``{prefix}rec:``, the index's key prefix)."""
+    return _scope(rec_prefix, namespace) + quote(id, safe="")
+
+
+def split_record_key(rec_prefix: str, key: str) -> tuple[str, str] | None:
+    """``(namespace, id)`` of a key made by :func:`record_key`, or ``None`` when ``key`` is not
+    of that form (another layout's key: the previous one was ``{prefix}rec:{id}`` unencoded)."""
+    if not key.startswith(rec_prefix):
+        return None
+    parts = key[len(rec_prefix):].split(":")
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        return None
+    try:
+        namespace, id = unquote(parts[0], errors="strict"), unquote(parts[1], errors="strict")
+    except UnicodeDecodeError:
+        return None
+    if record_key(rec_prefix, namespace, id) != key:
+        return None  # not the canonical encoding (a raw character quote() would have encoded)
+    return namespace, id
+
+
+def session_key(prefix: str, namespace: str, session_id: str) -> str:
+    """The working-memory list of ``(namespace, session_id)``: ``{prefix}wm:{quote(ns)}:{quote(sid)}``."""
+    return _scope(f"{prefix}wm:", namespace) + quote(session_id, safe="")
+
+
+def quarantine_key(prefix: str, key: bytes, at_ms: int) -> bytes:
+    """Where ``repair`` moves the damaged ``key`` (a full key under ``prefix``, as bytes: a
+    damaged key need not be UTF-8) at ``at_ms`` (milliseconds since the epoch):
+    ``{prefix}quarantine:{at_ms}:{key without prefix}``, so quarantined keys sort by time and two
+    repairs of one key never collide."""
+    raw_prefix = prefix.encode()
+    rest = key[len(raw_prefix):] if key.startswith(raw_prefix) else key
+    return b"%s%s%d:%s" % (raw_prefix, QUARANTINE.encode(), at_ms, rest)
+
+
+def quarantine_log_key(prefix: str) -> str:
+    """The stream recording each move to quarantine (fields ``key``, ``moved_to``, ``reason``,
+    ``at``, ``pttl_ms``)."""
+    return f"{prefix}{QUARANTINE}log"

@@ -1,0 +1,51 @@
+"""The Lua scripts of the Redis backend's writes: each writes or deletes one record atomically,
+so a record is never half written, whatever happens to the client or the server mid-batch."""
+
+from __future__ import annotations
+
+__all__ = ["DELETE_IF_OLDER", "PUT_IF_NEWER", "UPSERT"]
+
+# Upsert of one record hash (KEYS[1]) that keeps a stored created_at. ARGV[1]: pexpire ms (0:
+# none); ARGV[2]: a JSON array [field, value, ...] starting with created_at_us and created_at (one
+# argument instead of two dozen: packing arguments is most of redis-py's client-side cost; an
+# array keeps the fields in a fixed order); ARGV[3]: the float32 vector bytes, or empty (binary,
+# so not inside the JSON). A stored created_at is kept only when both its fields are numbers; a
+# key of another type is replaced. Returns the created_at_us the record has now.
+UPSERT = """
+local fields = cjson.decode(ARGV[2])
+local old = redis.pcall('HMGET', KEYS[1], 'created_at_us', 'created_at')
+if type(old) == 'table' and old.err == nil and old[1] and old[2]
+    and string.match(old[1], '^%-?%d+$') and string.match(old[2], '^%-?%d+%.?%d*$') then
+  fields[2] = old[1]; fields[4] = old[2]
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(fields))
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'vector', ARGV[3]) end
+if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return fields[2]
+"""
+
+# Last-writer-wins write of one record hash (KEYS[1]). ARGV[1]: updated_at_us; ARGV[2]: pexpire ms
+# (0: none); ARGV[3]: the JSON field array; ARGV[4]: vector bytes or empty. An equal updated_at
+# rewrites, so replays are idempotent; a stored version whose updated_at is not a number (damaged)
+# or a key of another type is replaced.
+PUT_IF_NEWER = """
+local current = redis.pcall('HGET', KEYS[1], 'updated_at_us')
+if type(current) == 'string' and string.match(current, '^%-?%d+$')
+    and tonumber(current) > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[3])))
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'vector', ARGV[4]) end
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+# Delete the hash KEYS[1] unless it was written after ARGV[1] (microseconds since the epoch). A
+# stored updated_at that is not a number counts as older; a key of another type is left alone
+# (`memory-primitives repair` moves it aside).
+DELETE_IF_OLDER = """
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end
+local current = redis.call('HGET', KEYS[1], 'updated_at_us')
+if current and string.match(current, '^%-?%d+$') and tonumber(current) > tonumber(ARGV[1]) then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
