@@ -6,10 +6,14 @@ with token auth on.
 
 Under ``CI=true`` a part that cannot be installed or started fails the test run; elsewhere the
 tests that need it are skipped with the reason.
+
+:class:`Proxy`: a TCP proxy in front of an AMS for the faults a real server does not make on
+demand (down, a poisoned keep-alive connection).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -127,3 +131,78 @@ def running(tmp: Path) -> Iterator[AMSStack]:
         if embeddings is not None:
             _end(embeddings)
         redis.stop()
+
+
+class Proxy:
+    """A TCP proxy on 127.0.0.1 in front of an AMS, for faults the real server does not make on
+    demand: down (nothing listens on its port until :meth:`start`), and a poisoned keep-alive
+    connection (:attr:`poison`: the next request is answered ``500`` by the proxy, and the next
+    request on that same connection gets no answer at all, the connection is closed)."""
+
+    def __init__(self, target_url: str, port: int | None = None) -> None:
+        from urllib.parse import urlsplit
+
+        self.target_port = urlsplit(target_url).port
+        self.port = port or free_port()
+        self.poison = 0
+        self.connections = 0
+        self.poisoned = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers |= {writer, up_writer}
+
+        async def downstream() -> None:
+            while data := await up_reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        pump = asyncio.create_task(downstream())
+        poisoned = False
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                body = await reader.readexactly(length)
+                if poisoned:
+                    break  # the poisoned connection: no answer, just a close
+                if self.poison:
+                    self.poison -= 1
+                    self.poisoned += 1
+                    poisoned = True
+                    text = b'{"detail":"Internal Server Error"}'
+                    writer.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
+                                 b"content-length: %d\r\n\r\n%s" % (len(text), text))
+                    await writer.drain()
+                    continue
+                up_writer.write(head + body)
+                await up_writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            pump.cancel()
+            for w in (writer, up_writer):
+                w.close()
+                self._writers.discard(w)

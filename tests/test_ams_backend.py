@@ -1,226 +1,92 @@
-"""``AgentMemoryServerBackend``: the record/request mapping on its own (no server), then the
-contract suite and the server's real behaviour against a real Agent Memory Server 0.15.2
-(``ams_server`` fixture): read-your-writes, modes, the namespace boundary when AMS drops a
-filter, a poisoned keep-alive connection (through a local TCP proxy), wrong token, AMS down,
-long-term memory disabled, and the resilient wrapper across an outage."""
+"""``AgentMemoryServerBackend`` against a real Agent Memory Server 0.15.2 (``ams_server``
+fixture, token auth on): the contract suite, then what is particular to AMS: read-your-writes,
+modes, namespaces as a hard partition (also when AMS drops a filter, and for ids that differ
+only in case), hostile and over-long identifiers, empty texts and contents, damaged records
+written with raw HTTP calls, a poisoned keep-alive connection (through a local TCP proxy), wrong
+token, AMS down, long-term memory disabled, and the resilient wrapper across an outage. The
+encoding and mapping on their own: ``tests/test_ams_mapping.py``.
+
+Token auth costs ~0.4 s a request on AMS 0.15.2, so tests keep requests few: each store is a
+fresh prefix under one module partition, deleted once at the end (not per test)."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import math
+import logging
 import os
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import httpx
 import pytest
 
 from primitives.errors import (
     AuthenticationFailedError,
     BackendUnavailableError,
-    ConfigurationError,
-    InvalidInputError,
-    InvalidRecordError,
+    CorruptRecordError,
     LongTermMemoryDisabledError,
     RecordTooLargeError,
 )
-from primitives.localredis import free_port
 from primitives.memory import Memory, MemoryRecord, MemoryType, Message
-from primitives.memory import ams_mapping as amap
 from primitives.memory.ams_backend import AgentMemoryServerBackend
-from primitives.memory.breaker import CircuitBreaker
-from primitives.memory.outbox import Outbox
+from primitives.memory.ams_backend import codec
+from primitives.memory.ams_backend import mapping as amap
+from primitives.memory.record import with_timestamps
 from primitives.memory.resilient import ResilientBackend
-from tests.contract import HOSTILE, BackendContract
+from primitives.memory.resilient.breaker import CircuitBreaker
+from primitives.memory.resilient.outbox import Outbox
+from primitives.tooling.localredis import free_port
+from tests.ams_server import Proxy
+from tests.contract import BackendContract
 
 T0 = datetime(2024, 5, 8, 13, 56, 7, 123456, tzinfo=timezone.utc)
+#: Every store of this module lives under this prefix; :func:`ams` deletes it at the end.
+PARTITION = f"t{os.getpid()}-{uuid.uuid4().hex[:6]}-"
 _prefixes = itertools.count()
 
 
 def fresh_prefix() -> str:
-    return f"t{os.getpid()}-{next(_prefixes)}:"
+    return f"{PARTITION}{next(_prefixes)}:"
 
-
-def through_json(data: dict) -> dict:
-    """What the server hands back: the same JSON, datetimes as strings."""
-    import json
-
-    return json.loads(json.dumps(data))
-
-
-# -- mapping (no server) -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "record",
-    [
-        MemoryRecord(text="plain", id="p", created_at=T0, updated_at=T0),
-        MemoryRecord(text="a skill", id="s", memory_type=MemoryType.SKILL, created_at=T0, updated_at=T0),
-        MemoryRecord(text="working", id="w", memory_type=MemoryType.WORKING, created_at=T0, updated_at=T0),
-        MemoryRecord(text="rich 😀", id="r", user_id="u", session_id="s1", namespace="ns", topics=("a b", "c"),
-                     metadata={"speaker": "Caroline", "n": [1, {"x": None}]}, ttl=math.inf,
-                     created_at=T0, updated_at=T0 + timedelta(seconds=3)),
-        MemoryRecord(text="short", id="t", ttl=2.5, created_at=T0, updated_at=T0),
-    ],
-)
-@pytest.mark.parametrize("prefix", ["", "p1:"])
-def test_records_round_trip_through_the_ams_format(record: MemoryRecord, prefix: str) -> None:
-    wire = through_json(amap.record_to_ams(record, prefix))
-    assert wire["id"] == prefix + record.id and wire["namespace"] == prefix + record.namespace
-    assert wire["memory_type"] in ("episodic", "semantic", "message")
-    assert amap.record_from_ams(wire, prefix) == record
-
-
-def test_the_carrier_is_one_tag_value_and_ams_timestamps_win_when_they_disagree() -> None:
-    skill = amap.record_to_ams(MemoryRecord(text="x", id="x", memory_type="skill", created_at=T0, updated_at=T0))
-    (carrier,) = skill["extracted_from"]
-    assert carrier.startswith(amap.CARRIER_PREFIX) and "," not in carrier and skill["memory_type"] == "semantic"
-    rounded = dict(through_json(skill), created_at="2024-05-08T13:56:07.120000Z", updated_at="2024-05-08T13:56:07.120000Z")
-    assert amap.record_from_ams(rounded).updated_at == T0  # RediSearch's 12 digits: the carrier's exact value
-    edited = dict(rounded, updated_at="2024-05-09T10:00:00Z")  # PATCHed by another client since
-    assert amap.record_from_ams(edited).updated_at == datetime(2024, 5, 9, 10, tzinfo=timezone.utc)
-
-
-def test_records_outside_the_partition_are_not_ours() -> None:
-    wire = through_json(amap.record_to_ams(MemoryRecord(text="x", id="x", created_at=T0, updated_at=T0), "a:"))
-    assert amap.record_from_ams(wire, "b:") is None
-    other_client = {"id": "01J", "text": "t", "namespace": None, "memory_type": "message",
-                    "created_at": "2024-05-08T13:56:07Z", "updated_at": "2024-05-08T13:56:07Z"}
-    got = amap.record_from_ams(other_client)
-    assert got.namespace == "default" and got.memory_type is MemoryType.WORKING
-    assert amap.record_from_ams(other_client, "p:") is None
-
-
-@pytest.mark.parametrize("text", ["", "  \n"])
-def test_empty_text_is_refused(text: str) -> None:
-    with pytest.raises(InvalidRecordError, match="empty text"):
-        amap.check_storable(MemoryRecord(text=text))
-
-
-@pytest.mark.parametrize("value", [*HOSTILE, "a,b", " alice", "tab\there", "new\nline", "a|b", "mp64:x", "plain", "ünïcødé 😀"])
-def test_values_ams_cannot_filter_on_travel_encoded_and_come_back_exact(value: str) -> None:
-    stored = amap.tag_out(value)
-    assert amap.tag_in(stored) == value
-    if any(ch in value for ch in ",|\t\n") or value != value.strip() or value.startswith("mp64:"):
-        assert stored.startswith(amap.ENCODED_MARK)
-        assert all(ch.isalnum() or ch in "-_:" for ch in stored)
-    for unsafe in ("a/b", ".", ".."):
-        assert amap.tag_in(amap.id_out(unsafe)) == unsafe and "/" not in amap.id_out(unsafe)
-    record = MemoryRecord(text="x", id=value if value.strip() else "i", user_id=value if value.strip() else None,
-                          namespace=value if value.strip() else "n", topics=(value,) if value.strip() else (),
-                          created_at=T0, updated_at=T0)
-    assert amap.record_from_ams(through_json(amap.record_to_ams(record, "p:")), "p:") == record
-
-
-def test_server_filter_is_exact_json() -> None:
-    flt = {"user_id": ("alice",), "session_id": ("s1", "s2"), "namespace": ("ns",), "topics": ("a",),
-           "memory_type": ("semantic", "skill", "working")}
-    assert amap.server_filter(flt, "p:") == {
-        "user_id": {"eq": "alice"},
-        "session_id": {"any": ["s1", "s2"]},
-        "namespace": {"eq": "p:ns"},
-        "topics": {"any": ["a"]},
-        "memory_type": {"any": ["semantic", "message"]},
-    }
-    assert amap.server_filter({}, "p:") == {"namespace": {"startswith": "p:"}}
-    assert amap.server_filter({"user_id": ("|",)}) == {"user_id": {"eq": "mp64:fA"}}
-    assert amap.server_filter({}) == {}
-
-
-def test_matches_is_exact_and_case_sensitive() -> None:
-    record = MemoryRecord(text="x", user_id="Alice", topics=("work",), memory_type="skill")
-    assert amap.matches(record, {"user_id": ("Alice",), "topics": ("home", "work"), "memory_type": ("skill",)})
-    assert not amap.matches(record, {"user_id": ("alice",)})
-    assert not amap.matches(record, {"memory_type": ("semantic",)})  # stored as semantic on AMS
-    assert not amap.matches(record, {"namespace": ("other",)})
-
-
-def test_search_payload_rounds_the_upper_date_bound_up_and_turns_recency_off() -> None:
-    body = amap.search_payload("blue", "vector", {}, limit=5, offset=10, created_after=T0, created_before=T0)
-    assert body["search_mode"] == "semantic" and body["recency_boost"] is False
-    assert body["created_at"] == {"gte": T0.isoformat(), "lte": "2024-05-08T13:56:08+00:00"}
-    assert (body["limit"], body["offset"]) == (5, 10)
-    assert "hybrid_alpha" not in body
-    assert amap.search_payload("b", "hybrid", {}, limit=1, offset=0, hybrid_alpha=0.5)["hybrid_alpha"] == 0.5
-
-
-@pytest.mark.parametrize("hostile", HOSTILE)
-def test_only_letters_and_digits_reach_a_keyword_query(hostile: str) -> None:
-    words = amap.words_for(f"What is the {hostile} note?")
-    assert all(ch.isalnum() or ch in " _" for ch in words), words
-    assert words.split()[-1] == "note" and "what" not in words.split()
-
-
-def test_expiry_of_a_records_own_ttl() -> None:
-    record = MemoryRecord(text="x", ttl=10, created_at=T0, updated_at=T0)
-    assert not amap.expired(record, T0 + timedelta(seconds=9))
-    assert amap.expired(record, T0 + timedelta(seconds=10))
-    assert not amap.expired(MemoryRecord(text="x", ttl=math.inf, created_at=T0, updated_at=T0), T0 + timedelta(days=9e5))
-
-
-def test_messages_keep_their_metadata_through_session_data() -> None:
-    wire = through_json(amap.message_to_ams(Message("user", "hi", metadata={"speaker": "Mel"}), "m1", T0))
-    assert wire["created_at"] == T0.isoformat()
-    got = amap.message_from_ams(wire, {"m1": {"speaker": "Mel"}})
-    assert got == Message("user", "hi", T0, {"speaker": "Mel"})
-
-
-@pytest.mark.parametrize("url", ["localhost:8000", "redis://127.0.0.1:6379", "", "http://"])
-def test_malformed_url_is_a_configuration_error(url: str) -> None:
-    with pytest.raises(ConfigurationError, match="AGENT_MEMORY_SERVER_URL"):
-        AgentMemoryServerBackend(url)
-
-
-def test_errors_name_the_fix() -> None:
-    from primitives.memory.ams_transport import http_error
-
-    url = "http://127.0.0.1:1"
-    assert isinstance(http_error(url, None, 401, "Missing authorization header"), AuthenticationFailedError)
-    assert "set AGENT_MEMORY_SERVER_TOKEN" in str(http_error(url, None, 401, "x"))
-    assert "agent-memory token add" in str(http_error(url, "t", 401, "Invalid token"))
-    disabled = http_error(url, None, 400, "Long-term memory is disabled")
-    assert isinstance(disabled, LongTermMemoryDisabledError) and "LONG_TERM_MEMORY=true" in str(disabled)
-    assert isinstance(http_error(url, None, 503, "x"), BackendUnavailableError)
-    assert isinstance(http_error(url, None, 422, "bad"), InvalidInputError)
-    assert isinstance(http_error(url, None, 404, "x"), ConfigurationError)
-
-
-def test_from_env_selects_ams_wrapped_and_ams_wins_over_redis_in_auto(tmp_path: Path) -> None:
-    env = {"AGENT_MEMORY_SERVER_URL": "http://127.0.0.1:8000", "AGENT_MEMORY_SERVER_TOKEN": "tok",
-           "REDIS_URL": "redis://127.0.0.1:6379", "MEMORY_OUTBOX_PATH": str(tmp_path / "o.sqlite3")}
-    memory = Memory.from_env(env)
-    assert isinstance(memory.backend, ResilientBackend)
-    primary = memory.backend.primary
-    assert isinstance(primary, AgentMemoryServerBackend) and primary.token == "tok"
-    assert memory.backend_name == "agent-memory-server"
-    bare = Memory.from_env({**env, "MEMORY_BACKEND": "ams", "MEMORY_RESILIENT": "0"}).backend
-    assert isinstance(bare, AgentMemoryServerBackend)
-    assert Memory.from_env({**env, "MEMORY_BACKEND": "redis"}).backend_name == "redis"
-    with pytest.raises(ConfigurationError, match="AGENT_MEMORY_SERVER_URL"):
-        Memory.from_env({"MEMORY_BACKEND": "ams"})
-
-
-# -- against a real Agent Memory Server ----------------------------------------------------------
 
 def backend_for(server, **kwargs) -> AgentMemoryServerBackend:
     options = {"token": server.token, "prefix": fresh_prefix(), **kwargs}
     return AgentMemoryServerBackend(server.url, **options)
 
 
+@pytest.fixture(scope="module")
+def ams(ams_server):
+    """``ams_server``; afterwards every record and session this module wrote is deleted, with
+    one listing of the module's partition (cheaper than a drop per test)."""
+    yield ams_server
+
+    async def drop() -> None:
+        store = AgentMemoryServerBackend(ams_server.url, token=ams_server.token, prefix=PARTITION)
+        try:
+            await store.drop()
+        finally:
+            await store.aclose()
+
+    asyncio.run(drop())
+
+
+# -- against a real Agent Memory Server ----------------------------------------------------------
+
+
 @pytest.mark.integration
 class TestAMSContract(BackendContract):
     """The contract suite. Overrides, all documented: ``long_text_chars`` (below),
-    ``default_mode="keyword"``
-    (the suite expects lexical matching: a query sharing no word with a record finds nothing,
-    while AMS vector and hybrid search always return the nearest records), and a fresh
-    ``prefix`` per test (the isolation a fresh Redis prefix gives the Redis suite; AMS has one
-    index per server)."""
+    ``default_mode="keyword"`` (the suite expects lexical matching: a query sharing no word with
+    a record finds nothing, while AMS vector and hybrid search always return the nearest
+    records), and a fresh ``prefix`` per test (the isolation a fresh Redis prefix gives the
+    Redis suite; AMS has one index per server)."""
 
     @pytest.fixture
-    async def backend(self, ams_server):
-        backend = backend_for(ams_server, default_mode="keyword", working_memory_size=10)
+    async def backend(self, ams):
+        backend = backend_for(ams, default_mode="keyword", working_memory_size=10)
         yield backend
-        await backend.drop()
         await backend.aclose()
 
     #: The suite's 1 MB text is replaced by one at the backend's default ``max_text_chars``: AMS
@@ -235,86 +101,11 @@ class TestAMSContract(BackendContract):
         assert await backend.get("fine") is None
 
 
-class Proxy:
-    """A TCP proxy on 127.0.0.1 in front of an AMS, for faults the real server does not make on
-    demand: down (nothing listens on its port until :meth:`start`), and a poisoned keep-alive
-    connection (:attr:`poison`: the next request is answered ``500`` by the proxy, and the next
-    request on that same connection gets no answer at all, the connection is closed)."""
-
-    def __init__(self, target_url: str, port: int | None = None) -> None:
-        from urllib.parse import urlsplit
-
-        self.target_port = urlsplit(target_url).port
-        self.port = port or free_port()
-        self.poison = 0
-        self.connections = 0
-        self.poisoned = 0
-        self._server: asyncio.AbstractServer | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._writers):
-                writer.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers |= {writer, up_writer}
-
-        async def downstream() -> None:
-            while data := await up_reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-            writer.close()
-
-        pump = asyncio.create_task(downstream())
-        poisoned = False
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                body = await reader.readexactly(length)
-                if poisoned:
-                    break  # the poisoned connection: no answer, just a close
-                if self.poison:
-                    self.poison -= 1
-                    self.poisoned += 1
-                    poisoned = True
-                    text = b'{"detail":"Internal Server Error"}'
-                    writer.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
-                                 b"content-length: %d\r\n\r\n%s" % (len(text), text))
-                    await writer.drain()
-                    continue
-                up_writer.write(head + body)
-                await up_writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            pump.cancel()
-            for w in (writer, up_writer):
-                w.close()
-                self._writers.discard(w)
-
-
 @pytest.mark.integration
-async def test_read_your_writes_the_turn_just_stored_is_searchable_at_once(ams_server) -> None:
+async def test_read_your_writes_the_turn_just_stored_is_searchable_at_once(ams) -> None:
     """add() returns once AMS has indexed the write: the very next search sees it, in every
     mode, and an upsert is seen in its new version."""
-    backend = backend_for(ams_server)
+    backend = backend_for(ams)
     try:
         for i, mode in enumerate(("keyword", "vector", "hybrid")):
             await backend.add([MemoryRecord(text=f"My sister Mel adopted a cat named Oscar {i}", id=f"cat{i}")])
@@ -325,14 +116,14 @@ async def test_read_your_writes_the_turn_just_stored_is_searchable_at_once(ams_s
         assert (await backend.get("cat0")).text == "the meeting moved to Friday"
         assert [h.record.id for h in (await backend.search("meeting Friday", mode="keyword")).hits] == ["cat0"]
     finally:
-        await backend.drop()
         await backend.aclose()
 
 
 @pytest.mark.integration
-async def test_modes_map_onto_ams_search_modes(ams_server) -> None:
-    backend = backend_for(ams_server)
+async def test_modes_map_onto_ams_search_modes(ams) -> None:
+    backend = backend_for(ams)
     try:
+        assert backend.default_search_mode == "hybrid"
         await backend.add([MemoryRecord(text="My favourite colour is blue", id="colour"),
                            MemoryRecord(text="I walked the dog in the park", id="dog"),
                            MemoryRecord(text="The quarterly report is due on Thursday", id="report")])
@@ -344,23 +135,20 @@ async def test_modes_map_onto_ams_search_modes(ams_server) -> None:
             assert all(0 <= h.score <= 1 for h in hits)
         only_stop_words = (await backend.search("what is it that I do", mode="hybrid")).hits
         assert len(only_stop_words) == 3  # hybrid of stop words alone: ranked by vector
-        with pytest.raises(InvalidInputError):
-            await backend.search("x", mode="fuzzy")
     finally:
-        await backend.drop()
         await backend.aclose()
 
 
 @pytest.mark.integration
-async def test_namespace_is_a_hard_boundary_even_when_ams_drops_the_filter(ams_server) -> None:
-    backend = backend_for(ams_server)
+async def test_namespace_is_a_hard_boundary_even_when_ams_drops_the_filter(ams) -> None:
+    backend = backend_for(ams)
     try:
         await backend.add([MemoryRecord(text="tenant A launch plan for the rocket", id="a1", namespace="tenant-a")])
         # what AMS itself answers: a semantic search in an empty namespace gets tenant A's memory
         body = amap.search_payload("rocket launch plan", "vector", {"namespace": ("tenant-b",)}, limit=10, offset=0,
                                    prefix=backend.prefix)
         raw = await backend._search_page(body)
-        assert backend.prefix + "a1" in [m["id"] for m in raw]  # (with whatever else the server holds)
+        assert codec.ams_id("tenant-a", "a1", backend.prefix) in [m["id"] for m in raw]  # (with whatever else)
         # through the backend, in every mode: nothing from tenant A
         for mode in ("vector", "hybrid", "keyword"):
             assert (await backend.search("rocket launch plan", filter={"namespace": "tenant-b"}, mode=mode)).hits == []
@@ -368,20 +156,45 @@ async def test_namespace_is_a_hard_boundary_even_when_ams_drops_the_filter(ams_s
         memory = Memory(backend, namespace="tenant-b")
         assert (await memory.search("rocket launch plan", mode="vector")).hits == []
     finally:
-        await backend.drop()
         await backend.aclose()
 
 
 @pytest.mark.integration
-async def test_fields_ams_lacks_round_trip_and_filters_are_exact(ams_server) -> None:
-    backend = backend_for(ams_server)
+async def test_namespaces_partition_ids_that_ams_would_confuse(ams) -> None:
+    """AMS finds records by id through a case-insensitive TAG, and joins namespace and session
+    with ``:`` in its keys: ids differing in case, and pairs that join alike, stay apart."""
+    backend = backend_for(ams, default_mode="keyword")
+    now = datetime.now(timezone.utc)
     try:
-        t_old = datetime.now(timezone.utc) - timedelta(days=3)
+        pairs = [("default", "Case"), ("default", "case"), ("a.b", "c"), ("a", "b.c"), ("a:b", "c"), ("a", "b:c")]
+        await backend.add([MemoryRecord(text=f"orchid {ns} {id}", id=id, namespace=ns) for ns, id in pairs])
+        for ns, id in pairs:
+            assert (await backend.get(id, namespace=ns)).text == f"orchid {ns} {id}"
+        assert await backend.count() == len(pairs)
+        assert await backend.delete(["case"]) == 1 and (await backend.get("Case")).text == "orchid default Case"
+        assert await backend.put_if_newer([MemoryRecord(text="orchid replaced", id="c", namespace="a.b",
+                                                        created_at=now, updated_at=now + timedelta(minutes=1))]) == 1
+        assert (await backend.get("c", namespace="a:b")).text == "orchid a:b c"
+        assert await backend.delete_if_older({"c": now + timedelta(days=1)}, namespace="a:b") == 1
+        assert (await backend.get("c", namespace="a.b")).text == "orchid replaced"
+        hits = (await backend.search("orchid", filter={"namespace": ["a", "a:b"]})).hits
+        assert sorted((h.record.namespace, h.record.id) for h in hits) == [("a", "b.c"), ("a", "b:c")]
+        for ns, sid in (("a:b", "c"), ("a", "b:c"), ("default", "S"), ("default", "s")):
+            await backend.append_messages(sid, [Message("user", f"{ns}/{sid}")], namespace=ns)
+        for ns, sid in (("a:b", "c"), ("a", "b:c"), ("default", "S"), ("default", "s")):
+            assert [m.content for m in await backend.get_messages(sid, namespace=ns)] == [f"{ns}/{sid}"]
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.integration
+async def test_fields_ams_lacks_round_trip_and_filters_are_exact(ams) -> None:
+    backend = backend_for(ams)
+    try:
         await backend.add([
             MemoryRecord(text="how to bake sourdough bread", id="skill", memory_type="skill",
                          metadata={"speaker": "Mel", "steps": [1, 2]}, topics=("baking", "a,b"), user_id="Alice"),
             MemoryRecord(text="bread is made of flour", id="fact", memory_type="semantic", user_id="alice"),
-            MemoryRecord(text="old bread memory", id="old", created_at=t_old),
             MemoryRecord(text="bread that expires", id="brief", ttl=1.5),
         ])
         got = await backend.get("skill")
@@ -395,21 +208,147 @@ async def test_fields_ams_lacks_round_trip_and_filters_are_exact(ams_server) -> 
         assert await ids(filter={"memory_type": "semantic"}) == {"fact"}
         assert await ids(filter={"user_id": "alice"}) == {"fact"}  # AMS tags ignore case; we do not
         assert await ids(filter={"topics": "a,b"}) == {"skill"}
-        assert await ids(created_before=t_old + timedelta(seconds=1)) == {"old"}
-        assert "old" not in await ids(created_after=t_old + timedelta(microseconds=1))
         await asyncio.sleep(1.6)
         assert await backend.get("brief") is None and "brief" not in await ids()
-        assert await backend.count() == 3
+        assert await backend.count() == 2
+        assert await backend.delete(["brief", "fact"]) == 1  # AMS still holds the expired one; it is not counted
     finally:
-        await backend.drop()
+        await backend.aclose()
+
+
+#: Identifiers AMS cannot hold as they are: separators, marks of the encodings, NUL, case, query
+#: syntax RedisVL does not escape (``?``, a backquote, ``_`` alone), and ones whose encoded form
+#: passes RediSearch's 4,096-byte TAG limit (written as digests).
+AWKWARD = ["a.b", "A.B", "mp64:x", "mp#x", "~a", "a\x00b", " a,b|c ", "é" * 1024, "😀" * 1024, "X" * 1024, "\t," * 512,
+           ":" * 1024, "ali?e", "_", "`"]
+
+
+@pytest.mark.integration
+async def test_hostile_and_long_identifiers_are_exact_in_every_field(ams) -> None:
+    backend = backend_for(ams, default_mode="keyword")
+    try:
+        records = [MemoryRecord(text=f"tulip {i}", id=v, user_id=v, session_id=v, namespace=v, topics=(v, "t"))
+                   for i, v in enumerate(AWKWARD)]
+        stored = await backend.add(records)
+        for i, (record, v) in enumerate(zip(stored, AWKWARD)):
+            assert await backend.get(v, namespace=v) == record
+            for field in ("user_id", "session_id", "namespace", "topics"):
+                hits = (await backend.search("tulip", filter={field: v}, limit=50)).hits
+                assert [h.record for h in hits] == [record], (field, v[:10])
+        assert await backend.count({"user_id": AWKWARD}) == len(AWKWARD)
+        assert await backend.count({"namespace": "a.B"}) == 0
+        assert await backend.delete(["😀" * 1024], namespace="😀" * 1024) == 1
+        assert await backend.delete([":" * 1024, "😀" * 1024, "X" * 1024], namespace=":" * 1024) == 1  # a long URL
+        assert await backend.count() == len(AWKWARD) - 2
+    finally:
         await backend.aclose()
 
 
 @pytest.mark.integration
-async def test_working_memory_keeps_metadata_and_ignores_other_namespaces_sessions(ams_server) -> None:
-    from agent_memory_client.models import MemoryMessage, WorkingMemory
+async def test_empty_and_odd_texts_and_contents_are_stored_exactly(ams) -> None:
+    """AMS refuses an empty text or content and its embedding endpoint a blank one, and
+    RediSearch indexes a text only up to a NUL: each is stored and read back exactly."""
+    backend = backend_for(ams, default_mode="keyword")
+    future = datetime(2999, 1, 1, tzinfo=timezone.utc)
+    try:
+        texts = {"empty": "", "blank": " \n\t", "nul": "before\x00after tulip", "dot": "."}
+        stored = await backend.add([MemoryRecord(text=t, id=i) for i, t in texts.items()])
+        for record in stored:
+            assert await backend.get(record.id) == record
+        assert await backend.count() == 4
+        assert [h.record.id for h in (await backend.search("after tulip")).hits] == ["nul"]
+        far = MemoryRecord(text="far future", id="far", created_at=future, updated_at=datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc))
+        assert await backend.put_if_newer([far]) == 1 and await backend.get("far") == far
+        messages = [Message("user", ""), Message("assistant", " \n"), Message("user", "a\x00b", future, {"k": "\x00"})]
+        await backend.append_messages("s", messages)
+        got = await backend.get_messages("s")
+        assert [(m.role, m.content, dict(m.metadata)) for m in got] == [(m.role, m.content, dict(m.metadata)) for m in messages]
+        assert got[2].created_at == future
+    finally:
+        await backend.aclose()
 
-    backend = backend_for(ams_server, working_memory_size=3)
+
+async def _raw_create(server, records: list[dict]) -> None:
+    """Records written with a plain HTTP client, as another client (or damage) would."""
+    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}) as http:
+        response = await http.post("/v1/long-term-memory/", json={"memories": records, "deduplicate": False})
+        assert response.status_code == 200, response.text
+
+
+async def _until_listed(backend: AgentMemoryServerBackend, ams_ids: list[str], timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        listed = {m["id"] for m in await backend._search_page(amap.search_payload("", "keyword", {}, limit=100, offset=0,
+                                                                                   prefix=backend.prefix))}
+        if set(ams_ids) <= listed:
+            return
+        assert loop.time() < deadline, f"AMS did not index {set(ams_ids) - listed}"
+        await asyncio.sleep(0.5)
+
+
+@pytest.mark.integration
+async def test_a_damaged_record_costs_only_itself(ams, caplog) -> None:
+    backend = backend_for(ams, default_mode="keyword")
+    try:
+        (good,) = await backend.add([MemoryRecord(text="tulip bulbs in the garden", id="good")])
+        now = datetime.now(timezone.utc)
+
+        def damaged(id: str, **changes: object) -> dict:
+            data = amap.record_to_ams(with_timestamps(MemoryRecord(text=f"tulip {id}", id=id), now, now), backend.prefix)
+            for key, value in changes.items():
+                if value is None:
+                    data.pop(key)
+                else:
+                    data[key] = value
+            return data
+
+        broken = [
+            damaged("bad-base64", extracted_from=[codec.CARRIER_PREFIX + "!!!"]),
+            damaged("not-an-object", extracted_from=[codec.CARRIER_PREFIX + "WzFd"]),  # [1]
+            damaged("no-carrier", extracted_from=None),
+            damaged("other-namespace", namespace=backend.prefix + "elsewhere"),
+            damaged("bad-user", user_id="mp64:!!"),
+        ]
+        foreign = {"id": backend.prefix + "someone-elses", "text": "tulip of another client", "namespace": backend.prefix + "default",
+                   "memory_type": "episodic", "created_at": now.isoformat(), "updated_at": now.isoformat()}
+        await _raw_create(ams, [*broken, foreign])
+        await _until_listed(backend, [d["id"] for d in broken] + [foreign["id"]])
+
+        caplog.set_level(logging.WARNING, logger="primitives.memory")
+        result = await backend.search("tulip", limit=20)
+        assert [h.record for h in result.hits] == [good] and result.skipped == len(broken)
+        assert {d["id"] for d in broken} <= {r.args[0] for r in caplog.records if r.args}
+        assert await backend.count() == 1
+        for data in broken:
+            id = data["entities"][0].rsplit(".", 1)[1]
+            with pytest.raises(CorruptRecordError) as info:
+                await backend.get(id)
+            assert info.value.key == data["id"] and data["id"] in str(info.value)
+        assert await backend.delete_if_older({"bad-user": now + timedelta(days=1)}) == 0  # not shown to be older
+        assert await backend.delete(["bad-base64"]) == 1
+        (repaired,) = await backend.add([MemoryRecord(text="tulip repaired", id="no-carrier")])
+        assert await backend.get("no-carrier") == repaired
+        assert (await backend.search("tulip", limit=20)).skipped == len(broken) - 2
+
+        # working memory: a damaged message is left out, the others are read
+        sid = codec.ams_id("default", "s", backend.prefix)
+        await backend.append_messages("s", [Message("user", "first", metadata={"k": 1})])
+        session = await backend._session(sid)
+        session["messages"].append({"id": "01HZX.mp1.!!", "role": "user", "content": "broken", "created_at": now.isoformat()})
+        async with httpx.AsyncClient(base_url=ams.url, headers={"Authorization": f"Bearer {ams.token}"}) as http:
+            response = await http.put(f"/v1/working-memory/{sid}", json={"messages": session["messages"]})
+            assert response.status_code == 200, response.text
+        await backend.append_messages("s", [Message("user", "third")])
+        assert [m.content for m in await backend.get_messages("s")] == ["first", "third"]
+        assert any(f"{sid}#01HZX.mp1.!!" == r.args[0] for r in caplog.records if r.args)
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.integration
+async def test_working_memory_keeps_metadata_and_ignores_other_namespaces_sessions(ams) -> None:
+    backend = backend_for(ams, working_memory_size=3)
     try:
         await backend.append_messages("s/1", [Message("user", "hi", metadata={"speaker": "Mel"})])
         await backend.append_messages("s/1", [Message("assistant", f"reply {i}") for i in range(3)])
@@ -417,32 +356,32 @@ async def test_working_memory_keeps_metadata_and_ignores_other_namespaces_sessio
         assert [m.content for m in got] == ["reply 0", "reply 1", "reply 2"]
         await backend.append_messages("s2", [Message("user", "hello", metadata={"speaker": "Mel"})])
         assert (await backend.get_messages("s2"))[0].metadata == {"speaker": "Mel"}
-        # another client's session with the same id in a namespace: AMS answers our key's
-        # absence with it (its key index); it is not ours
-        other = WorkingMemory(session_id="x", namespace="elsewhere",
-                              messages=[MemoryMessage(role="user", content="not yours", created_at=T0)])
-        await backend._transport.api.put_working_memory(amap.id_out(backend.prefix + "s3"), other)
-        assert await backend.get_messages("s3") == []
-        await backend.append_messages("s3", [Message("user", "mine")])
-        assert [m.content for m in await backend.get_messages("s3")] == ["mine"]
-        with pytest.raises(InvalidInputError):
-            await backend.append_messages("s2", [Message("user", "  ")])
+        # another client's session with our session's AMS id, in an AMS namespace: AMS answers
+        # our key's absence with it (its key index); it is not ours, and clearing ours leaves it
+        sid = codec.ams_id("default", "s3", backend.prefix)
+        other = {"namespace": "elsewhere", "messages": [{"role": "user", "content": "not yours", "created_at": T0.isoformat()}]}
+        async with httpx.AsyncClient(base_url=ams.url, headers={"Authorization": f"Bearer {ams.token}"}) as http:
+            assert (await http.put(f"/v1/working-memory/{sid}", json=other)).status_code == 200
+            assert await backend.get_messages("s3") == []
+            await backend.clear_session("s3")
+            kept = await http.get(f"/v1/working-memory/{sid}", params={"namespace": "elsewhere"})
+            assert [m["content"] for m in kept.json()["messages"]] == ["not yours"]
+            await backend.append_messages("s3", [Message("user", "mine")])
+            assert [m.content for m in await backend.get_messages("s3")] == ["mine"]
+            await http.delete(f"/v1/working-memory/{sid}", params={"namespace": "elsewhere"})
     finally:
-        await backend.drop()
         await backend.aclose()
 
 
 @pytest.mark.integration
-async def test_a_poisoned_keep_alive_connection_is_left_for_a_new_one(ams_server) -> None:
-    proxy = Proxy(ams_server.url)
+async def test_a_poisoned_keep_alive_connection_is_left_for_a_new_one(ams) -> None:
+    proxy = Proxy(ams.url)
     await proxy.start()
-    backend = AgentMemoryServerBackend(proxy.url, token=ams_server.token, prefix=fresh_prefix())
+    backend = AgentMemoryServerBackend(proxy.url, token=ams.token, prefix=fresh_prefix())
     try:
         await backend.add([MemoryRecord(text="the password hint is a tulip", id="hint")])
         # the fault itself, seen by a plain keep-alive client: a 500, then a dead connection
-        import httpx
-
-        async with httpx.AsyncClient(base_url=proxy.url, headers={"Authorization": f"Bearer {ams_server.token}"}) as plain:
+        async with httpx.AsyncClient(base_url=proxy.url, headers={"Authorization": f"Bearer {ams.token}"}) as plain:
             proxy.poison = 1
             assert (await plain.get("/v1/health")).status_code == 500
             with pytest.raises(httpx.RemoteProtocolError):
@@ -459,15 +398,14 @@ async def test_a_poisoned_keep_alive_connection_is_left_for_a_new_one(ams_server
         with pytest.raises(BackendUnavailableError, match="HTTP 500 twice, the second time on a new connection"):
             await backend.search("password hint", mode="keyword")
     finally:
-        await backend.drop()
         await backend.aclose()
         await proxy.stop()
 
 
 @pytest.mark.integration
-async def test_wrong_or_missing_token_is_an_authentication_error_naming_the_fix(ams_server) -> None:
+async def test_wrong_or_missing_token_is_an_authentication_error_naming_the_fix(ams) -> None:
     for token, fix in (("not-the-token", "agent-memory token add"), (None, "set AGENT_MEMORY_SERVER_TOKEN")):
-        backend = AgentMemoryServerBackend(ams_server.url, token=token, prefix=fresh_prefix())
+        backend = AgentMemoryServerBackend(ams.url, token=token, prefix=fresh_prefix())
         with pytest.raises(AuthenticationFailedError, match=fix):
             await backend.add([MemoryRecord(text="never stored")])
         with pytest.raises(AuthenticationFailedError):
@@ -513,17 +451,17 @@ async def test_long_term_memory_disabled_names_the_fix_and_working_memory_still_
 
 
 @pytest.mark.integration
-async def test_resilient_wrapper_serves_while_ams_is_down_and_loses_nothing(ams_server, tmp_path: Path) -> None:
+async def test_resilient_wrapper_serves_while_ams_is_down_and_loses_nothing(ams, tmp_path: Path) -> None:
     """AMS unreachable from the start (nothing listens on the port yet), then up, then gone
     again mid-run: reads are served from the fallback, every write reaches AMS afterwards with
     its timestamps (last writer wins), working-memory messages too."""
-    proxy = Proxy(ams_server.url)
+    proxy = Proxy(ams.url)
     prefix = fresh_prefix()
-    primary = AgentMemoryServerBackend(proxy.url, token=ams_server.token, prefix=prefix, connect_timeout=0.5)
+    primary = AgentMemoryServerBackend(proxy.url, token=ams.token, prefix=prefix, connect_timeout=0.5)
     resilient = ResilientBackend(primary, outbox=Outbox(tmp_path / "outbox.sqlite3"),
                                  breaker=CircuitBreaker(reset_timeout=0.05, max_reset_timeout=0.2))
     memory = Memory(resilient)
-    direct = AgentMemoryServerBackend(ams_server.url, token=ams_server.token, prefix=prefix)
+    direct = AgentMemoryServerBackend(ams.url, token=ams.token, prefix=prefix)
     try:
         first = await memory.remember("the launch code is tulip", id="a", user_id="u")
         await memory.append_messages("s", [Message("user", "said while AMS was down")])
@@ -554,18 +492,17 @@ async def test_resilient_wrapper_serves_while_ams_is_down_and_loses_nothing(ams_
         assert resilient.outbox.pending_count() == 0
         assert await direct.get("b") == second and await direct.get("a") is None
     finally:
-        await direct.drop()
         await direct.aclose()
         await resilient.aclose()
         await proxy.stop()
 
 
 @pytest.mark.integration
-async def test_a_pipeline_recalls_the_turn_it_just_stored(ams_server) -> None:
+async def test_a_pipeline_recalls_the_turn_it_just_stored(ams) -> None:
     from primitives import LambdaPrimitive, WorkflowContext
     from primitives.memory import MemoryPrimitive, RememberPrimitive
 
-    backend = backend_for(ams_server)
+    backend = backend_for(ams)
     memory = Memory(backend)
     pipeline = MemoryPrimitive(memory) >> LambdaPrimitive(lambda recalled: "Noted.") >> RememberPrimitive(memory)
     ctx = WorkflowContext(session_id="s-1", metadata={"user_id": "alice"})
@@ -576,22 +513,36 @@ async def test_a_pipeline_recalls_the_turn_it_just_stored(ams_server) -> None:
         assert [m["content"] for m in out["working_memory"]] == ["My favourite colour is blue", "Noted."]
         assert out["relevant_memories"][0]["text"] == "My favourite colour is blue"
     finally:
-        await backend.drop()
         await backend.aclose()
 
 
 @pytest.mark.integration
-async def test_doctor_reports_a_healthy_ams_and_names_the_fix_for_each_problem(ams_server, ams_server_no_ltm, tmp_path: Path) -> None:
-    from primitives.doctor import diagnose
+async def test_doctor_reports_a_healthy_ams_and_names_the_fix_for_each_problem(ams, ams_server_no_ltm, tmp_path: Path) -> None:
+    from primitives.tooling.doctor import diagnose
 
-    base = {"AGENT_MEMORY_SERVER_URL": ams_server.url, "AGENT_MEMORY_SERVER_TOKEN": ams_server.token,
+    base = {"AGENT_MEMORY_SERVER_URL": ams.url, "AGENT_MEMORY_SERVER_TOKEN": ams.token,
             "MEMORY_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"), "MEMORY_AMS_PREFIX": fresh_prefix()}
     report = await diagnose(base)
     assert (report["configured"], report["healthy"], report["serving"]) == ("agent-memory-server", True, "agent-memory-server")
-    ams = report["ams"]
-    assert ams["server_version"] == "0.15.2" and ams["auth"] == "ok" and ams["token"] == "set"
-    assert ams["long_term_memory"] is True and ams["vector_search"] is True and ams["indexing_ms"] > 0
+    info = report["ams"]
+    assert info["server_version"] == "0.15.2" and info["auth"] == "ok" and info["token"] == "set"
+    assert info["long_term_memory"] is True and info["vector_search"] is True and info["indexing_ms"] > 0
+    assert info["damage"] == {"scanned_records": 0, "complete": True, "damaged": 0, "first": [], "legacy_records": 0}
     assert report["outbox"]["pending"] == 0 and report["problems"] == []
+
+    # a damaged record: the store still serves, doctor names the record and how to remove it
+    store = AgentMemoryServerBackend(ams.url, token=ams.token, prefix=base["MEMORY_AMS_PREFIX"])
+    now = datetime.now(timezone.utc)
+    bad = amap.record_to_ams(with_timestamps(MemoryRecord(text="x", id="bad"), now, now), store.prefix)
+    bad["extracted_from"] = [codec.CARRIER_PREFIX + "!!"]
+    await _raw_create(ams, [bad])
+    await _until_listed(store, [bad["id"]])
+    await store.aclose()
+    report = await diagnose(base)
+    assert report["healthy"] is True and report["ams"]["damage"]["damaged"] == 1
+    assert report["ams"]["damage"]["first"][0]["key"] == bad["id"]
+    (found,) = report["problems"]
+    assert bad["id"] in found["problem"] and "curl -X DELETE" in found["fix"]
 
     cases = [
         ({"AGENT_MEMORY_SERVER_TOKEN": "wrong"}, "not valid there", "export AGENT_MEMORY_SERVER_TOKEN="),
@@ -600,8 +551,8 @@ async def test_doctor_reports_a_healthy_ams_and_names_the_fix_for_each_problem(a
         ({"AGENT_MEMORY_SERVER_URL": f"http://127.0.0.1:{free_port()}", "MEMORY_AMS_CONNECT_TIMEOUT": "0.5"},
          "unreachable", "memory-primitives ams start"),
     ]
-    for change, problem, fix in cases:
-        report = await diagnose({**base, **change})
+    for i, (change, problem, fix) in enumerate(cases):  # an outbox belongs to one server: one each
+        report = await diagnose({**base, "MEMORY_OUTBOX_PATH": str(tmp_path / f"outbox-{i}.sqlite3"), **change})
         assert report["healthy"] is False, change
         (found,) = report["problems"]
         assert problem in found["problem"] and fix in found["fix"], (change, found)
@@ -609,15 +560,15 @@ async def test_doctor_reports_a_healthy_ams_and_names_the_fix_for_each_problem(a
 
 
 @pytest.mark.integration
-async def test_embedding_dims_that_differ_from_the_index_are_found_by_health_and_writes(ams_server, tmp_path: Path) -> None:
+async def test_embedding_dims_that_differ_from_the_index_are_found_by_health_and_writes(ams, tmp_path: Path) -> None:
     """An AMS whose index expects 1,536 dims while its model (MiniLM) makes 384. What the server
     does: vector queries find nothing (no error, so a read-only health check passes) and every
     write is acknowledged but never indexed. The backend: a typed error after
     ``index_timeout`` instead of a silent loss; ``probe_indexing`` and ``doctor`` name the fix."""
     from primitives.errors import PrimitivesError
-    from primitives.localams import LocalAMS
+    from primitives.tooling.localams import LocalAMS
 
-    mismatched = LocalAMS(redis_url=ams_server.redis_url, embeddings_url=ams_server.embeddings_url, dims=1536,
+    mismatched = LocalAMS(redis_url=ams.redis_url, embeddings_url=ams.embeddings_url, dims=1536,
                           token_auth=False, run_dir=tmp_path / "ams",
                           extra_env={"REDISVL_INDEX_NAME": "dims_mismatch_idx", "REDISVL_INDEX_PREFIX": "dims_mismatch"})
     try:
@@ -631,7 +582,7 @@ async def test_embedding_dims_that_differ_from_the_index_are_found_by_health_and
             await backend.add([MemoryRecord(text="never indexed", id="x")])
         with pytest.raises(BackendUnavailableError, match="REDISVL_VECTOR_DIMENSIONS"):
             await backend.probe_indexing(timeout=2)
-        from primitives.doctor import diagnose
+        from primitives.tooling.doctor import diagnose
 
         report = await diagnose({"AGENT_MEMORY_SERVER_URL": mismatched.url, "MEMORY_RESILIENT": "0"})
         assert report["healthy"] is False and "REDISVL_VECTOR_DIMENSIONS" in report["ams"]["indexing_error"]

@@ -7,7 +7,8 @@ in a question frame, half hits, half misses, half filtered by a user). Measured:
 - create: records/s through ``Memory.add`` on ``AgentMemoryServerBackend`` (batches of 100; it
   returns once AMS has indexed them) and through ``MemoryAPIClient.create_long_term_memory``
   (returns at AMS's acknowledgement, before indexing), plus the latter until every record is
-  searchable;
+  searchable; the client sends the same records in the form the backend writes (derived ids,
+  the carrier), so both sides search the same data;
 - index lag: for single records, AMS's acknowledgement to the record being readable (each read
   is one request, so the resolution is one request's time);
 - the recall step: ``MemoryPrimitive.execute`` (working memory of the session + a filtered
@@ -49,8 +50,9 @@ from primitives.evaluation.bench import (
 )
 from primitives.evaluation.locomo import percentile
 from primitives.memory.ams_backend import AgentMemoryServerBackend
+from primitives.memory.ams_backend import mapping as amap
 from primitives.memory.facade import Memory
-from primitives.memory.record import MemoryRecord, Message
+from primitives.memory.record import MemoryRecord, Message, with_timestamps
 from primitives.memory.workflow import MemoryPrimitive
 
 __all__ = ["local_ams_stack", "run_ams_bench"]
@@ -90,7 +92,7 @@ async def run_ams_bench(
         queries with a hit, vector mode excluded since it always returns the nearest records).
     """
     from agent_memory_client.filters import Namespace, UserId
-    from agent_memory_client.models import ClientMemoryRecord, RecencyConfig
+    from agent_memory_client.models import RecencyConfig
 
     rng = random.Random(seed)
     vocabulary = make_vocabulary(rng, VOCABULARY_SIZE)
@@ -100,7 +102,7 @@ async def run_ams_bench(
     prefix = f"bench-{rng.getrandbits(32):08x}:"
     backend = AgentMemoryServerBackend(url, token=token, prefix=prefix, index_timeout=60.0)
     client = _direct_client(url, token)
-    memory = Memory(backend)
+    memory = Memory(backend, single_user=True)  # half the queries are unfiltered, as in bench inmemory
     report: dict[str, Any] = {"memories": memories, "queries": queries, "token_auth": bool(token)}
     try:
         report["server_version"] = await backend.server_version()
@@ -116,14 +118,13 @@ async def run_ams_bench(
         for start in range(half, memories, _BATCH):
             now = datetime.now(timezone.utc)
             await client.create_long_term_memory(
-                [ClientMemoryRecord(id=f"{prefix}m{i}", text=texts[i], user_id=users[i], namespace=prefix + _NAMESPACE,
-                                    memory_type="episodic", created_at=now, updated_at=now)
+                [_as_stored(MemoryRecord(text=texts[i], user_id=users[i], id=f"m{i}"), prefix, now)
                  for i in range(start, min(start + _BATCH, memories))],
                 deduplicate=False,
             )
         ack = time.perf_counter() - t0
         for start in range(half, memories, _BATCH):  # each batch's last record, read by id
-            await _until_readable(backend, f"m{min(start + _BATCH, memories) - 1}")
+            await _until_readable(backend, f"m{min(start + _BATCH, memories) - 1}", _NAMESPACE)
         searchable = time.perf_counter() - t0
         report["create"] = {
             "backend_records_per_s": round(backend_rate, 1),
@@ -142,22 +143,25 @@ async def run_ams_bench(
         for i in range(10):
             now = datetime.now(timezone.utc)
             await client.create_long_term_memory(
-                [ClientMemoryRecord(id=f"{prefix}lag{i}", text=f"lag probe {i}", namespace=prefix + "lag", created_at=now, updated_at=now)],
+                [_as_stored(MemoryRecord(text=f"lag probe {i}", id=f"lag{i}", namespace="lag"), prefix, now)],
                 deduplicate=False)
             t0 = time.perf_counter()
-            await _until_readable(backend, f"lag{i}")
+            await _until_readable(backend, f"lag{i}", "lag")
             lags.append(time.perf_counter() - t0)
         report["index_lag_ms"] = _ms(lags)
 
-        http = backend._transport.http
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         health, authed = [], []
-        for _ in range(10):
-            t0 = time.perf_counter()
-            await http.get("/v1/health")
-            t1 = time.perf_counter()
-            await http.get("/v1/long-term-memory/none")
-            health.append(t1 - t0)
-            authed.append(time.perf_counter() - t1)
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30.0) as http:
+            for _ in range(10):
+                t0 = time.perf_counter()
+                await http.get("/v1/health")
+                t1 = time.perf_counter()
+                await http.get("/v1/long-term-memory/none")
+                health.append(t1 - t0)
+                authed.append(time.perf_counter() - t1)
         report["request_ms"] = {"no_auth_health": _ms(health)["p50"], "authenticated_get": _ms(authed)["p50"]}
 
         session = "bench-session"
@@ -232,9 +236,18 @@ async def run_ams_bench(
     return report
 
 
-async def _until_readable(backend: AgentMemoryServerBackend, id: str, timeout: float = 60.0) -> None:
+def _as_stored(record: MemoryRecord, prefix: str, now: datetime) -> Any:
+    """``record`` as the client's model, in the form the backend writes (its derived id, the
+    carrier), so both sides of the comparison hold the same records and the backend reads the
+    client's."""
+    from agent_memory_client.models import ClientMemoryRecord
+
+    return ClientMemoryRecord(**amap.record_to_ams(with_timestamps(record, now, now), prefix))
+
+
+async def _until_readable(backend: AgentMemoryServerBackend, id: str, namespace: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    while await backend.get(id) is None:
+    while await backend.get(id, namespace=namespace) is None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"record {id!r} was not searchable {timeout:.0f} s after AMS acknowledged it")
         await asyncio.sleep(0.002)
@@ -252,15 +265,15 @@ def _working_memory(session_id: str) -> Any:
 def local_ams_stack(*, token_auth: bool = True) -> Iterator[tuple[str, str | None]]:
     """A throw-away Agent Memory Server for one run: a local Redis with the Query Engine, the
     local MiniLM embeddings endpoint (``memory-primitives embeddings serve``) and
-    :class:`~primitives.localams.LocalAMS` (installed into its cache on first use: minutes),
+    :class:`~primitives.tooling.localams.LocalAMS` (installed into its cache on first use: minutes),
     all on free loopback ports and stopped afterwards. Yields ``(url, token)``.
 
     Raises:
         ConfigurationError: a part could not be installed or started (from ``LocalAMS``).
         TimeoutError: the embeddings endpoint did not answer within 180 s.
     """
-    from primitives.localams import LocalAMS
-    from primitives.localredis import LocalRedis, free_port
+    from primitives.tooling.localams import LocalAMS
+    from primitives.tooling.localredis import LocalRedis, free_port
 
     with tempfile.TemporaryDirectory(prefix="memory-primitives-bench-ams-") as tmp:
         redis = LocalRedis(dir=Path(tmp) / "redis", persistent=False)

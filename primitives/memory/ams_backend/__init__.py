@@ -1,7 +1,10 @@
-"""The Agent Memory Server backend (extra ``ams``): the field mapping in
-:mod:`~primitives.memory.ams_backend.mapping` (pure functions), the HTTP transport in
-:mod:`~primitives.memory.ams_backend.transport`. ``AgentMemoryServerBackend`` loads lazily, so
-the mapping imports without agent-memory-client."""
+"""The Agent Memory Server backend (extra ``ams``): ids, TAG values and the carrier in
+:mod:`~primitives.memory.ams_backend.codec`, records and search requests in
+:mod:`~primitives.memory.ams_backend.mapping`, working memory in
+:mod:`~primitives.memory.ams_backend.session` (all pure functions), the HTTP transport in
+:mod:`~primitives.memory.ams_backend.transport`, whole-store operations in
+:mod:`~primitives.memory.ams_backend.maintenance`. ``AgentMemoryServerBackend`` loads lazily, so
+the pure modules import without agent-memory-client."""
 
 from __future__ import annotations
 

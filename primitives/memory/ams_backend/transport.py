@@ -155,22 +155,32 @@ class AMSTransport:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def raw(self, method: str, path: str, **kwargs: Any) -> Any:
-        """A request the client has no method for, on its pool; the JSON answer, ``None`` on
-        404. Use inside :meth:`call`.
+        """One request on the client's pool; the JSON answer, ``None`` on 404. Use inside
+        :meth:`call`. (The backend sends every request this way, so its answers are plain
+        JSON that the mapping checks itself, rather than the client's pydantic models, which
+        raise their own validation errors on a record they do not expect.)
 
         Raises:
             MemoryServerError: any other status >= 400.
+            ConfigurationError: a 2xx answer that is not JSON (not an AMS API).
         """
         response = await self.http.request(method, path, **kwargs)
         if response.status_code == 404:
             return None
         if response.status_code >= 400:
             try:
-                detail = str(response.json().get("detail", response.text))
+                body = response.json()
+                detail = str(body.get("detail", response.text) if isinstance(body, dict) else body)
             except ValueError:
                 detail = response.text
-            raise MemoryServerError(detail, response.status_code)
-        return response.json()
+            raise MemoryServerError(detail[:2000], response.status_code)
+        try:
+            return response.json()
+        except ValueError:
+            raise ConfigurationError(
+                f"the server at {self.url} answered {method} {path[:80]} with HTTP {response.status_code} "
+                f"and a body that is not JSON ({response.text[:80]!r}); is AGENT_MEMORY_SERVER_URL an AMS 0.15 API?"
+            ) from None
 
     async def aclose(self) -> None:
         """Close the current and any retired pool."""
