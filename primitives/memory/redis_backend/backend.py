@@ -53,7 +53,7 @@ from primitives.memory.redis_backend.codec import (
     unpack_vector,
     us,
 )
-from primitives.memory.redis_backend.keys import record_key, session_key
+from primitives.memory.redis_backend.keys import record_key, session_key, split_record_key
 from primitives.memory.redis_backend.query import query_terms, render_query
 from primitives.memory.redis_backend.schema import IndexSpec
 from primitives.memory.redis_backend.search import Searcher
@@ -179,6 +179,7 @@ class RedisBackend(MemoryBackend):
         self._searcher = Searcher(
             self._client, self.spec.name, self.name, returns=RETURN_FIELDS,
             vector_returned=embedder is None, dims=self.spec.dims,
+            record_of=lambda key: split_record_key(self.spec.prefix, key),
         )
         self._store = maintenance.Store(self._client, prefix, self.spec, embedder, index_dates)
         self._upsert = self._client.register_script(scripts.UPSERT)

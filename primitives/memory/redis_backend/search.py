@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from primitives.errors import CorruptRecordError
@@ -36,10 +36,15 @@ MAX_PAGES = 4
 
 @dataclass(slots=True)
 class Ranking:
-    """Decoded hits of one ranking, best first, and how many damaged hits were left out."""
+    """Decoded hits of one ranking, best first, and the damaged hits left out (key -> reason)."""
 
     hits: list[SearchHit]
-    skipped: int = 0
+    damaged: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> int:
+        """How many damaged records were left out."""
+        return len(self.damaged)
 
 
 class Searcher:
@@ -53,10 +58,14 @@ class Searcher:
         vector_returned: Return and decode each hit's ``vector`` (when no embedder is
             configured, a record's own embedding is part of what searches return).
         dims: The vector length of the index (``None``: any).
+        record_of: The ``(namespace, id)`` a record key names (``None`` for another key), so a
+            record the vector ranking found damaged (a NaN in its vector) is left out of the
+            keyword ranking too.
     """
 
     def __init__(self, client: Any, index: str, backend: str, *, returns: Sequence[str], vector_returned: bool,
-                 dims: int | None) -> None:
+                 dims: int | None, record_of: Any = None) -> None:
+        self.record_of = record_of
         self.client = client
         self.index = index
         self.backend = backend
@@ -151,10 +160,14 @@ class Searcher:
             replies = await pipe.execute()
         keyword = await self.keyword(words, tag_filter, depth, first=replies[0]) if words else Ranking([])
         knn = await self.knn(vector, tag_filter, depth, first=replies[-1])
-        records = {(h.record.namespace, h.record.id): h.record for h in (*keyword.hits, *knn.hits)}
-        fused = fuse([((h.record.namespace, h.record.id), h.score) for h in keyword.hits],  # type: ignore[misc]
+        # a record whose vector is damaged is damaged: the keyword ranking (which does not read
+        # vectors) must not bring it back
+        unusable = {self.record_of(k) for k in knn.damaged} if self.record_of is not None else set()
+        keyword_hits = [h for h in keyword.hits if (h.record.namespace, h.record.id) not in unusable]
+        records = {(h.record.namespace, h.record.id): h.record for h in (*keyword_hits, *knn.hits)}
+        fused = fuse([((h.record.namespace, h.record.id), h.score) for h in keyword_hits],  # type: ignore[misc]
                      [((h.record.namespace, h.record.id), h.score) for h in knn.hits], limit=limit)
-        return Ranking([SearchHit(records[k], score) for k, score in fused], keyword.skipped + knn.skipped)
+        return Ranking([SearchHit(records[k], score) for k, score in fused], {**keyword.damaged, **knn.damaged})
 
     async def _paged(self, args: Any, parse: Any, per_row: int, depth: int, first: list[Any] | None, *,
                      from_start: bool) -> Ranking:
@@ -186,7 +199,7 @@ class Searcher:
             hits.sort(key=lambda h: (h.score, h.record.updated_at), reverse=True)
         else:
             hits.sort(key=lambda h: h.score, reverse=True)
-        return Ranking(hits[:depth], len(damaged))
+        return Ranking(hits[:depth], damaged)
 
 
 def _key(raw: bytes) -> str:
