@@ -6,6 +6,7 @@ session_id, namespace, memory_type, topics, metadata, embedding, created_at, upd
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -31,6 +32,7 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "DEFAULT_TTLS",
     "default_ttls_from_env",
+    "resolved_ttls",
     "INDEXED_METADATA_KEYS",
     "MemoryRecord",
     "MemoryType",
@@ -100,6 +102,12 @@ def default_ttls_from_env(env: Mapping[str, str]) -> dict[MemoryType, float | No
             raise ConfigurationError(f"{name} must be seconds > 0 or 'never', got {raw!r}")
         ttls[memory_type] = value
     return ttls
+
+
+def resolved_ttls(default_ttls: Mapping[MemoryType, float | None]) -> dict[MemoryType, float]:
+    """Seconds per memory type with "never" as ``math.inf``: a type missing from
+    ``default_ttls``, or mapped to ``None``, never expires."""
+    return {t: math.inf if default_ttls.get(t) is None else float(default_ttls[t]) for t in MemoryType}  # type: ignore[arg-type]
 
 
 def _new_id() -> str:

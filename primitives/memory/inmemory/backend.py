@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +22,7 @@ from primitives.memory.record import (
     MemoryType,
     Message,
     SearchHit,
+    resolved_ttls,
     trusted_replace,
     utc_from_timestamp,
     with_timestamps,
@@ -142,10 +142,7 @@ class InMemoryBackend(MemoryBackend):
         self.maxsize = check_int(maxsize, "maxsize")
         self.working_memory_size = check_int(working_memory_size, "working_memory_size")
         check_int(max_sessions, "max_sessions")
-        self.default_ttls: dict[MemoryType, float] = {
-            t: (math.inf if default_ttls.get(t) is None else float(default_ttls[t]))  # type: ignore[arg-type]
-            for t in MemoryType
-        }
+        self.default_ttls = resolved_ttls(default_ttls)
         self.analyzer = analyzer or Analyzer()
         self.index_dates = index_dates
         self.indexed_metadata = tuple(indexed_metadata)
@@ -410,8 +407,4 @@ class InMemoryBackend(MemoryBackend):
         self._skills = InMemorySkillLedger(ttl=self.default_ttls[MemoryType.SKILL], clock=self._clock)
 
     async def aclose(self) -> None:
-        self._records.clear()
-        self._index.clear()
-        if self._vectors is not None:
-            self._vectors.clear()
-        self._sessions.clear()
+        await self.drop()

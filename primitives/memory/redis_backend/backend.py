@@ -37,6 +37,7 @@ from primitives.memory.record import (
     MemoryRecord,
     MemoryType,
     Message,
+    resolved_ttls,
     trusted_replace,
     with_timestamps,
 )
@@ -168,10 +169,7 @@ class RedisBackend(MemoryBackend):
             prefix=f"{prefix}rec:",
             dims=embedder.dims if embedder is not None else None,
         )
-        self.default_ttls = {
-            t: (math.inf if default_ttls.get(t) is None else float(default_ttls[t]))  # type: ignore[arg-type]
-            for t in MemoryType
-        }
+        self.default_ttls = resolved_ttls(default_ttls)
         self.working_memory_size = working_memory_size
         self.max_record_bytes = max_record_bytes
         self.index_dates = index_dates
