@@ -36,6 +36,8 @@ __all__ = [
     "OutboxError",
     "OutboxCorruptError",
     "UnscopedAccessError",
+    "SyncTargetUnavailableError",
+    "SyncSchemaError",
 ]
 
 
@@ -226,3 +228,34 @@ class UnscopedAccessError(PrimitivesError, ValueError):
     is multi-user (the default), which would mix every user's memories. Set
     ``context.metadata["user_id"]``, or declare the memory single-user
     (``Memory(..., single_user=True)`` or ``MEMORY_SINGLE_USER=1``)."""
+
+
+class SyncTargetUnavailableError(BackendUnavailableError):
+    """A sync target (warehouse, database, lake, Data Cloud) did not answer or refused the
+    connection. Nothing was committed by the failed batch and the cursor stayed where it was;
+    running the sync again resumes from there.
+
+    Attributes:
+        target: The target's redacted URL or name.
+    """
+
+    def __init__(self, message: str, *, target: str) -> None:
+        super().__init__(message)
+        self.target = target
+
+
+class SyncSchemaError(ConfigurationError):
+    """A sync target's table does not have the columns sync needs (a column missing or of a type
+    that cannot hold the values). The message names the table, the column and the fix.
+
+    Attributes:
+        table: The table.
+        column: The target's name of the column.
+        fix: What to run or change.
+    """
+
+    def __init__(self, message: str, *, table: str, column: str, fix: str) -> None:
+        super().__init__(f"{message}. Fix: {fix}")
+        self.table = table
+        self.column = column
+        self.fix = fix

@@ -89,6 +89,17 @@ def acl_redis_server(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real PostgreSQL (Debian's, run as the ``postgres`` OS user when tests run as root) on a
+    free loopback port with ``fsync=off`` for the whole session
+    (``primitives.tooling.localpostgres.LocalPostgres``): ``.url`` is
+    ``postgresql://primitives:PASSWORD@127.0.0.1:PORT/primitives``; that role owns the database."""
+    from tests.postgres_server import running_postgres
+
+    yield from running_postgres(tmp_path_factory.mktemp("postgres"))
+
+
+@pytest.fixture(scope="session")
 def ams_server(tmp_path_factory: pytest.TempPathFactory):
     """A real Agent Memory Server 0.15.2 with token auth on, its own Redis and the local MiniLM
     embeddings endpoint (``tests.ams_server.AMSStack``: ``url``, ``token``, ``redis_url``, ...).

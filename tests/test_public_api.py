@@ -19,7 +19,7 @@ EXPECTED = {
         "DEFAULT_TTLS", "FILTER_FIELDS", "Analyzer", "Health", "InMemoryBackend", "Memory",
         "MemoryBackend", "MemoryPrimitive", "MemoryRecord", "MemoryType", "Message", "Recall",
         "RememberPrimitive", "ResilientBackend", "SEARCH_MODES", "SearchHit", "SearchResult",
-        "LocalReplica", "SkillStats",
+        "LocalReplica", "SkillStats", "StoreSource", "SyncPrimitive", "Tombstone",
     ],
     "primitives.store": [
         "ALGORITHMS", "BaseRateLimiter", "BaseSessionHistory", "CachePrimitive", "InMemoryKeyValueStore",
@@ -29,7 +29,10 @@ EXPECTED = {
     ],
     "primitives.sync": [
         "LATEST", "START", "ChangeEvent", "ChangeFeed", "ChangeSubscription", "InMemoryChangeFeed",
-        "RedisChangeFeed",
+        "RedisChangeFeed", "ApplyCounts", "ChangeSource", "ColumnMap", "Cursor", "DataCloudWarehouse",
+        "DeltaWarehouse", "DuckDBWarehouse", "ExportReport", "ImportReport", "PostgresWarehouse",
+        "RejectedRow", "SyncRow", "Warehouse", "WarehouseStats", "export_changes", "import_changes",
+        "open_target", "sync_status",
     ],
     "primitives.embeddings": [
         "Embedder", "EmbedderStats", "OpenAIEmbedder", "SentenceTransformerEmbedder", "embedder_from_env",

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from primitives.cli import ams, bench, doctor, embeddings, evaluate, outbox, repair, servers
+from primitives.cli import ams, bench, doctor, embeddings, evaluate, outbox, repair, servers, sync
 from primitives.errors import PrimitivesError
 
 __all__ = ["main"]
 
-_GROUPS = (evaluate, bench, servers, doctor, outbox, repair, embeddings, ams)
+_GROUPS = (evaluate, bench, servers, doctor, outbox, repair, sync, embeddings, ams)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -21,7 +21,7 @@ __all__ = ["add_parser"]
 
 
 def add_parser(sub: Any) -> None:
-    """Register ``bench inmemory``, ``bench redis``, ``bench ams``, ``bench kv`` and ``bench feed``."""
+    """Register ``bench inmemory``, ``bench redis``, ``bench ams``, ``bench kv``, ``bench sync`` and ``bench feed``."""
     be = sub.add_parser("bench", help="speed and memory benchmarks")
     be_sub = be.add_subparsers(dest="target", required=True)
     im = be_sub.add_parser("inmemory", help="the in-process backend on synthetic memories")
@@ -59,6 +59,17 @@ def add_parser(sub: Any) -> None:
     bk.add_argument("--ops", type=int, default=10_000, help="timed get and set pairs (default 10000)")
     bk.add_argument("--json", action="store_true", help="print one JSON object")
     bk.set_defaults(run=_run_kv)
+
+    bs = be_sub.add_parser("sync", help="export Redis -> DuckDB and import back: full, with vectors, incremental at two store sizes")
+    bs.add_argument("--url", default=None, help="Redis URL (default: REDIS_URL, else a local server started for the run)")
+    bs.add_argument("--memories", type=int, default=100_000, help="records of the full export and import (default 100000)")
+    bs.add_argument("--dims", type=int, default=384, help="vector length of the second full export; 0 skips it (default 384)")
+    bs.add_argument("--small", type=int, default=10_000, help="smaller store of the incremental export (default 10000)")
+    bs.add_argument("--large", type=int, default=500_000, help="larger store of the incremental export (default 500000)")
+    bs.add_argument("--changes", type=int, default=1_000, help="records changed before the incremental export (default 1000)")
+    bs.add_argument("--batch-size", type=int, default=5_000, help="rows per batch (default 5000)")
+    bs.add_argument("--json", action="store_true", help="print one JSON object")
+    bs.set_defaults(run=_run_sync)
 
     bf = be_sub.add_parser("feed", help="change feed: publish-to-receive latency and offline catch-up")
     bf.add_argument("--url", default=None, help="Redis URL (default: REDIS_URL, else a plain local server started for the run)")
@@ -262,4 +273,34 @@ def _run_feed(args: argparse.Namespace, console: Console) -> int:
     table.add_row("offline catch-up time, s (events/s)", f"{catchup['seconds']} ({catchup['events_per_s']})")
     console.print(table)
     console.print(f"Redis {report['redis_version']}")
+    return 0
+
+
+def _run_sync(args: argparse.Namespace, console: Console) -> int:
+    from primitives.evaluation.bench_sync import main_sync
+
+    if min(args.memories, args.small, args.large, args.changes) < 1 or args.dims < 0 or args.changes > min(args.small, args.large):
+        raise InvalidInputError("--memories, --small, --large, --changes must be >= 1 (changes <= both stores), --dims >= 0")
+    if not 1 <= args.batch_size <= 10_000:
+        raise InvalidInputError("--batch-size must be 1..10000")
+
+    def run(url: str) -> dict[str, Any]:
+        return main_sync(url, memories=args.memories, dims=args.dims, small=args.small, large=args.large,
+                         changes=args.changes, batch_size=args.batch_size)
+
+    report = on_redis(args, run, modules=True)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    table = Table("measure", "records", "seconds", "records/s")
+    for name, key in (("full export Redis -> DuckDB", "full_export"), ("full export with vectors", "full_export_vectors"),
+                      ("import DuckDB -> empty Redis", "import")):
+        if key in report:
+            r = report[key]
+            table.add_row(name, str(r["records"]), str(r["seconds"]), str(r["records_per_s"]))
+    for size in ("small", "large"):
+        r = report["incremental"][size]
+        table.add_row(f"incremental: {r['changes']} changes in a store of {r['store_records']}", str(r["changes"]), str(r["seconds"]), "")
+    console.print(table)
+    console.print(f"incremental large/small time ratio: {report['incremental_ratio']}")
     return 0

@@ -4,6 +4,8 @@ wrapper, the facade and the pipeline steps. The Redis backend (extra ``redis``) 
 ``primitives.memory.ams_backend.AgentMemoryServerBackend``."""
 
 from primitives.memory.analysis import Analyzer
+from primitives.memory.changes import Tombstone
+from primitives.memory.datasync import StoreSource, SyncPrimitive
 from primitives.memory.backend import FILTER_FIELDS, SEARCH_MODES, Health, MemoryBackend, SearchResult
 from primitives.memory.facade import Memory, Recall
 from primitives.memory.inmemory import InMemoryBackend
@@ -39,4 +41,7 @@ __all__ = [
     "SearchHit",
     "SearchResult",
     "SkillStats",
+    "StoreSource",
+    "SyncPrimitive",
+    "Tombstone",
 ]

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from opentelemetry import metrics
 
 from primitives.errors import ConfigurationError, InvalidFilterError, InvalidInputError, InvalidRecordError
+from primitives.memory.changes import Change, Position, check_position
 from primitives.memory.record import DEFAULT_NAMESPACE, MemoryRecord, MemoryType, Message, SearchHit
 from primitives.memory.skills import SkillStats, check_skill_execution, check_skill_name
 from primitives.validation import (
@@ -258,6 +259,17 @@ class MemoryBackend(ABC):
     #: Memory Server embeds on its side).
     embedder: Any = None
 
+    #: Records written and deleted can be read in order (:meth:`changes`), for export.
+    supports_changes: ClassVar[bool] = False
+
+    @property
+    def identity(self) -> str:
+        """Names this store for sync cursors: the same for every process reaching the same data
+        (Redis: server, database and prefix). Default: this object in this process."""
+        import os
+
+        return f"{self.name}:pid{os.getpid()}:{id(self):x}"
+
     @property
     def default_search_mode(self) -> str:
         """The mode ``search(mode=None)`` uses: ``"hybrid"`` when the backend searches vectors,
@@ -494,6 +506,29 @@ class MemoryBackend(ABC):
                 f"{self.name} keeps no skill statistics; use the in-memory or Redis backend "
                 "(MEMORY_BACKEND=inmemory or REDIS_URL)"
             )
+
+    async def changes(self, after: Position | None = None, *, limit: int = 1_000) -> list[Change]:
+        """Records written and deleted after ``after``, in change order (see
+        :mod:`primitives.memory.changes`): each live record as it is now, each delete as a
+        :class:`~primitives.memory.changes.Tombstone`. Page with the last change's
+        ``(updated_at, namespace, id)``.
+
+        Args:
+            after: ``(updated_at, namespace, id)``, or ``None`` for the beginning.
+            limit: At most this many changes, ``1..MAX_LIMIT``.
+
+        Raises:
+            InvalidInputError: ``after`` or ``limit`` is malformed.
+            NotImplementedError: the backend cannot list changes (the Agent Memory Server).
+        """
+        position = check_position(after)
+        limit = check_limit(limit)
+        if not self.supports_changes:
+            raise NotImplementedError(f"{self.name} cannot list its changes; export from the in-memory or Redis backend")
+        return await self._changes(position, limit)
+
+    async def _changes(self, after: tuple[int, str, str] | None, limit: int) -> list[Change]:
+        raise NotImplementedError
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -17,7 +17,10 @@ from primitives.memory.inmemory import InMemoryBackend
 from primitives.memory.record import DEFAULT_NAMESPACE, MemoryRecord, MemoryType, Message, SearchHit
 from primitives.memory.registry import BACKEND_CHOICES, backend_from_env, env_float, env_int
 from primitives.memory.skills import SkillStats
+from primitives.memory.datasync import StoreSource
+from primitives.sync.engine import ExportReport, ImportReport, export_changes, import_changes
 from primitives.sync.feed import ChangeEvent, ChangeFeed, ChangeSubscription, InMemoryChangeFeed
+from primitives.sync.warehouse import Warehouse
 from primitives.validation import check_bool, check_identifier
 
 __all__ = ["Memory", "Recall", "BACKEND_CHOICES"]
@@ -434,6 +437,29 @@ class Memory:
         )
         result = await self.search(query, user_id=user_id, namespace=namespace, limit=limit, mode=mode)
         return Recall(messages, result.hits, result.backend, result.degraded, result.skipped)
+
+    # -- sync with a data cloud --------------------------------------------------------------
+
+    async def export_to(self, target: Warehouse, **options: Any) -> ExportReport:
+        """Send this store's changes since the last export to ``target`` (an opened
+        :class:`~primitives.sync.warehouse.Warehouse`); ``options`` as
+        :func:`~primitives.sync.engine.export_changes` (``batch_size``, ``since``, ``dry_run``).
+
+        Raises:
+            NotImplementedError: the backend cannot list its changes (the Agent Memory Server).
+            SyncTargetUnavailableError, BackendUnavailableError: see ``export_changes``.
+        """
+        return await export_changes(StoreSource(self.backend), target, **options)
+
+    async def import_from(self, target: Warehouse, **options: Any) -> ImportReport:
+        """Apply ``target``'s rows since the last import to this store, last writer wins;
+        ``options`` as :func:`~primitives.sync.engine.import_changes`.
+
+        Raises:
+            NotImplementedError, SyncTargetUnavailableError, BackendUnavailableError: as
+                :meth:`export_to`.
+        """
+        return await import_changes(target, StoreSource(self.backend), **options)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

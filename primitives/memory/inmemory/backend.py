@@ -13,6 +13,7 @@ from cachetools import Cache, TLRUCache, TTLCache
 from primitives.embeddings.base import Embedder
 from primitives.memory.analysis import Analyzer
 from primitives.memory.backend import Health, MemoryBackend, SearchResult
+from primitives.memory.changes import TOMBSTONE_TTL, Change, Tombstone, select_changes
 from primitives.memory.embedding import HYBRID_CANDIDATES, check_embeddings, embedding_text, fuse
 from primitives.memory.inmemory.index import InvertedIndex
 from primitives.memory.record import (
@@ -29,7 +30,7 @@ from primitives.memory.record import (
     written_date,
 )
 from primitives.memory.skills import InMemorySkillLedger, SkillStats
-from primitives.validation import check_int
+from primitives.validation import check_int, check_ttl
 
 __all__ = ["InMemoryBackend"]
 
@@ -113,6 +114,7 @@ class InMemoryBackend(MemoryBackend):
         k1, b: BM25 parameters (see :class:`InvertedIndex`).
         clock: Seconds since the epoch (``time.time`` by default); drives expiry and timestamps.
         embedder: Turns texts into vectors; ``None`` (default) for keyword search only.
+        tombstone_ttl: Seconds a delete is remembered (:mod:`primitives.memory.changes`).
 
     Raises:
         InvalidInputError: a size argument is not an int >= 1.
@@ -123,6 +125,7 @@ class InMemoryBackend(MemoryBackend):
     supports_vectors = False
     supports_working_memory = True
     supports_skill_stats = True
+    supports_changes = True
 
     def __init__(
         self,
@@ -138,6 +141,7 @@ class InMemoryBackend(MemoryBackend):
         b: float = 0.75,
         clock: Callable[[], float] = time.time,
         embedder: Embedder | None = None,
+        tombstone_ttl: float = TOMBSTONE_TTL,
     ) -> None:
         self.maxsize = check_int(maxsize, "maxsize")
         self.working_memory_size = check_int(working_memory_size, "working_memory_size")
@@ -160,6 +164,8 @@ class InMemoryBackend(MemoryBackend):
             max_sessions, self.default_ttls[MemoryType.WORKING], timer=clock
         )
         self._skills = InMemorySkillLedger(ttl=self.default_ttls[MemoryType.SKILL], clock=clock)
+        #: deletes, for changes() and so that put_if_newer never brings back a deleted record
+        self._tombstones: TTLCache[Key, datetime] = TTLCache(maxsize, check_ttl(tombstone_ttl, "tombstone_ttl"), timer=clock)
 
     # -- cache hooks -------------------------------------------------------------------------
 
@@ -261,6 +267,9 @@ class InMemoryBackend(MemoryBackend):
             current = cache.get(key) if key in self._index else None
             if current is not None and current.updated_at > record.updated_at:  # type: ignore[operator]
                 continue
+            deleted_at = self._tombstones.get(key)
+            if deleted_at is not None and deleted_at >= record.updated_at:  # type: ignore[operator]
+                continue  # deleted after this version was written
             if vector is not None:
                 record = trusted_replace(record, embedding=None)
             cache[key] = record
@@ -278,10 +287,13 @@ class InMemoryBackend(MemoryBackend):
         for id, deleted_at in deletions.items():
             key = (namespace, id)
             current = cache.get(key) if key in self._index else None
-            if current is not None and current.updated_at <= deleted_at:  # type: ignore[operator]
+            if current is not None and current.updated_at > deleted_at:  # type: ignore[operator]
+                continue
+            if current is not None:
                 cache.pop(key, None)
                 self._unindex(key, current)
                 deleted += 1
+            self._tombstone(key, deleted_at)
         return deleted
 
     async def _get(self, namespace: str, id: str) -> MemoryRecord | None:
@@ -298,13 +310,36 @@ class InMemoryBackend(MemoryBackend):
         cache = self._records
         cache.expire()
         deleted = 0
+        now = utc_from_timestamp(self._clock())
         for id in ids:
             key = (namespace, id)
             record = cache.pop(key, None)
             if record is not None:
                 self._unindex(key, record)
                 deleted += 1
+            self._tombstone(key, now)
         return deleted
+
+    def _tombstone(self, key: Key, at: datetime) -> None:
+        known = self._tombstones.get(key)
+        if known is None or at > known:
+            self._tombstones[key] = at
+
+    async def _changes(self, after: tuple[int, str, str] | None, limit: int) -> list[Change]:
+        """O(store): every live record and kept tombstone is looked at (the in-process store is
+        bounded by ``maxsize``)."""
+        self._records.expire()
+        self._tombstones.expire()
+        tombstones = (Tombstone(ns, id, at) for (ns, id), at in self._tombstones.items())
+        chosen = select_changes([*self._live_records(), *tombstones], after, limit)
+        if self._vectors is not None:
+            chosen = [
+                trusted_replace(c, embedding=self._vectors.vector((c.namespace, c.id)))
+                if isinstance(c, MemoryRecord) and c.embedding is None and self._vectors.vector((c.namespace, c.id)) is not None
+                else c
+                for c in chosen
+            ]
+        return chosen
 
     async def _search(
         self, query: str, tag_filter: dict[str, tuple[str, ...]], limit: int, mode: str

@@ -27,6 +27,8 @@ from primitives.store.keys import glob_escape
 
 __all__ = [
     "QUARANTINE",
+    "change_log_key",
+    "tombstones_key",
     "glob_escape",
     "quarantine_key",
     "quarantine_log_key",
@@ -87,3 +89,13 @@ def quarantine_log_key(prefix: str) -> str:
     """The stream recording each move to quarantine (fields ``key``, ``moved_to``, ``reason``,
     ``at``, ``pttl_ms``)."""
     return f"{prefix}{QUARANTINE}log"
+
+
+def tombstones_key(prefix: str) -> str:
+    """The sorted set of deletes: member a record key, score the delete's time in µs."""
+    return f"{prefix}tombstones"
+
+
+def change_log_key(prefix: str) -> str:
+    """The sorted set of record keys scored by their last write's ``updated_at`` in µs."""
+    return f"{prefix}changelog"

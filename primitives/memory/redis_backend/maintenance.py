@@ -409,7 +409,7 @@ async def repair(store: Store, *, dry_run: bool = False, batch_size: int = 200) 
 async def drop(store: Store) -> None:
     """Delete the store: the index with every indexed record (``FT.DROPINDEX ... DD``), then,
     by ``SCAN`` and ``UNLINK`` in batches, whatever is left under ``{prefix}rec:``, ``wm:``,
-    ``skill:`` and ``quarantine:``, and the record of its embedding model. For throw-away stores
+    ``skill:`` and ``quarantine:``, the tombstones, the change log and the record of its embedding model. For throw-away stores
     (evaluations, tests); irreversible."""
     client = store.client
     if await index_info(store.client, store.spec.name) is not None:
@@ -417,4 +417,4 @@ async def drop(store: Store) -> None:
     for part in ("rec:", "wm:", "skill:", QUARANTINE):
         async for keys in batches(client, glob_escape(f"{store.prefix}{part}") + "*", 500):
             await client.unlink(*keys)
-    await client.unlink(store.meta_key())
+    await client.unlink(store.meta_key(), f"{store.prefix}tombstones", f"{store.prefix}changelog")

@@ -3,14 +3,16 @@ so a record is never half written, whatever happens to the client or the server 
 
 from __future__ import annotations
 
-__all__ = ["DELETE_IF_OLDER", "PUT_IF_NEWER", "UPSERT"]
+__all__ = ["DELETE", "DELETE_IF_OLDER", "PRUNE_CHANGE", "PUT_IF_NEWER", "UPSERT"]
 
 # Upsert of one record hash (KEYS[1]) that keeps a stored created_at. ARGV[1]: pexpire ms (0:
 # none); ARGV[2]: a JSON array [field, value, ...] starting with created_at_us and created_at (one
 # argument instead of two dozen: packing arguments is most of redis-py's client-side cost; an
 # array keeps the fields in a fixed order); ARGV[3]: the float32 vector bytes, or empty (binary,
-# so not inside the JSON). A stored created_at is kept only when both its fields are numbers; a
-# key of another type is replaced. Returns the created_at_us the record has now.
+# so not inside the JSON); ARGV[4]: updated_at_us, the record's score in the change log KEYS[2]
+# (a sorted set of record keys by last write, which export reads in order). A stored created_at
+# is kept only when both its fields are numbers; a key of another type is replaced. Returns the
+# created_at_us the record has now.
 UPSERT = """
 local fields = cjson.decode(ARGV[2])
 local old = redis.pcall('HMGET', KEYS[1], 'created_at_us', 'created_at')
@@ -22,10 +24,12 @@ redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(fields))
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'vector', ARGV[3]) end
 if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+redis.call('ZADD', KEYS[2], ARGV[4], KEYS[1])
 return fields[2]
 """
 
-# Last-writer-wins write of one record hash (KEYS[1]). ARGV[1]: updated_at_us; ARGV[2]: pexpire ms
+# Last-writer-wins write of one record hash (KEYS[1]); KEYS[2] is the tombstone sorted set (a
+# version not newer than a delete of the record is not written), KEYS[3] the change log. ARGV[1]: updated_at_us; ARGV[2]: pexpire ms
 # (0: none); ARGV[3]: the JSON field array; ARGV[4]: vector bytes or empty. An equal updated_at
 # rewrites, so replays are idempotent; a stored version whose updated_at is not a number (damaged)
 # or a key of another type is replaced.
@@ -33,19 +37,43 @@ PUT_IF_NEWER = """
 local current = redis.pcall('HGET', KEYS[1], 'updated_at_us')
 if type(current) == 'string' and string.match(current, '^%-?%d+$')
     and tonumber(current) > tonumber(ARGV[1]) then return 0 end
+local deleted = redis.call('ZSCORE', KEYS[2], KEYS[1])
+if deleted and tonumber(deleted) >= tonumber(ARGV[1]) then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[3])))
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'vector', ARGV[4]) end
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+redis.call('ZADD', KEYS[3], ARGV[1], KEYS[1])
 return 1
 """
 
-# Delete the hash KEYS[1] unless it was written after ARGV[1] (microseconds since the epoch). A
+# Delete the hash KEYS[1] unless it was written after ARGV[1] (microseconds since the epoch), and
+# when ARGV[2] is '1' remember the delete in the tombstone sorted set KEYS[2] (score: the
+# delete's time; '0' when a restored version expired on arrival, which is no delete). A
 # stored updated_at that is not a number counts as older; a key of another type is left alone
 # (`memory-primitives repair` moves it aside).
 DELETE_IF_OLDER = """
-if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'hash' and kind ~= 'none' then return 0 end
 local current = redis.call('HGET', KEYS[1], 'updated_at_us')
 if current and string.match(current, '^%-?%d+$') and tonumber(current) > tonumber(ARGV[1]) then return 0 end
+if ARGV[2] == '1' then redis.call('ZADD', KEYS[2], 'GT', ARGV[1], KEYS[1]) end
 return redis.call('DEL', KEYS[1])
+"""
+
+# Delete the hash KEYS[1] now (ARGV[1]: microseconds since the epoch) and remember the delete in
+# the tombstone sorted set KEYS[2] (a later delete moves it forward). Returns 1 when a record
+# was there.
+DELETE = """
+redis.call('ZADD', KEYS[2], 'GT', ARGV[1], KEYS[1])
+return redis.call('DEL', KEYS[1])
+"""
+
+# Drop change-log entry KEYS[2] member KEYS[1] when the record is gone (expired) and the entry
+# still has score ARGV[1] (a write since then moved it: keep that one).
+PRUNE_CHANGE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local score = redis.call('ZSCORE', KEYS[2], KEYS[1])
+if score and score == ARGV[1] then return redis.call('ZREM', KEYS[2], KEYS[1]) end
+return 0
 """

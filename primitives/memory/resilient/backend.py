@@ -30,6 +30,7 @@ from primitives.errors import (
     PrimitivesError,
 )
 from primitives.memory.backend import DamagedRecord, DamageReport, Health, MemoryBackend, SearchResult
+from primitives.memory.changes import Change
 from primitives.memory.inmemory import InMemoryBackend
 from primitives.memory.record import DEFAULT_TTLS, MemoryRecord, Message, with_timestamps
 from primitives.memory.resilient.breaker import CircuitBreaker
@@ -82,6 +83,7 @@ class ResilientBackend(MemoryBackend):
         self.supports_vectors = primary.supports_vectors  # type: ignore[misc]
         self.supports_working_memory = primary.supports_working_memory  # type: ignore[misc]
         self.supports_skill_stats = primary.supports_skill_stats  # type: ignore[misc]
+        self.supports_changes = primary.supports_changes  # type: ignore[misc]
         self._replay_lock = asyncio.Lock()
         self._replay_task: asyncio.Task[int] | None = None
         self._needs_replay = outbox.pending_count() > 0  # a previous process died degraded
@@ -91,6 +93,10 @@ class ResilientBackend(MemoryBackend):
     @property
     def default_search_mode(self) -> str:
         return self.primary.default_search_mode
+
+    @property
+    def identity(self) -> str:
+        return self.primary.identity
 
     @property
     def embedder(self) -> Any:
@@ -210,6 +216,20 @@ class ResilientBackend(MemoryBackend):
             lambda: self.fallback._delete_if_older(namespace, deletions),
         )
         return deleted
+
+    async def _changes(self, after: tuple[int, str, str] | None, limit: int) -> list[Change]:
+        """The primary's changes, after replaying the outbox (so writes made while it was down
+        are among them). Never served by the fallback: an export must not advance past writes
+        the primary has not got. Raises BackendUnavailableError while the primary is down, or
+        while journaled writes are still pending after the replay."""
+        if self.outbox.pending_count():
+            await self.replay()
+            if self.outbox.pending_count():
+                raise BackendUnavailableError(
+                    f"{self.outbox.pending_count()} writes made while {self.name} was unreachable are not "
+                    f"replayed yet; changes would miss them (run memory-primitives outbox replay --path '{self.outbox.path}')"
+                )
+        return await self.primary._changes(after, limit)
 
     async def _clear_session(self, namespace: str, session_id: str) -> None:
         await self.fallback._clear_session(namespace, session_id)

@@ -1,0 +1,110 @@
+"""Reading a Redis store's changes in order, for export: O(changes), never a scan of the store.
+
+Every write also scores the record's key in the change log ``{prefix}changelog`` (a sorted set, score
+the write's ``updated_at`` in µs; the write scripts do it atomically with the write), and every
+delete in ``{prefix}tombstones`` (score the delete's µs). Reading changes after a position is a
+``ZRANGE ... BYSCORE`` of each (O(log n + k)) and one pipelined ``HMGET`` per record; ties at
+the position's µs are placed by ``(namespace, id)``. A record whose hash is gone (expired) is
+pruned from the log (an expiry is no delete: nothing downstream is told); a damaged record is
+skipped and reported, as searches do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from primitives.errors import CorruptRecordError
+from primitives.memory.backend import report_corrupt
+from primitives.memory.changes import Change, Tombstone, change_key, from_micros, micros
+from primitives.memory.redis_backend.codec import RETURN_FIELDS, decode_record
+from primitives.memory.redis_backend.scripts import PRUNE_CHANGE
+from primitives.memory.redis_backend.keys import split_record_key
+from primitives.memory.redis_backend.schema import IndexSpec
+
+__all__ = ["read_changes", "trim_tombstones"]
+
+#: The hash fields a record is decoded from (``HMGET``: the indexed copies are not read).
+_FIELDS = [*RETURN_FIELDS, "vector"]
+_NAMES = [f.encode() for f in _FIELDS]
+
+
+
+def trim_tombstones(pipe: Any, key: str, ttl: float) -> None:
+    """Queue the removal of tombstones older than ``ttl`` seconds (on ``pipe``)."""
+    from time import time
+
+    if ttl != float("inf"):
+        pipe.zremrangebyscore(key, "-inf", f"({int((time() - ttl) * 1_000_000)}")
+
+
+async def read_changes(
+    client: Any, spec: IndexSpec, log: str, tombstones: str, after: tuple[int, str, str] | None, limit: int, *, backend: str
+) -> list[Change]:
+    """The first ``limit`` changes strictly after ``after`` (see the module docstring)."""
+    records = await _records(client, spec, log, after, limit, backend)
+    deletes = await _tombstones(client, spec, tombstones, after, limit)
+    merged: list[Change] = [*records, *deletes]
+    merged.sort(key=change_key)
+    return merged[:limit]
+
+
+async def _members(client: Any, key: str, after: tuple[int, str, str] | None, limit: int, spec: IndexSpec) -> list[tuple[int, str, str, bytes]]:
+    """``(µs, namespace, id, member)`` of the first ``limit`` entries of sorted set ``key``
+    strictly after ``after``, in change order."""
+    low = "-inf" if after is None else str(after[0])
+    count = limit
+    while True:
+        raw = await client.zrange(key, low, "+inf", byscore=True, offset=0, num=count, withscores=True)
+        out = []
+        for member, score in raw:
+            place = split_record_key(spec.prefix, member.decode("utf-8", "replace"))
+            if place is None:
+                continue
+            entry = (int(score), place[0], place[1], member)
+            if after is None or entry[:3] > after:
+                out.append(entry)
+        if len(raw) < count or len(out) >= limit:
+            # every entry scored up to the limit-th's µs must be in hand to order ties exactly
+            out.sort()
+            if len(raw) < count or out[limit - 1][0] < int(raw[-1][1]):
+                return out[:limit]
+        count *= 2  # many entries at one µs: read further
+
+
+async def _records(client: Any, spec: IndexSpec, log: str, after: tuple[int, str, str] | None, limit: int, backend: str) -> list[Change]:
+    entries = await _members(client, log, after, limit, spec)
+    if not entries:
+        return []
+    async with client.pipeline(transaction=False) as pipe:
+        for entry in entries:
+            pipe.hmget(entry[3], _FIELDS)
+        replies = await pipe.execute(raise_on_error=False)
+    found: list[Change] = []
+    gone: list[tuple[int, bytes]] = []
+    for (score, _, _, member), values in zip(entries, replies):
+        key = member.decode("utf-8", "replace")
+        if isinstance(values, Exception):  # WRONGTYPE: another type at a record key
+            report_corrupt(backend, "changes", key, f"unreadable: {values}")
+            continue
+        fields = {name: value for name, value in zip(_NAMES, values) if value is not None}
+        if not fields:
+            gone.append((score, member))
+            continue
+        try:
+            record = decode_record(fields, key, dims=spec.dims, vector=True)
+        except CorruptRecordError as exc:
+            report_corrupt(backend, "changes", exc.key, exc.reason)
+            continue
+        if record.updated_at is not None and micros(record.updated_at) == score:
+            found.append(record)
+        # else: written again since the log was read; its new entry comes later in order
+    if gone:
+        async with client.pipeline(transaction=False) as pipe:
+            for score, member in gone:
+                pipe.eval(PRUNE_CHANGE, 2, member, log, str(score))
+            await pipe.execute(raise_on_error=False)
+    return found
+
+
+async def _tombstones(client: Any, spec: IndexSpec, key: str, after: tuple[int, str, str] | None, limit: int) -> list[Change]:
+    return [Tombstone(ns, id, from_micros(score)) for score, ns, id, _ in await _members(client, key, after, limit, spec)]
