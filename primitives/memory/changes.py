@@ -5,7 +5,7 @@ Order is keyset order ``(updated_at, namespace, id)`` where a tombstone's ``upda
 ``deleted_at``; a position is such a triple, and :meth:`MemoryBackend.changes` returns what is
 strictly after it. A record that is written again moves to its new place in the order; a record
 that expires leaves it (an expiry is not a delete: nothing downstream is told); a delete leaves a
-:class:`Tombstone`, kept ``tombstone_ttl`` seconds (default :data:`TOMBSTONE_TTL`), which also
+:class:`Tombstone`, kept ``tombstone_ttl`` seconds after the delete (default :data:`TOMBSTONE_TTL`), which also
 stops a write older than the delete (``put_if_newer``) from bringing the record back.
 """
 

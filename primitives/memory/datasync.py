@@ -30,12 +30,13 @@ __all__ = ["StoreSource", "SyncPrimitive", "record_from_row", "row_from_change"]
 DIRECTIONS = ("export", "import", "both")
 
 
-def row_from_change(change: Change) -> SyncRow:
-    """A record or tombstone as a canonical row (``version`` from its content)."""
+def row_from_change(change: Change, origin: str | None = None) -> SyncRow:
+    """A record or tombstone as a canonical row (``version`` from its content), from store
+    ``origin``."""
     if isinstance(change, Tombstone):
         return SyncRow(
             namespace=change.namespace, id=change.id, text="", created_at=change.deleted_at,
-            updated_at=change.deleted_at, deleted_at=change.deleted_at,
+            updated_at=change.deleted_at, deleted_at=change.deleted_at, origin=origin,
         )
     return SyncRow(
         namespace=change.namespace,
@@ -50,6 +51,7 @@ def row_from_change(change: Change) -> SyncRow:
         ttl=change.ttl,
         created_at=change.created_at,  # type: ignore[arg-type]
         updated_at=change.updated_at,  # type: ignore[arg-type]
+        origin=origin,
     )
 
 
@@ -96,7 +98,8 @@ class StoreSource:
 
     async def changes_after(self, cursor: Cursor | None, limit: int) -> list[SyncRow]:
         after = (cursor.updated_at, cursor.namespace, cursor.id) if cursor is not None else None
-        return [row_from_change(c) for c in await self.backend.changes(after, limit=limit)]
+        identity = self.identity
+        return [row_from_change(c, identity) for c in await self.backend.changes(after, limit=limit)]
 
     async def apply(self, rows: Sequence[SyncRow]) -> ApplyCounts:
         records: dict[str, list[MemoryRecord]] = defaultdict(list)

@@ -20,6 +20,7 @@ This module knows nothing of :mod:`primitives.memory`: a :class:`ChangeSource` a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -160,22 +161,30 @@ async def export_changes(
         saved = await target.get_state(key)
         cursor = Cursor.from_text(saved) if saved else None
     report = ExportReport(dry_run=dry_run, cursor=cursor.to_text() if cursor else None)
-    while True:
+    identity = source.identity
+    ahead: asyncio.Future[list[SyncRow]] | None = None
+    try:
         rows = await source.changes_after(cursor, size)
-        if not rows:
-            break
-        rows = [r.with_origin(source.identity) for r in rows]
-        cursor = rows[-1].cursor()
-        report.read += len(rows)
-        report.tombstones += sum(r.is_tombstone for r in rows)
-        if not dry_run:
-            report.written += await target.upsert(rows, state={key: cursor.to_text(), f"{key}:last_run": _last_run(len(rows))})
-            report.cursor = cursor.to_text()
-        report.batches += 1
-        if progress is not None:
-            progress(len(rows))
-        if len(rows) < size:
-            break
+        while rows:
+            rows = [r if r.origin == identity else r.with_origin(identity) for r in rows]
+            cursor = rows[-1].cursor()
+            # read the next page from the store while the target writes this one (its driver
+            # works in a thread); the cursor below is committed only with this page
+            ahead = asyncio.ensure_future(source.changes_after(cursor, size)) if len(rows) == size else None
+            report.read += len(rows)
+            report.tombstones += sum(r.is_tombstone for r in rows)
+            if not dry_run:
+                report.written += await target.upsert(rows, state={key: cursor.to_text(), f"{key}:last_run": _last_run(len(rows))})
+                report.cursor = cursor.to_text()
+            report.batches += 1
+            if progress is not None:
+                progress(len(rows))
+            if ahead is None:
+                break
+            rows, ahead = await ahead, None
+    finally:
+        if ahead is not None:
+            ahead.cancel()
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -214,48 +223,61 @@ async def import_changes(
         saved = await target.get_state(key)
         cursor = Cursor.from_text(saved) if saved else None
     report = ImportReport(dry_run=dry_run, cursor=cursor.to_text() if cursor else None)
-    while True:
+    ahead: asyncio.Future[list[dict[str, Any]]] | None = None
+    try:
         raw = await target.changes_after(cursor, size)
-        if not raw:
-            break
-        good: list[SyncRow] = []
-        rejected: list[RejectedRow] = []
-        last: Cursor | None = None
-        for values in raw:
-            try:
-                row = row_from_mapping(values, dims=source.dims)
-            except InvalidInputError as exc:
-                rejected.append(_rejected(values, str(exc)))
-                place = _place(values)
-                last = place or last
-                continue
-            last = row.cursor()
-            if row.origin == source.identity and not include_own:
-                report.own += 1
-                continue
-            good.append(row)
-        report.read += len(raw)
-        report.rejected += len(rejected)
-        report.reasons += [r.reason for r in rejected][: max(0, 20 - len(report.reasons))]
-        if not dry_run:
-            if good:
-                counts = await source.apply(good)
-                report.written += counts.written
-                report.deleted += counts.deleted
-                report.skipped += counts.skipped
-            if rejected:
-                await target.reject(rejected)
-            if last is not None:
-                await target.set_state(key, last.to_text())
-                report.cursor = last.to_text()
-        report.batches += 1
-        if progress is not None:
-            progress(len(raw))
-        if len(raw) < size or last is None:
-            break
-        cursor = last
+        while raw:
+            good, rejected, last = _check_page(raw, source, include_own, report)
+            more = len(raw) == size and last is not None
+            # read the next page (in the target's worker thread) while the store writes this one
+            ahead = asyncio.ensure_future(target.changes_after(last, size)) if more else None
+            if not dry_run:
+                if good:
+                    counts = await source.apply(good)
+                    report.written += counts.written
+                    report.deleted += counts.deleted
+                    report.skipped += counts.skipped
+                if rejected:
+                    await target.reject(rejected)
+                if last is not None:
+                    await target.set_state(key, last.to_text())
+                    report.cursor = last.to_text()
+            report.batches += 1
+            if progress is not None:
+                progress(len(raw))
+            if ahead is None:
+                break
+            raw, ahead = await ahead, None
+    finally:
+        if ahead is not None:
+            ahead.cancel()
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+def _check_page(
+    raw: list[dict[str, Any]], source: ChangeSource, include_own: bool, report: ImportReport
+) -> tuple[list[SyncRow], list[RejectedRow], Cursor | None]:
+    """Rows to apply, rows to reject and the cursor after the page (counted in ``report``)."""
+    good: list[SyncRow] = []
+    rejected: list[RejectedRow] = []
+    last: Cursor | None = None
+    for values in raw:
+        try:
+            row = row_from_mapping(values, dims=source.dims)
+        except InvalidInputError as exc:
+            rejected.append(_rejected(values, str(exc)))
+            last = _place(values) or last
+            continue
+        last = row.cursor()
+        if row.origin == source.identity and not include_own:
+            report.own += 1
+            continue
+        good.append(row)
+    report.read += len(raw)
+    report.rejected += len(rejected)
+    report.reasons += [r.reason for r in rejected][: max(0, 20 - len(report.reasons))]
+    return good, rejected, last
 
 
 def _place(values: dict[str, Any]) -> Cursor | None:

@@ -114,7 +114,7 @@ class InMemoryBackend(MemoryBackend):
         k1, b: BM25 parameters (see :class:`InvertedIndex`).
         clock: Seconds since the epoch (``time.time`` by default); drives expiry and timestamps.
         embedder: Turns texts into vectors; ``None`` (default) for keyword search only.
-        tombstone_ttl: Seconds a delete is remembered (:mod:`primitives.memory.changes`).
+        tombstone_ttl: Seconds a delete is remembered after it happened (:mod:`primitives.memory.changes`).
 
     Raises:
         InvalidInputError: a size argument is not an int >= 1.
@@ -165,7 +165,11 @@ class InMemoryBackend(MemoryBackend):
         )
         self._skills = InMemorySkillLedger(ttl=self.default_ttls[MemoryType.SKILL], clock=clock)
         #: deletes, for changes() and so that put_if_newer never brings back a deleted record
-        self._tombstones: TTLCache[Key, datetime] = TTLCache(maxsize, check_ttl(tombstone_ttl, "tombstone_ttl"), timer=clock)
+        # kept tombstone_ttl seconds after the delete happened (as the Redis backend trims by score)
+        keep = check_ttl(tombstone_ttl, "tombstone_ttl")
+        self._tombstones: TLRUCache[Key, datetime] = TLRUCache(
+            maxsize, lambda _key, at, _now: at.timestamp() + keep, timer=clock  # type: ignore[arg-type]
+        )
 
     # -- cache hooks -------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 Every write also scores the record's key in the change log ``{prefix}changelog`` (a sorted set, score
 the write's ``updated_at`` in µs; the write scripts do it atomically with the write), and every
 delete in ``{prefix}tombstones`` (score the delete's µs). Reading changes after a position is a
-``ZRANGE ... BYSCORE`` of each (O(log n + k)) and one pipelined ``HMGET`` per record; ties at
+``ZRANGE ... BYSCORE`` of each (O(log n + k)) and the records' fields in one script call (``HMGET`` of each key); ties at
 the position's µs are placed by ``(namespace, id)``. A record whose hash is gone (expired) is
 pruned from the log (an expiry is no delete: nothing downstream is told); a damaged record is
 skipped and reported, as searches do.
@@ -17,7 +17,7 @@ from primitives.errors import CorruptRecordError
 from primitives.memory.backend import report_corrupt
 from primitives.memory.changes import Change, Tombstone, change_key, from_micros, micros
 from primitives.memory.redis_backend.codec import RETURN_FIELDS, decode_record
-from primitives.memory.redis_backend.scripts import PRUNE_CHANGE
+from primitives.memory.redis_backend.scripts import HMGET_MANY, PRUNE_CHANGE
 from primitives.memory.redis_backend.keys import split_record_key
 from primitives.memory.redis_backend.schema import IndexSpec
 
@@ -50,41 +50,58 @@ async def read_changes(
 
 async def _members(client: Any, key: str, after: tuple[int, str, str] | None, limit: int, spec: IndexSpec) -> list[tuple[int, str, str, bytes]]:
     """``(µs, namespace, id, member)`` of the first ``limit`` entries of sorted set ``key``
-    strictly after ``after``, in change order."""
-    low = "-inf" if after is None else str(after[0])
-    count = limit
-    while True:
-        raw = await client.zrange(key, low, "+inf", byscore=True, offset=0, num=count, withscores=True)
-        out = []
-        for member, score in raw:
-            place = split_record_key(spec.prefix, member.decode("utf-8", "replace"))
-            if place is None:
-                continue
-            entry = (int(score), place[0], place[1], member)
-            if after is None or entry[:3] > after:
-                out.append(entry)
-        if len(raw) < count or len(out) >= limit:
-            # every entry scored up to the limit-th's µs must be in hand to order ties exactly
-            out.sort()
-            if len(raw) < count or out[limit - 1][0] < int(raw[-1][1]):
-                return out[:limit]
-        count *= 2  # many entries at one µs: read further
+    strictly after ``after``, in change order. Entries sharing a µs (a batch written at once)
+    are ordered by ``(namespace, id)``, so every entry at the boundary's µs is read."""
+    if after is None:
+        raw = await client.zrange(key, "-inf", "+inf", byscore=True, offset=0, num=limit, withscores=True)
+    else:
+        # the cursor's own µs in full (entries before and after it), then ``limit`` later ones
+        at = str(after[0])
+        raw = await client.zrange(key, at, at, byscore=True, withscores=True)
+        raw += await client.zrange(key, f"({at}", "+inf", byscore=True, offset=0, num=limit, withscores=True)
+    if len(raw) >= limit:
+        edge = str(int(raw[-1][1]))
+        raw += await client.zrange(key, edge, edge, byscore=True, withscores=True)  # ties at the edge
+    seen: set[bytes] = set()
+    out = []
+    for member, score in raw:
+        if member in seen:
+            continue
+        seen.add(member)
+        place = split_record_key(spec.prefix, member.decode("utf-8", "replace"))
+        if place is None:
+            continue
+        entry = (int(score), place[0], place[1], member)
+        if after is None or entry[:3] > after:
+            out.append(entry)
+    out.sort()
+    return out[:limit]
 
 
 async def _records(client: Any, spec: IndexSpec, log: str, after: tuple[int, str, str] | None, limit: int, backend: str) -> list[Change]:
-    entries = await _members(client, log, after, limit, spec)
-    if not entries:
-        return []
-    async with client.pipeline(transaction=False) as pipe:
-        for entry in entries:
-            pipe.hmget(entry[3], _FIELDS)
-        replies = await pipe.execute(raise_on_error=False)
+    """The first ``limit`` live, sound records after ``after``: entries whose record is gone,
+    damaged or rewritten since are passed over, and further entries read in their place."""
+    found: list[Change] = []
+    while len(found) < limit:
+        wanted = limit - len(found)
+        entries = await _members(client, log, after, wanted, spec)
+        if not entries:
+            break
+        found += await _read(client, spec, log, entries, backend)
+        if len(entries) < wanted:
+            break  # the log has no more
+        after = entries[-1][:3]
+    return found
+
+
+async def _read(client: Any, spec: IndexSpec, log: str, entries: list[tuple[int, str, str, bytes]], backend: str) -> list[Change]:
+    replies = await client.eval(HMGET_MANY, len(entries), *(e[3] for e in entries), *_FIELDS)
     found: list[Change] = []
     gone: list[tuple[int, bytes]] = []
     for (score, _, _, member), values in zip(entries, replies):
         key = member.decode("utf-8", "replace")
-        if isinstance(values, Exception):  # WRONGTYPE: another type at a record key
-            report_corrupt(backend, "changes", key, f"unreadable: {values}")
+        if not isinstance(values, list):  # another Redis type at a record key
+            report_corrupt(backend, "changes", key, "it is not a hash")
             continue
         fields = {name: value for name, value in zip(_NAMES, values) if value is not None}
         if not fields:

@@ -3,7 +3,7 @@ so a record is never half written, whatever happens to the client or the server 
 
 from __future__ import annotations
 
-__all__ = ["DELETE", "DELETE_IF_OLDER", "PRUNE_CHANGE", "PUT_IF_NEWER", "UPSERT"]
+__all__ = ["DELETE", "DELETE_IF_OLDER", "HMGET_MANY", "PRUNE_CHANGE", "PUT_IF_NEWER", "UPSERT"]
 
 # Upsert of one record hash (KEYS[1]) that keeps a stored created_at. ARGV[1]: pexpire ms (0:
 # none); ARGV[2]: a JSON array [field, value, ...] starting with created_at_us and created_at (one
@@ -76,4 +76,15 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local score = redis.call('ZSCORE', KEYS[2], KEYS[1])
 if score and score == ARGV[1] then return redis.call('ZREM', KEYS[2], KEYS[1]) end
 return 0
+"""
+
+# HMGET of the fields ARGV on every key of KEYS, in one reply (an export page: one command instead
+# of one per record, which redis-py packs and parses one by one). A key of another type gives 0.
+HMGET_MANY = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local values = redis.pcall('HMGET', key, unpack(ARGV))
+  if type(values) == 'table' and values.err then out[i] = 0 else out[i] = values end
+end
+return out
 """
