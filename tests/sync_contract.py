@@ -87,6 +87,15 @@ class WarehouseContract:
         [raw] = await target.changes_after(None, 10)
         assert raw["text"] == winner.text
 
+    async def test_a_delete_wins_a_tie_with_a_write(self, target):
+        live = make_row("n", "x", 5, "live")
+        dead = make_row("n", "x", 5, "", deleted_at=T0 + timedelta(seconds=5))
+        assert dead.wins_over(live) and not live.wins_over(dead)
+        await target.upsert([dead])
+        assert await target.upsert([live]) == 0
+        [raw] = await target.changes_after(None, 10)
+        assert row_from_mapping(raw).is_tombstone
+
     async def test_batch_with_two_versions_of_one_key(self, target):
         rows = [make_row("n", "x", 3, "v3"), make_row("n", "x", 9, "v9"), make_row("n", "x", 1, "v1")]
         assert await target.upsert(rows) == 1

@@ -23,8 +23,9 @@ created_at     UTC, microseconds
 updated_at     UTC, microseconds: the last write, or the delete for a tombstone
 deleted_at     UTC, microseconds, for a tombstone; NULL for a live record
 version        tiebreak of last-writer-wins between two rows with the same ``updated_at``:
-               the SHA-256 hex of the row's content (:func:`row_version`), so every side picks the
-               same winner without coordination
+               the SHA-256 hex of the row's content (:func:`row_version`; a tombstone's starts with
+               ``t``, so a delete wins a tie), so every side picks the same winner without
+               coordination
 origin         the store that last wrote the row (:func:`store identity <primitives.sync>`), so an
                import skips rows that came from the store it writes to (no ping-pong)
 =============  =====================================================================================
@@ -76,7 +77,7 @@ COLUMNS: Final = (
 #: Accepted ``memory_type`` values (those of :class:`primitives.memory.MemoryType`).
 MEMORY_TYPES: Final = ("working", "episodic", "semantic", "skill")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_VERSION = re.compile(r"[0-9a-f]{64}")
+_VERSION = re.compile(r"[0-9a-f]{64}|t[0-9a-f]{63}")
 
 
 def _micros(at: datetime) -> int:
@@ -197,7 +198,9 @@ class SyncRow:
 
 def row_version(row: SyncRow) -> str:
     """SHA-256 hex of the row's content (every column but ``version`` and ``origin``, in a
-    canonical JSON form): equal content, equal version, on every machine."""
+    canonical JSON form): equal content, equal version, on every machine. A tombstone's starts
+    with ``t`` (then 63 hex digits), so at equal ``updated_at`` a delete wins over a write on every
+    target, as it does in the store."""
     payload = [
         row.namespace, row.id, row.user_id, row.session_id, row.memory_type, row.text,
         list(row.topics), row.metadata,
@@ -208,7 +211,10 @@ def row_version(row: SyncRow) -> str:
         _micros(row.deleted_at) if row.deleted_at is not None else None,
     ]
     text = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    # a delete beats a write of the same microsecond, as in the store (put_if_newer refuses a
+    # version not newer than a delete): "t" sorts after every hex digit
+    return "t" + digest[:63] if row.deleted_at is not None else digest
 
 
 @dataclass(frozen=True, slots=True)
