@@ -121,9 +121,12 @@ async def test_no_ping_pong_own_rows_are_skipped_and_nothing_is_re_exported(ware
     report = await import_changes(warehouse, source)
     assert (report.own, report.written) == (10, 0)
     assert (await export_changes(source, warehouse)).read == 0
-    # restoring with include_own rewrites equal versions: still no new change to export
+    # restoring with include_own rewrites equal versions: they go back once, change nothing, and stop
     restored = await import_changes(warehouse, source, since=NOW - timedelta(days=1), include_own=True)
     assert restored.read == 10
+    echo = await export_changes(source, warehouse)
+    assert (echo.read, echo.written) == (10, 0)
+    assert (await import_changes(warehouse, source)).read == 0
     assert (await export_changes(source, warehouse)).read == 0
 
 

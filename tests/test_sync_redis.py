@@ -27,7 +27,7 @@ import pytest
 import primitives.memory.redis_backend.changes as redis_changes
 from primitives.errors import BackendUnavailableError
 from primitives.memory import MemoryRecord
-from primitives.memory.changes import Change, Tombstone
+from primitives.memory.changes import Change, ChangeEntry, Tombstone
 from primitives.memory.datasync import StoreSource, row_from_change
 from primitives.memory.record import MemoryType
 from primitives.memory.redis_backend import RedisBackend
@@ -81,20 +81,21 @@ def record_canon(record: MemoryRecord) -> dict[str, Any]:
     return {f.name: canon(getattr(record, f.name)) for f in fields(MemoryRecord)}
 
 
-def position(change: Change) -> tuple[datetime, str, str]:
-    return (change.updated_at, change.namespace, change.id)  # type: ignore[return-value]
-
-
-async def all_changes(backend: RedisBackend) -> list[Change]:
-    """Every change of ``backend``, paged through :meth:`changes`."""
-    out: list[Change] = []
+async def all_entries(backend: RedisBackend) -> list[ChangeEntry]:
+    """Every change of ``backend`` with its position, paged through :meth:`changes`."""
+    out: list[ChangeEntry] = []
     after = None
     while True:
         page = await backend.changes(after, limit=1_000)
         out += page
         if len(page) < 1_000:
             return out
-        after = position(page[-1])
+        after = page[-1].position
+
+
+async def all_changes(backend: RedisBackend) -> list[Change]:
+    """Every change of ``backend``, in the store's order."""
+    return [e.change for e in await all_entries(backend)]
 
 
 async def all_rows(target: DuckDBWarehouse) -> list[SyncRow]:
@@ -510,7 +511,8 @@ async def test_sigkilled_exporter_resumes_without_loss_or_duplicates(stores, red
         for _, id, text, at, _ in rows:
             assert (text, at) == current[id], id
         final = saved_cursor(path, store.identity)
-        assert final is not None and Cursor.from_text(final).key()[0] == max(at for _, at in current.values())
+        newest = (await all_entries(store))[-1].position
+        assert final is not None and Cursor.from_text(final).key() == Cursor(*newest).key()
 
 
 # -- 5. O(changes) ---------------------------------------------------------------------------------
@@ -562,7 +564,8 @@ async def test_redis_killed_mid_export_keeps_the_committed_cursor_and_resumes(tm
             ids = [f"m{i:04d}" for i in range(5_000)]
             for start in range(0, 5_000, 1_000):
                 await store.add([MemoryRecord(text=f"text {id}", id=id) for id in ids[start:start + 1_000]])
-            order = [c for c in await all_changes(store)]
+            entries = await all_entries(store)
+            order = [e.change for e in entries]
             target = await warehouses("mid.duckdb")
             source = StoreSource(store)
             real_upsert = target.upsert
@@ -584,7 +587,7 @@ async def test_redis_killed_mid_export_keeps_the_committed_cursor_and_resumes(tm
             assert committed in (2, 3)
             done = 500 * committed
             saved = Cursor.from_text(await target.get_state(export_key(store.identity)) or "")
-            assert saved.key() == Cursor(*position(order[done - 1])).key()  # the last committed batch
+            assert saved.key() == Cursor(*entries[done - 1].position).key()  # the last committed batch
             assert [row_fields(r) for r in await all_rows(target)] == [row_fields(row_from_change(c)) for c in order[:done]]
 
             server.start()
@@ -630,10 +633,10 @@ async def test_changes_page_past_deleted_and_expired_records_without_skipping(st
         after = None
         while True:
             page = await a.changes(after, limit=9)
-            seen += page
+            seen += [e.change for e in page]
             if len(page) < 9:
                 break
-            after = position(page[-1])
+            after = page[-1].position
         assert sorted(c.id for c in seen if isinstance(c, MemoryRecord)) == sorted(f"r{i}" for i in range(30) if i != 1)
         assert [c.id for c in seen if isinstance(c, Tombstone)] == ["r1"]
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from opentelemetry import metrics
 
 from primitives.errors import ConfigurationError, InvalidFilterError, InvalidInputError, InvalidRecordError
-from primitives.memory.changes import Change, Position, check_position
+from primitives.memory.changes import ChangeEntry, Position, check_position
 from primitives.memory.record import DEFAULT_NAMESPACE, MemoryRecord, MemoryType, Message, SearchHit
 from primitives.memory.skills import SkillStats, check_skill_execution, check_skill_name
 from primitives.validation import (
@@ -507,14 +507,14 @@ class MemoryBackend(ABC):
                 "(MEMORY_BACKEND=inmemory or REDIS_URL)"
             )
 
-    async def changes(self, after: Position | None = None, *, limit: int = 1_000) -> list[Change]:
-        """Records written and deleted after ``after``, in change order (see
-        :mod:`primitives.memory.changes`): each live record as it is now, each delete as a
-        :class:`~primitives.memory.changes.Tombstone`. Page with the last change's
-        ``(updated_at, namespace, id)``.
+    async def changes(self, after: Position | None = None, *, limit: int = 1_000) -> list[ChangeEntry]:
+        """Records written and deleted after ``after``, in the order the store received them
+        (see :mod:`primitives.memory.changes`): ``(position, change)`` pairs, each live record as
+        it is now, each delete as a :class:`~primitives.memory.changes.Tombstone`. Page with the
+        last entry's ``position``.
 
         Args:
-            after: ``(updated_at, namespace, id)``, or ``None`` for the beginning.
+            after: A position ``(logged_at, namespace, id)``, or ``None`` for the beginning.
             limit: At most this many changes, ``1..MAX_LIMIT``.
 
         Raises:
@@ -527,7 +527,7 @@ class MemoryBackend(ABC):
             raise NotImplementedError(f"{self.name} cannot list its changes; export from the in-memory or Redis backend")
         return await self._changes(position, limit)
 
-    async def _changes(self, after: tuple[int, str, str] | None, limit: int) -> list[Change]:
+    async def _changes(self, after: tuple[int, str, str] | None, limit: int) -> list[ChangeEntry]:
         raise NotImplementedError
 
     # -- lifecycle ---------------------------------------------------------------------------

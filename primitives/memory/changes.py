@@ -1,12 +1,18 @@
-"""What changed in a store, in order: the records written and the deletes (tombstones) since a
-position. This is what exporting memories to a warehouse reads (:meth:`MemoryBackend.changes`).
+"""What changed in a store, in the order the store received it: the records written and the
+deletes (tombstones) since a position. This is what exporting memories to a warehouse reads
+(:meth:`MemoryBackend.changes`).
 
-Order is keyset order ``(updated_at, namespace, id)`` where a tombstone's ``updated_at`` is its
-``deleted_at``; a position is such a triple, and :meth:`MemoryBackend.changes` returns what is
-strictly after it. A record that is written again moves to its new place in the order; a record
-that expires leaves it (an expiry is not a delete: nothing downstream is told); a delete leaves a
-:class:`Tombstone`, kept ``tombstone_ttl`` seconds after the delete (default :data:`TOMBSTONE_TTL`), which also
-stops a write older than the delete (``put_if_newer``) from bringing the record back.
+Each change has a **position** ``(logged_at, namespace, id)``: ``logged_at`` is when the store
+received the write or delete (the Redis server's clock, or the in-process store's), not the
+record's ``updated_at``. So a write that arrives late with an old ``updated_at`` (an outbox
+replayed after an outage, a writer whose clock runs behind, an import) still comes after every
+position an exporter has already passed: nothing is missed. :meth:`MemoryBackend.changes` returns
+what is strictly after a position, in position order. A record written again moves to its new
+position (if it was read at its old one just before, it is listed again: last writer wins makes
+that harmless); a record that expires leaves the order (an expiry is not a delete: nothing
+downstream is told); a delete leaves a :class:`Tombstone`, kept ``tombstone_ttl`` seconds after it
+arrived (default :data:`TOMBSTONE_TTL`), which also stops a write not newer than the delete
+(``put_if_newer``) from bringing the record back.
 """
 
 from __future__ import annotations
@@ -14,12 +20,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Final, Union
+from typing import Final, NamedTuple, Union
 
 from primitives.memory.record import MemoryRecord
 from primitives.validation import INPUT, check_aware_datetime, check_identifier
 
-__all__ = ["TOMBSTONE_TTL", "Change", "Position", "Tombstone", "change_key", "check_position", "select_changes"]
+__all__ = ["TOMBSTONE_TTL", "Change", "ChangeEntry", "Position", "Tombstone", "check_position", "select_changes"]
 
 #: How long a delete is remembered, in seconds (30 days): an exporter that falls further behind
 #: than this misses deletes (``sync status`` warns).
@@ -43,8 +49,15 @@ class Tombstone:
 
 #: A change: a record as it is now, or a delete.
 Change = Union[MemoryRecord, Tombstone]
-#: A position in change order: ``(updated_at, namespace, id)``.
+#: A position in change order: ``(logged_at, namespace, id)``.
 Position = tuple[datetime, str, str]
+
+
+class ChangeEntry(NamedTuple):
+    """One change and its position (``position[0]`` is when the store received it)."""
+
+    position: Position
+    change: Change
 
 
 def micros(at: datetime) -> int:
@@ -57,9 +70,9 @@ def from_micros(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
-def change_key(change: Change) -> tuple[int, str, str]:
-    """The sort key of a change: ``(updated_at in µs, namespace, id)``."""
-    return (micros(change.updated_at), change.namespace, change.id)  # type: ignore[arg-type]
+def position_key(position: Position) -> tuple[int, str, str]:
+    """A position as a sort key: ``(logged_at in µs, namespace, id)``."""
+    return (micros(position[0]), position[1], position[2])
 
 
 def check_position(after: object) -> tuple[int, str, str] | None:
@@ -91,8 +104,15 @@ def check_text_like(value: str, name: str) -> None:
         check_identifier(value, name)
 
 
-def select_changes(changes: Iterable[Change], after: tuple[int, str, str] | None, limit: int) -> list[Change]:
-    """The first ``limit`` of ``changes`` strictly after ``after``, in change order."""
-    chosen = [c for c in changes if after is None or change_key(c) > after]
-    chosen.sort(key=change_key)
-    return chosen[:limit]
+def select_changes(
+    entries: Iterable[tuple[int, str, str, Change]], after: tuple[int, str, str] | None, limit: int
+) -> list[ChangeEntry]:
+    """The first ``limit`` of ``(logged µs, namespace, id, change)`` strictly after ``after``,
+    in position order."""
+    chosen = [e for e in entries if after is None or e[:3] > after]
+    chosen.sort(key=_entry_key)
+    return [ChangeEntry((from_micros(us), ns, id), change) for us, ns, id, change in chosen[:limit]]
+
+
+def _entry_key(entry: tuple[int, str, str, Change]) -> tuple[int, str, str]:
+    return entry[0], entry[1], entry[2]

@@ -96,10 +96,14 @@ class StoreSource:
         embedder = getattr(backend, "embedder", None)
         self.dims: int | None = embedder.dims if embedder is not None else None
 
-    async def changes_after(self, cursor: Cursor | None, limit: int) -> list[SyncRow]:
+    async def changes_after(self, cursor: Cursor | None, limit: int) -> tuple[list[SyncRow], Cursor | None]:
+        """Rows of the changes after ``cursor`` (a store position: when the store received the
+        change, namespace, id) and the position of the last one."""
         after = (cursor.updated_at, cursor.namespace, cursor.id) if cursor is not None else None
         identity = self.identity
-        return [row_from_change(c, identity) for c in await self.backend.changes(after, limit=limit)]
+        entries = await self.backend.changes(after, limit=limit)
+        rows = [row_from_change(e.change, identity) for e in entries]
+        return rows, (Cursor(*entries[-1].position) if entries else None)
 
     async def apply(self, rows: Sequence[SyncRow]) -> ApplyCounts:
         records: dict[str, list[MemoryRecord]] = defaultdict(list)

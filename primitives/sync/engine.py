@@ -68,8 +68,11 @@ class ChangeSource(Protocol):
     identity: str
     dims: int | None
 
-    async def changes_after(self, cursor: Cursor | None, limit: int) -> list[SyncRow]:
-        """Rows strictly after ``cursor`` in keyset order (records and tombstones)."""
+    async def changes_after(self, cursor: Cursor | None, limit: int) -> tuple[list[SyncRow], Cursor | None]:
+        """Rows of the changes strictly after ``cursor`` in the store's order (records and
+        tombstones), and the cursor after the last of them (``None`` when there are none). The
+        order is the one the store received the changes in, so a late write with an old
+        ``updated_at`` is still after every cursor already passed."""
         ...
 
     async def apply(self, rows: Sequence[SyncRow]) -> ApplyCounts:
@@ -162,12 +165,12 @@ async def export_changes(
         cursor = Cursor.from_text(saved) if saved else None
     report = ExportReport(dry_run=dry_run, cursor=cursor.to_text() if cursor else None)
     identity = source.identity
-    ahead: asyncio.Future[list[SyncRow]] | None = None
+    ahead: asyncio.Future[tuple[list[SyncRow], Cursor | None]] | None = None
     try:
-        rows = await source.changes_after(cursor, size)
+        rows, position = await source.changes_after(cursor, size)
         while rows:
             rows = [r if r.origin == identity else r.with_origin(identity) for r in rows]
-            cursor = rows[-1].cursor()
+            cursor = position
             # read the next page from the store while the target writes this one (its driver
             # works in a thread); the cursor below is committed only with this page
             ahead = asyncio.ensure_future(source.changes_after(cursor, size)) if len(rows) == size else None
@@ -181,7 +184,7 @@ async def export_changes(
                 progress(len(rows))
             if ahead is None:
                 break
-            rows, ahead = await ahead, None
+            (rows, position), ahead = await ahead, None
     finally:
         if ahead is not None:
             ahead.cancel()
@@ -328,7 +331,7 @@ async def sync_status(source: ChangeSource, target: Warehouse, *, count_limit: i
         if direction == "export":
             last = await target.get_state(f"{key}:last_run")
             entry["last_run"] = json.loads(last) if last else None
-            pending = await _count(lambda c, n: source.changes_after(c, n), cursor, count_limit)
+            pending = await _count(lambda c, n: _source_rows(source, c, n), cursor, count_limit)
             entry["lag_records"], entry["lag_records_capped"], newest = pending
         else:
             pending = await _count(lambda c, n: _raw_rows(target, c, n), cursor, count_limit)
@@ -340,6 +343,12 @@ async def sync_status(source: ChangeSource, target: Warehouse, *, count_limit: i
         out[direction] = entry
     out.update(target_rows=stats.rows, target_tombstones=stats.tombstones, rejected=stats.rejected)
     return out
+
+
+async def _source_rows(source: ChangeSource, cursor: Cursor | None, n: int) -> list[Cursor]:
+    rows, last = await source.changes_after(cursor, n)
+    # only the last position is known; the count needs len() and the last item
+    return [last] * len(rows) if last is not None else []
 
 
 async def _raw_rows(target: Warehouse, cursor: Cursor | None, n: int) -> list[Cursor]:

@@ -87,7 +87,9 @@ def _micros(at: datetime) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """A position in keyset order: rows strictly after ``(updated_at, namespace, id)``."""
+    """A position: what comes strictly after ``(updated_at, namespace, id)``. On a target the
+    time is the rows' ``updated_at`` (keyset order); in a store (export) it is when the store
+    received the change (:mod:`primitives.memory.changes`)."""
 
     updated_at: datetime
     namespace: str = ""

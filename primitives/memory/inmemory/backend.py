@@ -13,7 +13,7 @@ from cachetools import Cache, TLRUCache, TTLCache
 from primitives.embeddings.base import Embedder
 from primitives.memory.analysis import Analyzer
 from primitives.memory.backend import Health, MemoryBackend, SearchResult
-from primitives.memory.changes import TOMBSTONE_TTL, Change, Tombstone, select_changes
+from primitives.memory.changes import TOMBSTONE_TTL, Change, ChangeEntry, Tombstone, select_changes
 from primitives.memory.embedding import HYBRID_CANDIDATES, check_embeddings, embedding_text, fuse
 from primitives.memory.inmemory.index import InvertedIndex
 from primitives.memory.record import (
@@ -165,11 +165,12 @@ class InMemoryBackend(MemoryBackend):
         )
         self._skills = InMemorySkillLedger(ttl=self.default_ttls[MemoryType.SKILL], clock=clock)
         #: deletes, for changes() and so that put_if_newer never brings back a deleted record
-        # kept tombstone_ttl seconds after the delete happened (as the Redis backend trims by score)
-        keep = check_ttl(tombstone_ttl, "tombstone_ttl")
-        self._tombstones: TLRUCache[Key, datetime] = TLRUCache(
-            maxsize, lambda _key, at, _now: at.timestamp() + keep, timer=clock  # type: ignore[arg-type]
+        # key -> (deleted_at, logged µs), kept tombstone_ttl seconds after the delete arrived
+        self._tombstones: TTLCache[Key, tuple[datetime, int]] = TTLCache(
+            maxsize, check_ttl(tombstone_ttl, "tombstone_ttl"), timer=clock
         )
+        self._logged: dict[Key, int] = {}  # key -> when its last write arrived, µs (change order)
+        self._last_logged = 0
 
     # -- cache hooks -------------------------------------------------------------------------
 
@@ -180,7 +181,14 @@ class InMemoryBackend(MemoryBackend):
         updated = record.updated_at
         return (updated.timestamp() if updated is not None else now) + ttl
 
+    def _log(self, key: Key) -> int:
+        """The arrival time of a write or delete now, µs, strictly increasing (change order)."""
+        now = max(int(self._clock() * 1_000_000), self._last_logged + 1)
+        self._last_logged = now
+        return now
+
     def _drop(self, key: Key, record: MemoryRecord) -> None:
+        self._logged.pop(key, None)
         self._index.remove(key)
         if self._vectors is not None:
             self._vectors.remove(key)
@@ -259,6 +267,7 @@ class InMemoryBackend(MemoryBackend):
                 self._unindex(key, record)
                 continue
             self._index_record(key, record, vector)
+            self._logged[key] = self._log(key)
         return stored
 
     async def _put_if_newer(self, records: Sequence[MemoryRecord]) -> int:
@@ -271,8 +280,8 @@ class InMemoryBackend(MemoryBackend):
             current = cache.get(key) if key in self._index else None
             if current is not None and current.updated_at > record.updated_at:  # type: ignore[operator]
                 continue
-            deleted_at = self._tombstones.get(key)
-            if deleted_at is not None and deleted_at >= record.updated_at:  # type: ignore[operator]
+            tombstone = self._tombstones.get(key)
+            if tombstone is not None and tombstone[0] >= record.updated_at:  # type: ignore[operator]
                 continue  # deleted after this version was written
             if vector is not None:
                 record = trusted_replace(record, embedding=None)
@@ -281,6 +290,7 @@ class InMemoryBackend(MemoryBackend):
                 self._unindex(key, record)
                 continue
             self._index_record(key, record, vector)
+            self._logged[key] = self._log(key)
             written += 1
         return written
 
@@ -326,24 +336,31 @@ class InMemoryBackend(MemoryBackend):
 
     def _tombstone(self, key: Key, at: datetime) -> None:
         known = self._tombstones.get(key)
-        if known is None or at > known:
-            self._tombstones[key] = at
+        if known is None or at > known[0]:
+            self._tombstones[key] = (at, self._log(key))
 
-    async def _changes(self, after: tuple[int, str, str] | None, limit: int) -> list[Change]:
+    async def _changes(self, after: tuple[int, str, str] | None, limit: int) -> list[ChangeEntry]:
         """O(store): every live record and kept tombstone is looked at (the in-process store is
         bounded by ``maxsize``)."""
         self._records.expire()
         self._tombstones.expire()
-        tombstones = (Tombstone(ns, id, at) for (ns, id), at in self._tombstones.items())
-        chosen = select_changes([*self._live_records(), *tombstones], after, limit)
-        if self._vectors is not None:
-            chosen = [
-                trusted_replace(c, embedding=self._vectors.vector((c.namespace, c.id)))
-                if isinstance(c, MemoryRecord) and c.embedding is None and self._vectors.vector((c.namespace, c.id)) is not None
-                else c
-                for c in chosen
-            ]
-        return chosen
+        logged = self._logged
+        entries: list[tuple[int, str, str, Change]] = [
+            (logged.get((r.namespace, r.id), 0), r.namespace, r.id, r) for r in self._live_records()
+        ]
+        entries += [(us, ns, id, Tombstone(ns, id, at)) for (ns, id), (at, us) in self._tombstones.items()]
+        chosen = select_changes(entries, after, limit)
+        if self._vectors is None:
+            return chosen
+        out = []
+        for entry in chosen:
+            change = entry.change
+            if isinstance(change, MemoryRecord) and change.embedding is None:
+                vector = self._vectors.vector((change.namespace, change.id))
+                if vector is not None:
+                    entry = ChangeEntry(entry.position, trusted_replace(change, embedding=vector))
+            out.append(entry)
+        return out
 
     async def _search(
         self, query: str, tag_filter: dict[str, tuple[str, ...]], limit: int, mode: str

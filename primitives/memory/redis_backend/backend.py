@@ -41,7 +41,7 @@ from primitives.memory.record import (
     trusted_replace,
     with_timestamps,
 )
-from primitives.memory.changes import TOMBSTONE_TTL, Change
+from primitives.memory.changes import TOMBSTONE_TTL, ChangeEntry
 from primitives.memory.resilient.identity import outbox_identity
 from primitives.memory.redis_backend import changes, maintenance, migration, scripts, working
 from primitives.memory.redis_backend import skills as redis_skills
@@ -56,7 +56,7 @@ from primitives.memory.redis_backend.codec import (
     unpack_vector,
     us,
 )
-from primitives.memory.redis_backend.keys import change_log_key, record_key, session_key, split_record_key, tombstones_key
+from primitives.memory.redis_backend.keys import change_log_key, deleted_at_key, record_key, session_key, split_record_key, tombstones_key
 from primitives.memory.redis_backend.query import query_terms, render_query
 from primitives.memory.redis_backend.schema import IndexSpec
 from primitives.memory.redis_backend.search import Searcher
@@ -118,9 +118,9 @@ class RedisBackend(MemoryBackend):
             default). The model and dims are recorded under ``{prefix}embedding``; a store built
             with another model or dims is refused with :class:`DimensionMismatchError` until
             ``memory-primitives index migrate`` re-embeds it.
-        tombstone_ttl: Seconds a delete is remembered in ``{prefix}tombstones`` (a sorted set
-            of record keys scored by the delete's time in µs), for :meth:`changes` and so that
-            ``put_if_newer`` never brings back a deleted record.
+        tombstone_ttl: Seconds a delete is remembered after it arrived (``{prefix}tombstones``,
+            record keys by arrival; ``{prefix}deleted_at``, each delete's time), for
+            :meth:`changes` and so that ``put_if_newer`` never brings back a deleted record.
 
     Raises:
         ConfigurationError: ``url`` is malformed (the message shows the accepted form).
@@ -193,6 +193,7 @@ class RedisBackend(MemoryBackend):
         self._delete_script = self._client.register_script(scripts.DELETE_IF_OLDER)
         self._delete_now = self._client.register_script(scripts.DELETE)
         self._tombstones = tombstones_key(prefix)
+        self._deleted_at = deleted_at_key(prefix)
         self._change_log = change_log_key(prefix)
         self.tombstone_ttl = check_ttl(tombstone_ttl, "tombstone_ttl")
         self._ready = False
@@ -415,7 +416,6 @@ class RedisBackend(MemoryBackend):
         stamped = [with_timestamps(r, r.created_at or now, now) for r in records]
         index_dates = self.index_dates
         packed = [pack_vector(v) if v is not None else b"" for v in vectors]
-        now_us = us(now)
         async with self._errors():
             async with self._client.pipeline(transaction=False) as pipe:
                 for record, blob in zip(stamped, packed):
@@ -423,7 +423,6 @@ class RedisBackend(MemoryBackend):
                         _pexpire_ms(self._effective_ttl(record)),
                         _json_pairs(encode_record(record, index_dates=index_dates)),
                         blob,
-                        now_us,
                     ]
                     await self._upsert(keys=[self._key(record.namespace, record.id), self._change_log], args=args, client=pipe)
                 kept = await pipe.execute()
@@ -459,7 +458,7 @@ class RedisBackend(MemoryBackend):
                     key = self._key(record.namespace, record.id)
                     remaining = self._effective_ttl(record) - (now - record.updated_at).total_seconds()  # type: ignore[operator]
                     if remaining <= 0:  # it would already have expired
-                        await self._delete_script(keys=[key, self._tombstones], args=[us(record.updated_at), "0"], client=pipe)  # type: ignore[arg-type]
+                        await self._delete_script(keys=[key, self._tombstones, self._deleted_at], args=[us(record.updated_at), "0"], client=pipe)  # type: ignore[arg-type]
                         written.append(False)
                         continue
                     args = [
@@ -468,7 +467,7 @@ class RedisBackend(MemoryBackend):
                         _json_pairs(encode_record(record, index_dates=self.index_dates)),
                         pack_vector(vector) if vector is not None else b"",
                     ]
-                    await self._put_script(keys=[key, self._tombstones, self._change_log], args=args, client=pipe)
+                    await self._put_script(keys=[key, self._deleted_at, self._change_log], args=args, client=pipe)
                     written.append(True)
                 results = await pipe.execute()
         return sum(int(r) for r, counted in zip(results, written) if counted)
@@ -478,8 +477,8 @@ class RedisBackend(MemoryBackend):
         async with self._errors():
             async with self._client.pipeline(transaction=False) as pipe:
                 for id, deleted_at in deletions.items():
-                    await self._delete_script(keys=[self._key(namespace, id), self._tombstones], args=[us(deleted_at), "1"], client=pipe)
-                changes.trim_tombstones(pipe, self._tombstones, self.tombstone_ttl)
+                    await self._delete_script(keys=[self._key(namespace, id), self._tombstones, self._deleted_at], args=[us(deleted_at), "1"], client=pipe)
+                changes.trim_tombstones(pipe, self._tombstones, self._deleted_at, self.tombstone_ttl)
                 results = (await pipe.execute())[:-1]
         return sum(int(r) for r in results)
 
@@ -512,18 +511,20 @@ class RedisBackend(MemoryBackend):
         async with self._errors():
             async with self._client.pipeline(transaction=False) as pipe:
                 for id in ids:
-                    await self._delete_now(keys=[self._key(namespace, id), self._tombstones], args=[now], client=pipe)
-                changes.trim_tombstones(pipe, self._tombstones, self.tombstone_ttl)
+                    await self._delete_now(keys=[self._key(namespace, id), self._tombstones, self._deleted_at], args=[now], client=pipe)
+                changes.trim_tombstones(pipe, self._tombstones, self._deleted_at, self.tombstone_ttl)
                 return sum(int(r) for r in (await pipe.execute())[:-1])
 
-    async def _changes(self, after: tuple[int, str, str] | None, limit: int) -> list[Change]:
+    async def _changes(self, after: tuple[int, str, str] | None, limit: int) -> list[ChangeEntry]:
         """Records from the change log (a sorted set of record keys by last write), deletes
         from the tombstone sorted set: O(changes after ``after``), never a scan of the store
         (:mod:`~primitives.memory.redis_backend.changes`). Damaged records are skipped and
         reported like a search's."""
         await self._ensure_ready()
         async with self._errors():
-            return await changes.read_changes(self._client, self.spec, self._change_log, self._tombstones, after, limit, backend=self.name)
+            return await changes.read_changes(
+                self._client, self.spec, self._change_log, self._tombstones, self._deleted_at, after, limit, backend=self.name
+            )
 
     async def _search(
         self, query: str, tag_filter: dict[str, tuple[str, ...]], limit: int, mode: str

@@ -28,6 +28,7 @@ from primitives.store.keys import glob_escape
 __all__ = [
     "QUARANTINE",
     "change_log_key",
+    "deleted_at_key",
     "tombstones_key",
     "glob_escape",
     "quarantine_key",
@@ -92,10 +93,17 @@ def quarantine_log_key(prefix: str) -> str:
 
 
 def tombstones_key(prefix: str) -> str:
-    """The sorted set of deletes: member a record key, score the delete's time in µs."""
+    """The sorted set of deletes: member a record key, score when the delete arrived (µs, the
+    server's clock)."""
     return f"{prefix}tombstones"
 
 
 def change_log_key(prefix: str) -> str:
-    """The sorted set of record keys scored by their last write's ``updated_at`` in µs."""
+    """The sorted set of record keys scored by when their last write arrived (µs, the server's
+    clock): the order export reads."""
     return f"{prefix}changelog"
+
+
+def deleted_at_key(prefix: str) -> str:
+    """The hash of deletes' times: field a record key, value the delete's ``deleted_at`` in µs."""
+    return f"{prefix}deleted_at"

@@ -417,4 +417,4 @@ async def drop(store: Store) -> None:
     for part in ("rec:", "wm:", "skill:", QUARANTINE):
         async for keys in batches(client, glob_escape(f"{store.prefix}{part}") + "*", 500):
             await client.unlink(*keys)
-    await client.unlink(store.meta_key(), f"{store.prefix}tombstones", f"{store.prefix}changelog")
+    await client.unlink(store.meta_key(), f"{store.prefix}tombstones", f"{store.prefix}deleted_at", f"{store.prefix}changelog")

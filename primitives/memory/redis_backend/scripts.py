@@ -3,14 +3,14 @@ so a record is never half written, whatever happens to the client or the server 
 
 from __future__ import annotations
 
-__all__ = ["DELETE", "DELETE_IF_OLDER", "HMGET_MANY", "PRUNE_CHANGE", "PUT_IF_NEWER", "UPSERT"]
+__all__ = ["DELETE", "DELETE_IF_OLDER", "HMGET_MANY", "PRUNE_CHANGE", "PUT_IF_NEWER", "TRIM_TOMBSTONES", "UPSERT"]
 
 # Upsert of one record hash (KEYS[1]) that keeps a stored created_at. ARGV[1]: pexpire ms (0:
 # none); ARGV[2]: a JSON array [field, value, ...] starting with created_at_us and created_at (one
 # argument instead of two dozen: packing arguments is most of redis-py's client-side cost; an
 # array keeps the fields in a fixed order); ARGV[3]: the float32 vector bytes, or empty (binary,
-# so not inside the JSON); ARGV[4]: updated_at_us, the record's score in the change log KEYS[2]
-# (a sorted set of record keys by last write, which export reads in order). A stored created_at
+# so not inside the JSON). The key is scored in the change log KEYS[2] (a sorted set of record
+# keys by the server's time of their last write, in µs: the order export reads). A stored created_at
 # is kept only when both its fields are numbers; a key of another type is replaced. Returns the
 # created_at_us the record has now.
 UPSERT = """
@@ -24,12 +24,14 @@ redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(fields))
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'vector', ARGV[3]) end
 if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-redis.call('ZADD', KEYS[2], ARGV[4], KEYS[1])
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[2], string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2])), KEYS[1])
 return fields[2]
 """
 
-# Last-writer-wins write of one record hash (KEYS[1]); KEYS[2] is the tombstone sorted set (a
-# version not newer than a delete of the record is not written), KEYS[3] the change log. ARGV[1]: updated_at_us; ARGV[2]: pexpire ms
+# Last-writer-wins write of one record hash (KEYS[1]); KEYS[2] is the hash of deletes' times (a
+# version not newer than a delete of the record is not written), KEYS[3] the change log (scored
+# with the server's time now, not updated_at: a late write still comes after what export read). ARGV[1]: updated_at_us; ARGV[2]: pexpire ms
 # (0: none); ARGV[3]: the JSON field array; ARGV[4]: vector bytes or empty. An equal updated_at
 # rewrites, so replays are idempotent; a stored version whose updated_at is not a number (damaged)
 # or a key of another type is replaced.
@@ -37,19 +39,21 @@ PUT_IF_NEWER = """
 local current = redis.pcall('HGET', KEYS[1], 'updated_at_us')
 if type(current) == 'string' and string.match(current, '^%-?%d+$')
     and tonumber(current) > tonumber(ARGV[1]) then return 0 end
-local deleted = redis.call('ZSCORE', KEYS[2], KEYS[1])
+local deleted = redis.call('HGET', KEYS[2], KEYS[1])
 if deleted and tonumber(deleted) >= tonumber(ARGV[1]) then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[3])))
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'vector', ARGV[4]) end
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-redis.call('ZADD', KEYS[3], ARGV[1], KEYS[1])
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[3], string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2])), KEYS[1])
 return 1
 """
 
 # Delete the hash KEYS[1] unless it was written after ARGV[1] (microseconds since the epoch), and
-# when ARGV[2] is '1' remember the delete in the tombstone sorted set KEYS[2] (score: the
-# delete's time; '0' when a restored version expired on arrival, which is no delete). A
+# when ARGV[2] is '1' remember the delete: its time in the hash KEYS[3] (the later one wins) and
+# the key in the tombstone sorted set KEYS[2], scored with the server's time now ('0' when a
+# restored version expired on arrival, which is no delete). A
 # stored updated_at that is not a number counts as older; a key of another type is left alone
 # (`memory-primitives repair` moves it aside).
 DELETE_IF_OLDER = """
@@ -57,16 +61,34 @@ local kind = redis.call('TYPE', KEYS[1]).ok
 if kind ~= 'hash' and kind ~= 'none' then return 0 end
 local current = redis.call('HGET', KEYS[1], 'updated_at_us')
 if current and string.match(current, '^%-?%d+$') and tonumber(current) > tonumber(ARGV[1]) then return 0 end
-if ARGV[2] == '1' then redis.call('ZADD', KEYS[2], 'GT', ARGV[1], KEYS[1]) end
+if ARGV[2] == '1' then
+  local known = redis.call('HGET', KEYS[3], KEYS[1])
+  if not known or tonumber(known) < tonumber(ARGV[1]) then
+    redis.call('HSET', KEYS[3], KEYS[1], ARGV[1])
+    local t = redis.call('TIME')
+    redis.call('ZADD', KEYS[2], string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2])), KEYS[1])
+  end
+end
 return redis.call('DEL', KEYS[1])
 """
 
-# Delete the hash KEYS[1] now (ARGV[1]: microseconds since the epoch) and remember the delete in
-# the tombstone sorted set KEYS[2] (a later delete moves it forward). Returns 1 when a record
-# was there.
+# Delete the hash KEYS[1] now (ARGV[1]: microseconds since the epoch) and remember the delete:
+# its time in the hash KEYS[3], the key in the tombstone sorted set KEYS[2] scored with the
+# server's time. Returns 1 when a record was there.
 DELETE = """
-redis.call('ZADD', KEYS[2], 'GT', ARGV[1], KEYS[1])
+redis.call('HSET', KEYS[3], KEYS[1], ARGV[1])
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[2], string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2])), KEYS[1])
 return redis.call('DEL', KEYS[1])
+"""
+
+# Forget deletes that arrived before ARGV[1] (µs): their keys leave the tombstone sorted set
+# KEYS[1] and the hash of deletes' times KEYS[2], at most 1,000 a call.
+TRIM_TOMBSTONES = """
+local old = redis.call('ZRANGE', KEYS[1], '-inf', '(' .. ARGV[1], 'BYSCORE', 'LIMIT', 0, 1000)
+for _, key in ipairs(old) do redis.call('HDEL', KEYS[2], key) end
+if #old > 0 then redis.call('ZREM', KEYS[1], unpack(old)) end
+return #old
 """
 
 # Drop change-log entry KEYS[2] member KEYS[1] when the record is gone (expired) and the entry

@@ -30,7 +30,7 @@ from primitives.errors import (
     PrimitivesError,
 )
 from primitives.memory.backend import DamagedRecord, DamageReport, Health, MemoryBackend, SearchResult
-from primitives.memory.changes import Change
+from primitives.memory.changes import ChangeEntry
 from primitives.memory.inmemory import InMemoryBackend
 from primitives.memory.record import DEFAULT_TTLS, MemoryRecord, Message, with_timestamps
 from primitives.memory.resilient.breaker import CircuitBreaker
@@ -217,7 +217,7 @@ class ResilientBackend(MemoryBackend):
         )
         return deleted
 
-    async def _changes(self, after: tuple[int, str, str] | None, limit: int) -> list[Change]:
+    async def _changes(self, after: tuple[int, str, str] | None, limit: int) -> list[ChangeEntry]:
         """The primary's changes, after replaying the outbox (so writes made while it was down
         are among them). Never served by the fallback: an export must not advance past writes
         the primary has not got. Raises BackendUnavailableError while the primary is down, or
