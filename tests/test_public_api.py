@@ -31,7 +31,7 @@ EXPECTED = {
         "LATEST", "START", "ChangeEvent", "ChangeFeed", "ChangeSubscription", "InMemoryChangeFeed",
         "RedisChangeFeed", "ApplyCounts", "ChangeSource", "ColumnMap", "Cursor", "DataCloudWarehouse",
         "DeltaWarehouse", "DuckDBWarehouse", "ExportReport", "ImportReport", "PostgresWarehouse",
-        "RejectedRow", "SyncRow", "Warehouse", "WarehouseStats", "export_changes", "import_changes",
+        "RejectedRow", "SnowflakeWarehouse", "SyncRow", "Warehouse", "WarehouseStats", "export_changes", "import_changes",
         "open_target", "sync_status",
     ],
     "primitives.embeddings": [

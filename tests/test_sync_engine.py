@@ -260,3 +260,28 @@ def test_cli_sync_export_status_import(tmp_path, monkeypatch, capsys):
     assert main(["sync", "export", "--target", "ftp://x"]) == 2
     assert main(["sync", "export"]) == 0  # the default target: a DuckDB file under .memory-primitives/
     assert (tmp_path / ".memory-primitives" / "memories.duckdb").exists()
+
+
+def test_target_urls_and_names_resolve_to_the_registered_targets(tmp_path):
+    from primitives.errors import ConfigurationError
+    from primitives.sync.targets import DEFAULT_TARGET, open_target, resolve_target
+
+    env = {"MEMORY_SYNC_DATACLOUD_TOKEN": "tok", "MEMORY_SYNC_SNOWFLAKE_PASSWORD": "sf-secret",
+           "MEMORY_SYNC_TARGET_ARCHIVE": f"duckdb:///{tmp_path / 'a.duckdb'}"}
+    cases = {
+        f"duckdb:///{tmp_path / 'x.duckdb'}?table=t&vectors=0": "duckdb",
+        "postgresql://u:pg-secret@127.0.0.1:5432/db": "postgresql",
+        f"delta:///{tmp_path / 'lake'}": "delta",
+        "datacloud://example.my.salesforce.com?connector=c&object=o": "datacloud",
+        "snowflake://bob@acct/DB/SCH?warehouse=WH": "snowflake",
+        "archive": "duckdb",
+    }
+    for url, name in cases.items():
+        target = open_target(url, env)
+        assert target.name == name, url
+        assert "secret" not in target.url
+    assert open_target(f"duckdb:///{tmp_path / 'x.duckdb'}?vectors=0", env).holds_vectors is False
+    assert resolve_target(None, {}) == DEFAULT_TARGET
+    for bad in ("ftp://x", "no such name", "missing", "duckdb:///", "datacloud://h?connector=c", "snowflake://acct"):
+        with pytest.raises(ConfigurationError):
+            open_target(bad, env)

@@ -300,7 +300,8 @@ def _run_sync(args: argparse.Namespace, console: Console) -> int:
             table.add_row(name, str(r["records"]), str(r["seconds"]), str(r["records_per_s"]))
     for size in ("small", "large"):
         r = report["incremental"][size]
-        table.add_row(f"incremental: {r['changes']} changes in a store of {r['store_records']}", str(r["changes"]), str(r["seconds"]), "")
+        table.add_row(f"incremental: {r['changes']} changes in a store of {r['store_records']}: read / export",
+                      str(r["changes"]), f"{r['read_seconds']} / {r['seconds']}", "")
     console.print(table)
-    console.print(f"incremental large/small time ratio: {report['incremental_ratio']}")
+    console.print(f"incremental large/small ratio: read {report['incremental_read_ratio']}, export {report['incremental_ratio']}")
     return 0

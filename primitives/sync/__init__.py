@@ -47,6 +47,7 @@ __all__ = [
     "PostgresWarehouse",
     "RedisChangeFeed",
     "RejectedRow",
+    "SnowflakeWarehouse",
     "SyncRow",
     "Warehouse",
     "WarehouseStats",
@@ -62,6 +63,7 @@ _LAZY = {
     "PostgresWarehouse": "primitives.sync.postgres_target",
     "DeltaWarehouse": "primitives.sync.delta_target",
     "DataCloudWarehouse": "primitives.sync.datacloud_target",
+    "SnowflakeWarehouse": "primitives.sync.snowflake_target",
 }
 
 

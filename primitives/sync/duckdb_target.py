@@ -224,18 +224,15 @@ class DuckDBWarehouse(Warehouse):
                         f"s.{_q(n['updated_at'])} > {t}.{_q(n['updated_at'])} OR (s.{_q(n['updated_at'])} = {t}.{_q(n['updated_at'])} "
                         f"AND s.{_q(n['version'])} > {t}.{_q(n['version'])})"
                     )
-                    # rows that will win, counted before the merge (DuckDB's upsert reports none)
-                    written = con.execute(
-                        f"SELECT count(*) FROM sync_incoming s LEFT JOIN {t} ON s.{_q(n['namespace'])} = {t}.{_q(n['namespace'])} "
-                        f"AND s.{_q(n['id'])} = {t}.{_q(n['id'])} WHERE {t}.{_q(n['id'])} IS NULL OR {wins}"
-                    ).fetchone()[0]
                     names = ", ".join(_q(n[c]) for c in cols)
                     updates = ", ".join(f"{_q(n[c])} = excluded.{_q(n[c])}" for c in cols if c not in ("namespace", "id"))
                     where = wins.replace("s.", "excluded.")
-                    con.execute(
+                    # RETURNING lists the rows inserted or updated (not those the WHERE kept out)
+                    written = len(con.execute(
                         f"INSERT INTO {t} ({names}) SELECT {names} FROM sync_incoming "
-                        f"ON CONFLICT ({_q(n['namespace'])}, {_q(n['id'])}) DO UPDATE SET {updates} WHERE {where}"
-                    )
+                        f"ON CONFLICT ({_q(n['namespace'])}, {_q(n['id'])}) DO UPDATE SET {updates} WHERE {where} "
+                        f"RETURNING 1"
+                    ).fetchall())
                 finally:
                     con.unregister("sync_incoming")
             now = datetime.now(_UTC)

@@ -9,6 +9,8 @@
 ``delta:///path/to/table``                          :class:`~primitives.sync.delta_target.DeltaWarehouse`
 ``datacloud://instance.host?connector=C&object=O``  :class:`~primitives.sync.datacloud_target.DataCloudWarehouse`
                                                     (token from ``MEMORY_SYNC_DATACLOUD_TOKEN``)
+``snowflake://user@account/db/schema?warehouse=W``  :class:`~primitives.sync.snowflake_target.SnowflakeWarehouse`
+                                                    (password from ``MEMORY_SYNC_SNOWFLAKE_PASSWORD``)
 a name ``N``                                        the URL in ``MEMORY_SYNC_TARGET_<N>``
 =================================================  ===============================================
 
@@ -73,6 +75,26 @@ def _delta(url: str, env: Mapping[str, str]) -> Warehouse:
     return DeltaWarehouse(Path(path), vectors=_vectors(_options(url)))
 
 
+def _snowflake(url: str, env: Mapping[str, str]) -> Warehouse:
+    try:
+        from primitives.sync.snowflake_target import SnowflakeWarehouse
+    except ImportError as exc:
+        raise ConfigurationError(f'Snowflake targets need the connector: pip install "memory-primitives[sync-snowflake]" ({exc})') from exc
+    parts = urlsplit(url)
+    path = [p for p in parts.path.split("/") if p]
+    if not parts.username or not parts.hostname or not path:
+        raise ConfigurationError(
+            f"sync target {url!r}: expected snowflake://USER@ACCOUNT/DATABASE[/SCHEMA]?warehouse=W&role=R&table=T "
+            "with the password in MEMORY_SYNC_SNOWFLAKE_PASSWORD"
+        )
+    options = _options(url)
+    return SnowflakeWarehouse(
+        account=parts.hostname, user=parts.username, password=env.get("MEMORY_SYNC_SNOWFLAKE_PASSWORD") or parts.password,
+        database=path[0], schema=path[1] if len(path) > 1 else "PUBLIC", warehouse=options.get("warehouse"),
+        role=options.get("role"), table=options.get("table", "MEMORIES"), vectors=_vectors(options),
+    )
+
+
 def _datacloud(url: str, env: Mapping[str, str]) -> Warehouse:
     try:
         from primitives.sync.datacloud_target import DataCloudWarehouse
@@ -99,6 +121,7 @@ SCHEMES: dict[str, Callable[[str, Mapping[str, str]], Warehouse]] = {
     "postgres": _postgres,
     "delta": _delta,
     "datacloud": _datacloud,
+    "snowflake": _snowflake,
 }
 
 
