@@ -19,19 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Final, NamedTuple, Union
 
 from primitives.memory.record import MemoryRecord
+from primitives.sync.rows import from_micros, micros
 from primitives.validation import INPUT, check_aware_datetime, check_identifier
 
-__all__ = ["TOMBSTONE_TTL", "Change", "ChangeEntry", "Position", "Tombstone", "check_position", "select_changes"]
+__all__ = ["TOMBSTONE_TTL", "Change", "ChangeEntry", "Position", "Tombstone", "check_position", "position_key", "select_changes"]
 
 #: How long a delete is remembered, in seconds (30 days): an exporter that falls further behind
 #: than this misses deletes (``sync status`` warns).
 TOMBSTONE_TTL: Final = 30 * 86_400
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +60,6 @@ class ChangeEntry(NamedTuple):
     change: Change
 
 
-def micros(at: datetime) -> int:
-    """Microseconds since the epoch (exact, unlike ``timestamp()``)."""
-    delta = at - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_micros(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
 
 
 def position_key(position: Position) -> tuple[int, str, str]:

@@ -49,13 +49,15 @@ import random
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
 
 from primitives.errors import SyncSchemaError, SyncTargetUnavailableError
 from primitives.sync.duckdb_target import arrow_table
 from primitives.sync.rows import COLUMNS, Cursor, RejectedRow, SyncRow
+from primitives.sync.rows import from_micros as _from_us
+from primitives.sync.rows import micros as _micros
 from primitives.sync.warehouse import Warehouse, WarehouseStats
 
 __all__ = ["COMMIT_ATTEMPTS", "DeltaWarehouse"]
@@ -67,7 +69,6 @@ STATE_FIELD: Final = "primitives.sync.state"
 _REJECTED_DIR = "_sync_rejected"
 _TIMES = ("created_at", "updated_at", "deleted_at")
 _UTC = timezone.utc
-_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 _HISTORY_STEPS = (8, 64, 512, None)
 
 
@@ -75,8 +76,6 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
 
 
 class DeltaWarehouse(Warehouse):
@@ -441,9 +440,6 @@ def _ts(us: int) -> Any:
     return pa.scalar(us, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
 
 
-def _micros(at: datetime) -> int:
-    delta = at - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _dump_state(state: dict[str, str]) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 
 from primitives.errors import SyncSchemaError, SyncTargetUnavailableError
 from primitives.sync.rows import COLUMNS, Cursor, RejectedRow, SyncRow
+from primitives.sync.rows import from_micros as _from_us
 from primitives.sync.warehouse import Warehouse, WarehouseStats
 
 __all__ = ["DuckDBWarehouse"]
@@ -320,9 +321,3 @@ class DuckDBWarehouse(Warehouse):
         """Run one SQL statement on the target and return its rows (for analysis and tests)."""
         self._require()
         return await self._run(lambda: self._con.execute(sql, params or []).fetchall())
-
-
-def _from_us(us: int) -> datetime:
-    from datetime import timedelta
-
-    return datetime(1970, 1, 1, tzinfo=_UTC) + timedelta(microseconds=us)

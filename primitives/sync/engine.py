@@ -158,11 +158,7 @@ async def export_changes(
     size = _batch(batch_size)
     started = time.perf_counter()
     key = export_key(source.identity)
-    if since is not None:
-        cursor: Cursor | None = Cursor.after_time(since)
-    else:
-        saved = await target.get_state(key)
-        cursor = Cursor.from_text(saved) if saved else None
+    cursor = await _start(target, key, since)
     report = ExportReport(dry_run=dry_run, cursor=cursor.to_text() if cursor else None)
     identity = source.identity
     ahead: asyncio.Future[tuple[list[SyncRow], Cursor | None]] | None = None
@@ -190,6 +186,14 @@ async def export_changes(
             ahead.cancel()
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+async def _start(target: Warehouse, key: str, since: datetime | None) -> Cursor | None:
+    """Where a run starts: just before ``since``, else the cursor saved under ``key``."""
+    if since is not None:
+        return Cursor.after_time(since)
+    saved = await target.get_state(key)
+    return Cursor.from_text(saved) if saved else None
 
 
 def _last_run(rows: int) -> str:
@@ -220,11 +224,7 @@ async def import_changes(
     size = _batch(batch_size)
     started = time.perf_counter()
     key = import_key(source.identity)
-    if since is not None:
-        cursor: Cursor | None = Cursor.after_time(since)
-    else:
-        saved = await target.get_state(key)
-        cursor = Cursor.from_text(saved) if saved else None
+    cursor = await _start(target, key, since)
     report = ImportReport(dry_run=dry_run, cursor=cursor.to_text() if cursor else None)
     ahead: asyncio.Future[list[dict[str, Any]]] | None = None
     try:

@@ -44,12 +44,13 @@ import struct
 import sys
 from array import array
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from primitives.errors import SyncSchemaError, SyncTargetUnavailableError
 from primitives.sync.rows import COLUMNS, Cursor, RejectedRow, SyncRow
+from primitives.sync.rows import from_micros_or_raw as _from_us
 from primitives.sync.warehouse import Warehouse, WarehouseStats
 
 __all__ = ["PostgresWarehouse", "decode_text", "encode_text", "redact_url"]
@@ -77,7 +78,6 @@ _REJECTED = {
 #: Type names ``format_type`` may report for a column declared with the type on the left.
 _ACCEPTED = {"text": ("text", "character varying")}
 _UTC = timezone.utc
-_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 _UNESCAPE = re.compile("\x01([\x01\x02])")
 _CONNECT_TIMEOUT = 10
 #: The binary ``array_recv`` header of a one-dimensional float4 array without NULLs:
@@ -156,22 +156,6 @@ def _q(name: str) -> str:
 #: ``json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)``, built once
 #: (``json.dumps`` with arguments builds an encoder per call: a third of a batch's client time).
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-
-
-def _micros(at: datetime) -> int:
-    delta = at - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _from_us(us: Any) -> Any:
-    """Microseconds since the epoch as an aware UTC datetime; a value beyond Python's datetimes
-    is returned as is (the caller's row check rejects that row, the page still reads)."""
-    if us is None:
-        return None
-    try:
-        return _EPOCH + timedelta(microseconds=us)
-    except OverflowError:
-        return us
 
 
 def _us(column: str) -> str:

@@ -60,6 +60,9 @@ from primitives.validation import (
 
 __all__ = [
     "COLUMNS",
+    "from_micros",
+    "from_micros_or_raw",
+    "micros",
     "MEMORY_TYPES",
     "ColumnMap",
     "Cursor",
@@ -80,9 +83,29 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _VERSION = re.compile(r"[0-9a-f]{64}|t[0-9a-f]{63}")
 
 
-def _micros(at: datetime) -> int:
+def micros(at: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime (exact, unlike ``timestamp()``)."""
     delta = at - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(us: int) -> datetime:
+    """The aware UTC datetime ``us`` microseconds after the epoch."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def from_micros_or_raw(us: Any) -> Any:
+    """:func:`from_micros` of a stored value; ``None`` stays ``None`` and a value beyond Python's
+    datetimes is returned as is (the row check then rejects that row; the page still reads)."""
+    if us is None:
+        return None
+    try:
+        return from_micros(int(us))
+    except (OverflowError, ValueError, TypeError):
+        return us
+
+
+_micros = micros
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,11 +70,12 @@ import math
 import re
 import threading
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from primitives.errors import ConfigurationError, SyncSchemaError, SyncTargetUnavailableError
 from primitives.sync.rows import COLUMNS, Cursor, RejectedRow, SyncRow
+from primitives.sync.rows import from_micros_or_raw as _from_us
 from primitives.sync.warehouse import Warehouse, WarehouseStats
 from primitives.validation import MAX_IDENTIFIER_CHARS
 
@@ -125,17 +126,6 @@ def _micros(at: datetime | None) -> int | None:
         return None
     delta = at - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _from_us(us: Any) -> Any:
-    """Microseconds since the epoch as an aware UTC datetime; a value beyond Python's datetimes
-    is returned as is (the caller's row check rejects that row, the page still reads)."""
-    if us is None:
-        return None
-    try:
-        return _EPOCH + timedelta(microseconds=int(us))
-    except (OverflowError, ValueError, TypeError):
-        return us
 
 
 def _ttl_text(ttl: float | None) -> str | None:
