@@ -14,6 +14,7 @@ from primitives.embeddings.base import Embedder
 from primitives.memory.analysis import Analyzer
 from primitives.memory.backend import Health, MemoryBackend, SearchResult
 from primitives.memory.changes import TOMBSTONE_TTL, Change, ChangeEntry, Tombstone, select_changes
+from primitives.sync.rows import micros
 from primitives.memory.embedding import HYBRID_CANDIDATES, check_embeddings, embedding_text, fuse
 from primitives.memory.inmemory.index import InvertedIndex
 from primitives.memory.record import (
@@ -169,7 +170,9 @@ class InMemoryBackend(MemoryBackend):
         self._tombstones: TTLCache[Key, tuple[datetime, int]] = TTLCache(
             maxsize, check_ttl(tombstone_ttl, "tombstone_ttl"), timer=clock
         )
-        self._logged: dict[Key, int] = {}  # key -> when its last write arrived, µs (change order)
+        # key -> when its last write arrived, µs (change order); kept only once changes() was
+        # asked for (a store nobody exports pays nothing for it)
+        self._logged: dict[Key, int] | None = None
         self._last_logged = 0
 
     # -- cache hooks -------------------------------------------------------------------------
@@ -188,7 +191,8 @@ class InMemoryBackend(MemoryBackend):
         return now
 
     def _drop(self, key: Key, record: MemoryRecord) -> None:
-        self._logged.pop(key, None)
+        if self._logged is not None:
+            self._logged.pop(key, None)
         self._index.remove(key)
         if self._vectors is not None:
             self._vectors.remove(key)
@@ -267,7 +271,8 @@ class InMemoryBackend(MemoryBackend):
                 self._unindex(key, record)
                 continue
             self._index_record(key, record, vector)
-            self._logged[key] = self._log(key)
+            if self._logged is not None:
+                self._logged[key] = self._log(key)
         return stored
 
     async def _put_if_newer(self, records: Sequence[MemoryRecord]) -> int:
@@ -290,7 +295,8 @@ class InMemoryBackend(MemoryBackend):
                 self._unindex(key, record)
                 continue
             self._index_record(key, record, vector)
-            self._logged[key] = self._log(key)
+            if self._logged is not None:
+                self._logged[key] = self._log(key)
             written += 1
         return written
 
@@ -345,6 +351,10 @@ class InMemoryBackend(MemoryBackend):
         self._records.expire()
         self._tombstones.expire()
         logged = self._logged
+        if logged is None:
+            # first call: the records already here arrived in updated_at order, all before now
+            logged = self._logged = {(r.namespace, r.id): micros(r.updated_at) for r in self._live_records()}  # type: ignore[arg-type]
+            self._last_logged = max([self._last_logged, int(self._clock() * 1_000_000), *logged.values()])
         entries: list[tuple[int, str, str, Change]] = [
             (logged.get((r.namespace, r.id), 0), r.namespace, r.id, r) for r in self._live_records()
         ]
