@@ -4,6 +4,8 @@ merge commit."""
 
 from __future__ import annotations
 
+import os
+
 import asyncio
 import json
 import math
@@ -13,7 +15,9 @@ from datetime import timedelta
 
 import pytest
 
-pytest.importorskip("deltalake")
+if os.environ.get("CI") != "true":  # under CI a missing package fails loudly at import
+    pytest.importorskip("deltalake")
+
 
 from deltalake import DeltaTable  # noqa: E402
 from deltalake.exceptions import CommitFailedError  # noqa: E402
