@@ -331,10 +331,10 @@ async def sync_status(source: ChangeSource, target: Warehouse, *, count_limit: i
         if direction == "export":
             last = await target.get_state(f"{key}:last_run")
             entry["last_run"] = json.loads(last) if last else None
-            pending = await _count(lambda c, n: _source_rows(source, c, n), cursor, count_limit)
+            pending = await _count(lambda c, n: _source_page(source, c, n), cursor, count_limit)
             entry["lag_records"], entry["lag_records_capped"], newest = pending
         else:
-            pending = await _count(lambda c, n: _raw_rows(target, c, n), cursor, count_limit)
+            pending = await _count(lambda c, n: _target_page(target, c, n), cursor, count_limit)
             entry["lag_records"], entry["lag_records_capped"], newest = pending
         entry["lag_seconds"] = (
             round((newest - cursor.updated_at).total_seconds(), 3) if newest and cursor else
@@ -345,32 +345,28 @@ async def sync_status(source: ChangeSource, target: Warehouse, *, count_limit: i
     return out
 
 
-async def _source_rows(source: ChangeSource, cursor: Cursor | None, n: int) -> list[Cursor]:
+async def _source_page(source: ChangeSource, cursor: Cursor | None, n: int) -> tuple[int, Cursor | None]:
     rows, last = await source.changes_after(cursor, n)
-    # only the last position is known; the count needs len() and the last item
-    return [last] * len(rows) if last is not None else []
+    return len(rows), last
 
 
-async def _raw_rows(target: Warehouse, cursor: Cursor | None, n: int) -> list[Cursor]:
-    out = []
-    for values in await target.changes_after(cursor, n):
-        place = _place(values)
-        if place is not None:
-            out.append(place)
-    return out
+async def _target_page(target: Warehouse, cursor: Cursor | None, n: int) -> tuple[int, Cursor | None]:
+    raw = await target.changes_after(cursor, n)
+    places = [p for p in map(_place, raw) if p is not None]
+    return len(raw), (places[-1] if places else None)
 
 
 async def _count(read: Any, cursor: Cursor | None, cap: int) -> tuple[int, bool, datetime | None]:
+    """Items after ``cursor`` up to ``cap`` (``read(cursor, n) -> (count, last cursor)``), whether
+    the cap was reached, and the last item's time."""
     total, newest = 0, None
     while total < cap:
-        items = await read(cursor, min(MAX_BATCH, cap - total))
-        if not items:
-            break
-        total += len(items)
-        last = items[-1]
-        cursor = last if isinstance(last, Cursor) else last.cursor()
-        newest = cursor.updated_at
-        if len(items) < min(MAX_BATCH, cap - total + len(items)):
+        wanted = min(MAX_BATCH, cap - total)
+        count, last = await read(cursor, wanted)
+        total += count
+        if last is not None:
+            cursor, newest = last, last.updated_at
+        if count < wanted or last is None:
             break
     return total, total >= cap, newest
 
