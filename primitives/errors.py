@@ -38,6 +38,10 @@ __all__ = [
     "UnscopedAccessError",
     "SyncTargetUnavailableError",
     "SyncSchemaError",
+    "LLMError",
+    "LLMUnavailableError",
+    "LLMTimeoutError",
+    "LLMResponseError",
 ]
 
 
@@ -259,3 +263,31 @@ class SyncSchemaError(ConfigurationError):
         self.table = table
         self.column = column
         self.fix = fix
+
+
+class LLMError(PrimitivesError):
+    """Base of the errors of the LLM seam (:mod:`primitives.llm`). An operation that used the
+    LLM (extraction, reflection, supersession, summarisation) wrote nothing when it raises one.
+
+    Attributes:
+        model: The model that was asked (``""`` when unknown).
+    """
+
+    def __init__(self, message: str, *, model: str = "") -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class LLMUnavailableError(LLMError, ConnectionError):
+    """The LLM endpoint could not be used: refused, connection lost, or a 5xx/429 answer after
+    the one retry. The message names the URL (without credentials) and what to check."""
+
+
+class LLMTimeoutError(LLMUnavailableError, TimeoutError):
+    """The LLM did not answer within the configured timeout (after the one retry)."""
+
+
+class LLMResponseError(LLMError, ValueError):
+    """The LLM answered with something that is not what was asked for: an empty answer, text
+    that is not JSON in JSON mode, JSON of the wrong shape, or an error body. The message says
+    what was expected and quotes the start of what came back."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import uuid
@@ -11,8 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from primitives.errors import BackendUnavailableError, ConfigurationError, CorruptRecordError, UnscopedAccessError
+from primitives.errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    CorruptRecordError,
+    InvalidInputTypeError,
+    UnscopedAccessError,
+)
 from primitives.memory.backend import Health, MemoryBackend, SearchResult
+from primitives.memory.context import ContextCache, PromptContext, build_context
+from primitives.memory.kinds import visible
+from primitives.memory.ranking import RankingSignals, rerank
 from primitives.memory.inmemory import InMemoryBackend
 from primitives.memory.record import DEFAULT_NAMESPACE, MemoryRecord, MemoryType, Message, SearchHit
 from primitives.memory.registry import BACKEND_CHOICES, backend_from_env, env_float, env_int
@@ -21,7 +31,7 @@ from primitives.memory.datasync import StoreSource
 from primitives.sync.engine import ExportReport, ImportReport, export_changes, import_changes
 from primitives.sync.feed import ChangeEvent, ChangeFeed, ChangeSubscription, InMemoryChangeFeed
 from primitives.sync.warehouse import Warehouse
-from primitives.validation import check_bool, check_identifier
+from primitives.validation import MAX_LIMIT, check_aware_datetime, check_bool, check_identifier, check_limit
 
 __all__ = ["Memory", "Recall", "BACKEND_CHOICES"]
 
@@ -97,6 +107,16 @@ class Memory:
         single_user: ``True`` for an application with one user (or none): :meth:`recall` and
             the pipeline steps then work without a ``user_id`` and see every record of the
             namespace. ``False`` (default): they refuse an unscoped call.
+        llm: The LLM that extraction, reflection, supersession decisions and working-memory
+            summaries use: a :class:`~primitives.llm.LLM` or any async callable
+            ``fn(messages) -> str`` (see :func:`~primitives.llm.as_llm`); ``None``: none (those
+            operations that need one raise ``ConfigurationError``).
+        token_counter: Counts prompt tokens for :meth:`context` (default: cl100k_base, see
+            :mod:`primitives.memory.tokens`).
+        context_cache_ttl: Seconds a :meth:`context` result is reused for the same arguments
+            (default 300; 0 turns the cache off). Writes made through this memory to the same
+            namespace, user or session invalidate it at once; other agents' writes are seen
+            after at most this long.
 
     Use ``async with Memory.from_env() as memory: ...`` or call :meth:`aclose`.
 
@@ -114,6 +134,9 @@ class Memory:
         feed: ChangeFeed | None = None,
         agent_id: str | None = None,
         single_user: bool = False,
+        llm: Any = None,
+        token_counter: Any = None,
+        context_cache_ttl: float = 300.0,
     ) -> None:
         if not isinstance(backend, MemoryBackend):
             raise TypeError(f"backend must be a MemoryBackend, got {type(backend).__name__}")
@@ -127,6 +150,14 @@ class Memory:
         self.agent_id = agent_id or uuid.uuid4().hex
         self.single_user = check_bool(single_user, "single_user")
         self._owns_feed = False
+        self.llm = None
+        if llm is not None:
+            from primitives.llm import as_llm
+
+            self.llm = as_llm(llm)
+        self._token_counter = token_counter
+        self._context_cache = ContextCache(context_cache_ttl)
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Memory:
@@ -137,7 +168,8 @@ class Memory:
         lists; in-process by default; server backends wrapped in the resilient fallback with a
         durable outbox). Here also: ``MEMORY_NAMESPACE`` (default ``"default"``),
         ``MEMORY_SINGLE_USER`` (``1`` declares a single-user memory, default off),
-        ``MEMORY_AGENT_ID`` (default random) and the change feed (on by default,
+        ``MEMORY_AGENT_ID`` (default random), the LLM (``MEMORY_LLM_URL`` and the variables
+        :func:`~primitives.llm.llm_from_env` lists; none by default) and the change feed (on by default,
         ``MEMORY_CHANGE_FEED=0`` turns it off): a ``RedisChangeFeed`` on ``REDIS_URL`` when it
         is set, else an in-process one for the in-process backend (:func:`_feed_from_env`).
         Nothing connects here: a server backend connects on its first call.
@@ -169,12 +201,20 @@ class Memory:
         except BaseException:
             _close_soon(backend)
             raise
+        try:
+            from primitives.llm.config import llm_from_env
+
+            llm = llm_from_env(env)
+        except BaseException:
+            _close_soon(backend)
+            raise
         memory = cls(
             backend,
             namespace=namespace,
             feed=feed,
             agent_id=(env.get("MEMORY_AGENT_ID") or "").strip() or None,
             single_user=single in ("1", "true", "yes", "on"),
+            llm=llm,
         )
         memory._owns_feed = memory.feed is not None
         return memory
@@ -230,6 +270,8 @@ class Memory:
         """Insert or replace records (see :meth:`MemoryBackend.add`), then announce one
         ``"upsert"`` event per record on the change feed (one round trip; see :meth:`_announce`)."""
         stored = await self.backend.add(records)
+        for r in stored:
+            self._context_cache.touch(r.namespace, user_id=r.user_id, session_id=r.session_id)
         await self._announce(
             ChangeEvent(r.id, "upsert", r.namespace, r.user_id, r.memory_type.value, r.updated_at, self.agent_id)
             for r in stored
@@ -260,7 +302,9 @@ class Memory:
         """
         ns = self._ns(namespace)
         if self.feed is None:
-            return await self.backend.delete(ids, namespace=ns)
+            deleted = await self.backend.delete(ids, namespace=ns)
+            self._context_cache.touch(ns)
+            return deleted
 
         async def lookup(id: str) -> tuple[str, MemoryRecord | None | CorruptRecordError]:
             try:
@@ -271,6 +315,7 @@ class Memory:
         unique = list(dict.fromkeys(ids)) if isinstance(ids, (list, tuple)) else ids
         found = await asyncio.gather(*(lookup(i) for i in unique)) if isinstance(unique, list) else []
         deleted = await self.backend.delete(ids, namespace=ns)
+        self._context_cache.touch(ns)
         now = datetime.now(timezone.utc)
         await self._announce(
             ChangeEvent(id, "delete", ns, r.user_id, r.memory_type.value, now, self.agent_id)
@@ -347,6 +392,9 @@ class Memory:
         topics: Sequence[str] | None = None,
         limit: int = 10,
         mode: str | None = None,
+        as_of: datetime | None = None,
+        include_superseded: bool = False,
+        ranking: RankingSignals | None = None,
     ) -> SearchResult:
         """Long-term memories relevant to ``query`` in one namespace (the memory's by default).
 
@@ -356,9 +404,37 @@ class Memory:
         values, each exactly; ``mode`` is ``"keyword"``, ``"vector"``, ``"hybrid"`` or ``None``
         (the backend's default). See :meth:`MemoryBackend.search` for ordering, scores and
         errors.
+
+        Facts that were superseded (``valid_to`` in the past, see :mod:`primitives.memory.facts`)
+        and bookkeeping records are left out unless ``include_superseded``; ``as_of`` (an aware
+        datetime) returns only what was known and true at that time. ``ranking`` adds recency
+        and importance to relevance (:mod:`primitives.memory.ranking`; scores are then that sum).
+
+        Raises:
+            InvalidInputError: ``as_of`` is not an aware datetime, ``include_superseded`` not a
+                bool; and see :meth:`MemoryBackend.search`.
         """
         flt = self._filter(user_id, session_id, namespace, memory_type, topics)
-        return await self.backend.search(query, filter=flt, limit=limit, mode=mode)
+        limit = check_limit(limit)
+        if as_of is not None:
+            as_of = check_aware_datetime(as_of, "as_of")
+        check_bool(include_superseded, "include_superseded")
+        if ranking is not None and not isinstance(ranking, RankingSignals):
+            raise InvalidInputTypeError(f"ranking must be a RankingSignals, got {type(ranking).__name__}")
+        now = datetime.now(timezone.utc)
+        # reranking looks at more candidates than it returns; filtering refetches when it removed hits
+        fetch = min(MAX_LIMIT, max(limit * 3, 30)) if ranking is not None and ranking.active else limit
+        while True:
+            result = await self.backend.search(query, filter=flt, limit=fetch, mode=mode)
+            hits = [h for h in result.hits if visible(h.record, now, as_of, include_superseded)]
+            if len(hits) >= limit or len(result.hits) < fetch or fetch >= MAX_LIMIT:
+                break
+            fetch = min(MAX_LIMIT, fetch * 4)
+        if ranking is not None:
+            hits = rerank(hits, ranking, now)
+        if len(hits) == len(result.hits) and len(hits) <= limit:
+            return result
+        return SearchResult(hits[:limit], result.backend, result.degraded, result.skipped)
 
     async def count(self, *, namespace: str | None = None, user_id: str | None = None) -> int:
         """Number of live records in ``namespace`` (the memory's by default), optionally one user's."""
@@ -394,6 +470,7 @@ class Memory:
         """Append messages to the working memory of ``session_id`` in ``namespace`` (the
         memory's by default)."""
         await self.backend.append_messages(session_id, messages, namespace=self._ns(namespace))
+        self._context_cache.touch(self._ns(namespace), session_id=session_id)
 
     async def get_messages(
         self, session_id: str, limit: int | None = None, *, namespace: str | None = None
@@ -404,6 +481,7 @@ class Memory:
     async def clear_session(self, session_id: str, *, namespace: str | None = None) -> None:
         """Forget the working memory of ``session_id`` in ``namespace``."""
         await self.backend.clear_session(session_id, namespace=self._ns(namespace))
+        self._context_cache.touch(self._ns(namespace), session_id=session_id)
 
     async def recall(
         self,
@@ -437,6 +515,82 @@ class Memory:
         )
         result = await self.search(query, user_id=user_id, namespace=namespace, limit=limit, mode=mode)
         return Recall(messages, result.hits, result.backend, result.degraded, result.skipped)
+
+    # -- agent memory ------------------------------------------------------------------------
+
+    async def context(
+        self,
+        query: str,
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        namespace: str | None = None,
+        budget_tokens: int = 1000,
+        recent_messages: int = 10,
+        limit_per_type: int = 3,
+        mode: str | None = None,
+        as_of: datetime | None = None,
+    ) -> PromptContext:
+        """A prompt block of what memory knows that bears on ``query``, within ``budget_tokens``
+        (see :mod:`primitives.memory.context` for the sections and how the budget is filled).
+
+        Args:
+            query: What the prompt is about.
+            session_id: Whose recent messages and steps to include (``None``: none).
+            user_id: Whose memories (required unless the memory is ``single_user``).
+            namespace: The namespace (the memory's by default).
+            budget_tokens: Maximum tokens of ``text``, ``>= 1``, counted by the memory's
+                token counter (cl100k_base by default).
+            recent_messages: Session messages to consider, ``0..MAX_LIMIT``.
+            limit_per_type: Facts, episodes and skills to consider each, ``1..MAX_LIMIT``.
+            mode: Search mode (``None``: the backend's default).
+            as_of: Only what was known and true then (see :meth:`search`).
+
+        Returns:
+            A :class:`~primitives.memory.context.PromptContext`; the same arguments within
+            ``context_cache_ttl`` seconds and without a write to the scope through this memory
+            return the cached one (``cached=True``).
+
+        Raises:
+            UnscopedAccessError: no ``user_id`` on a multi-user memory.
+            InvalidInputError: an argument out of range; see :meth:`search`.
+        """
+        if user_id is None and not self.single_user:
+            raise UnscopedAccessError(
+                "context without a user_id on a multi-user memory would mix every user's memories; "
+                "pass user_id, or declare the memory single-user (single_user=True, MEMORY_SINGLE_USER=1)"
+            )
+        from primitives.memory.backend import check_mode, check_query
+        from primitives.memory.tokens import check_token_counter
+        from primitives.validation import check_int
+
+        query = check_query(query)
+        ns = check_identifier(self._ns(namespace), "namespace")
+        if user_id is not None:
+            check_identifier(user_id, "user_id")
+        if session_id is not None:
+            check_identifier(session_id, "session_id")
+        budget_tokens = check_int(budget_tokens, "budget_tokens", minimum=1)
+        recent_messages = check_int(recent_messages, "recent_messages", minimum=0, maximum=MAX_LIMIT)
+        limit_per_type = check_limit(limit_per_type, "limit_per_type")
+        mode = check_mode(mode)
+        if as_of is not None:
+            as_of = check_aware_datetime(as_of, "as_of")
+        if self._token_counter is None or not hasattr(self._token_counter, "count"):
+            self._token_counter = check_token_counter(self._token_counter)
+        args = (query, budget_tokens, recent_messages, limit_per_type, mode, as_of)
+        key = self._context_cache.key(ns, user_id, session_id, args)
+        hit = self._context_cache.get(key)
+        if hit is not None:
+            return dataclasses.replace(hit, cached=True)
+        built = await build_context(
+            self, query, session_id=session_id, user_id=user_id, namespace=ns, budget_tokens=budget_tokens,
+            recent_messages=recent_messages, limit_per_type=limit_per_type, mode=mode, as_of=as_of,
+            counter=self._token_counter,
+        )
+        if not built.degraded:
+            self._context_cache.put(key, built)
+        return built
 
     # -- sync with a data cloud --------------------------------------------------------------
 
