@@ -20,6 +20,12 @@ EXPECTED = {
         "MemoryBackend", "MemoryPrimitive", "MemoryRecord", "MemoryType", "Message", "Recall",
         "RememberPrimitive", "ResilientBackend", "SEARCH_MODES", "SearchHit", "SearchResult",
         "LocalReplica", "SkillStats", "StoreSource", "SyncPrimitive", "Tombstone",
+        "AgentMemory", "ContextItem", "Episode", "ExtractMemoriesPrimitive", "ExtractionReport", "FactWrite",
+        "ForgetPolicy", "ForgetReport", "PromptContext", "RankingSignals", "SemanticMemory", "Skill", "Step",
+        "SummaryReport", "TokenCounter", "create_memory_adapter",
+    ],
+    "primitives.llm": [
+        "LLM", "ChatMessage", "CallableLLM", "as_llm", "complete_json", "check_messages", "OpenAIChatLLM", "llm_from_env",
     ],
     "primitives.store": [
         "ALGORITHMS", "BaseRateLimiter", "BaseSessionHistory", "CachePrimitive", "InMemoryKeyValueStore",

@@ -20,7 +20,8 @@ from primitives.errors import (
     UnscopedAccessError,
 )
 from primitives.memory.backend import Health, MemoryBackend, SearchResult
-from primitives.memory.context import ContextCache, PromptContext, build_context
+from primitives.memory.context import ContextCache
+from primitives.memory.facade_agent import AgentMethods
 from primitives.memory.kinds import visible
 from primitives.memory.ranking import RankingSignals, rerank
 from primitives.memory.inmemory import InMemoryBackend
@@ -87,7 +88,7 @@ def _feed_from_env(env: Mapping[str, str], redis_url: str, backend: MemoryBacken
     return None
 
 
-class Memory:
+class Memory(AgentMethods):
     """Long-term and working memory for agents, over one :class:`MemoryBackend`.
 
     Namespaces are a hard partition: a record is identified by ``(namespace, id)``, and every
@@ -158,6 +159,9 @@ class Memory:
         self._token_counter = token_counter
         self._context_cache = ContextCache(context_cache_ttl)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._semaphore: asyncio.Semaphore | None = None
+        #: Background extractions that run at once (see :meth:`extract`).
+        self.extraction_concurrency = 2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Memory:
@@ -516,82 +520,6 @@ class Memory:
         result = await self.search(query, user_id=user_id, namespace=namespace, limit=limit, mode=mode)
         return Recall(messages, result.hits, result.backend, result.degraded, result.skipped)
 
-    # -- agent memory ------------------------------------------------------------------------
-
-    async def context(
-        self,
-        query: str,
-        *,
-        session_id: str | None = None,
-        user_id: str | None = None,
-        namespace: str | None = None,
-        budget_tokens: int = 1000,
-        recent_messages: int = 10,
-        limit_per_type: int = 3,
-        mode: str | None = None,
-        as_of: datetime | None = None,
-    ) -> PromptContext:
-        """A prompt block of what memory knows that bears on ``query``, within ``budget_tokens``
-        (see :mod:`primitives.memory.context` for the sections and how the budget is filled).
-
-        Args:
-            query: What the prompt is about.
-            session_id: Whose recent messages and steps to include (``None``: none).
-            user_id: Whose memories (required unless the memory is ``single_user``).
-            namespace: The namespace (the memory's by default).
-            budget_tokens: Maximum tokens of ``text``, ``>= 1``, counted by the memory's
-                token counter (cl100k_base by default).
-            recent_messages: Session messages to consider, ``0..MAX_LIMIT``.
-            limit_per_type: Facts, episodes and skills to consider each, ``1..MAX_LIMIT``.
-            mode: Search mode (``None``: the backend's default).
-            as_of: Only what was known and true then (see :meth:`search`).
-
-        Returns:
-            A :class:`~primitives.memory.context.PromptContext`; the same arguments within
-            ``context_cache_ttl`` seconds and without a write to the scope through this memory
-            return the cached one (``cached=True``).
-
-        Raises:
-            UnscopedAccessError: no ``user_id`` on a multi-user memory.
-            InvalidInputError: an argument out of range; see :meth:`search`.
-        """
-        if user_id is None and not self.single_user:
-            raise UnscopedAccessError(
-                "context without a user_id on a multi-user memory would mix every user's memories; "
-                "pass user_id, or declare the memory single-user (single_user=True, MEMORY_SINGLE_USER=1)"
-            )
-        from primitives.memory.backend import check_mode, check_query
-        from primitives.memory.tokens import check_token_counter
-        from primitives.validation import check_int
-
-        query = check_query(query)
-        ns = check_identifier(self._ns(namespace), "namespace")
-        if user_id is not None:
-            check_identifier(user_id, "user_id")
-        if session_id is not None:
-            check_identifier(session_id, "session_id")
-        budget_tokens = check_int(budget_tokens, "budget_tokens", minimum=1)
-        recent_messages = check_int(recent_messages, "recent_messages", minimum=0, maximum=MAX_LIMIT)
-        limit_per_type = check_limit(limit_per_type, "limit_per_type")
-        mode = check_mode(mode)
-        if as_of is not None:
-            as_of = check_aware_datetime(as_of, "as_of")
-        if self._token_counter is None or not hasattr(self._token_counter, "count"):
-            self._token_counter = check_token_counter(self._token_counter)
-        args = (query, budget_tokens, recent_messages, limit_per_type, mode, as_of)
-        key = self._context_cache.key(ns, user_id, session_id, args)
-        hit = self._context_cache.get(key)
-        if hit is not None:
-            return dataclasses.replace(hit, cached=True)
-        built = await build_context(
-            self, query, session_id=session_id, user_id=user_id, namespace=ns, budget_tokens=budget_tokens,
-            recent_messages=recent_messages, limit_per_type=limit_per_type, mode=mode, as_of=as_of,
-            counter=self._token_counter,
-        )
-        if not built.degraded:
-            self._context_cache.put(key, built)
-        return built
-
     # -- sync with a data cloud --------------------------------------------------------------
 
     async def export_to(self, target: Warehouse, **options: Any) -> ExportReport:
@@ -623,7 +551,9 @@ class Memory:
 
     async def aclose(self) -> None:
         """Close the backend, and the change feed when :meth:`from_env` made it (after one
-        attempt to publish events still pending)."""
+        attempt to publish events still pending), after the background extractions finish."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         try:
             if self._owns_feed and self.feed is not None:
                 if self.feed.pending:

@@ -15,11 +15,11 @@ from primitives.core.instrumented import InstrumentedPrimitive
 from primitives.errors import InvalidInputError, UnscopedAccessError
 from primitives.memory.backend import check_mode
 from primitives.memory.record import check_memory_type
-from primitives.validation import INPUT, check_identifier, check_limit
+from primitives.validation import INPUT, check_bool, check_identifier, check_int, check_limit
 from primitives.memory.facade import Memory
 from primitives.memory.record import MemoryRecord, MemoryType, Message
 
-__all__ = ["MemoryPrimitive", "RememberPrimitive", "QUERY_STATE_KEY"]
+__all__ = ["MemoryPrimitive", "RememberPrimitive", "ExtractMemoriesPrimitive", "QUERY_STATE_KEY", "EXTRACTION_STATE_KEY"]
 
 #: ``context.state`` key under which ``MemoryPrimitive`` leaves the user's query for
 #: ``RememberPrimitive`` (which removes it once the turn is stored).
@@ -78,6 +78,9 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
         query_key: Where the query is when the input is a mapping.
         mode: Search mode, ``"keyword"``, ``"vector"`` or ``"hybrid"``; ``None`` (default) is the
             backend's default (hybrid when it has an embedder).
+        context_budget_tokens: When set (``>= 1``), the output also has ``context``: a prompt
+            block of recent messages, facts, episodes and skills within that many tokens (see
+            :meth:`Memory.context`), and ``context_items``: what it includes and why.
 
     Raises:
         InvalidInputError: (from ``execute``) the input has no string query, or the context's
@@ -93,10 +96,14 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
         working_memory_limit: int = 20,
         query_key: str = "query",
         mode: str | None = None,
+        context_budget_tokens: int | None = None,
         **instrumentation: Any,
     ) -> None:
         super().__init__(**instrumentation)
         self.mode = check_mode(mode)
+        self.context_budget_tokens = (
+            None if context_budget_tokens is None else check_int(context_budget_tokens, "context_budget_tokens", minimum=1)
+        )
         self.memory = memory
         self.limit = check_limit(limit)
         self.working_memory_limit = check_limit(working_memory_limit, "working_memory_limit")
@@ -127,7 +134,7 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
             working_memory_limit=self.working_memory_limit,
             mode=self.mode,
         )
-        return {
+        out: dict[str, Any] = {
             "input": input,
             "working_memory": [
                 {
@@ -153,6 +160,15 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
             "degraded": recall.degraded,
             "skipped": recall.skipped,
         }
+        if self.context_budget_tokens is not None:
+            built = await self.memory.context(
+                query, session_id=context.session_id, user_id=user_id, namespace=namespace,
+                budget_tokens=self.context_budget_tokens, recent_messages=self.working_memory_limit,
+                limit_per_type=self.limit, mode=self.mode,
+            )
+            out["context"] = built.text
+            out["context_items"] = [i.to_dict() for i in built.items]
+        return out
 
 
 class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
@@ -167,8 +183,9 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
         A mapping input may also give ``"speaker"`` (str), ``"metadata"`` (dict, merged into each
         record's metadata) and ``"created_at"`` (aware ``datetime``, when the turn happened).
 
-    Each message is appended to the session's working memory (when ``context.session_id`` is set)
-    and stored as a long-term record of ``memory_type`` in the context's namespace and user,
+    Each message is appended to the session's working memory (when ``context.session_id`` is set).
+    The user message (and the response only with ``remember_response=True``) is stored as a
+    long-term record of ``memory_type`` in the context's namespace and user,
     with ``metadata`` ``{"role", "speaker"?, "context"?}``: ``context`` is the message that came
     just before it in the session, indexed with it so a question about an answer finds the
     answer (measured in docs/in-memory-backend.md).
@@ -177,7 +194,9 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
         memory: Where to store.
         memory_type: Type of the long-term records (``episodic`` by default).
         response_key: Where the response is when the input is a mapping.
-        remember_response: Store the response in long-term memory too (always in working memory).
+        remember_response: Store the response in long-term memory too (it always goes to working
+            memory). Off by default: an assistant's reply ("Noted.") is not a memory of the user
+            and would otherwise come back as the best hit for the user's own questions.
 
     Raises:
         InvalidInputError: (from ``execute``) there is no user message to store, or the
@@ -192,14 +211,14 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
         *,
         memory_type: MemoryType | str = MemoryType.EPISODIC,
         response_key: str = "response",
-        remember_response: bool = True,
+        remember_response: bool = False,
         **instrumentation: Any,
     ) -> None:
         super().__init__(**instrumentation)
         self.memory = memory
         self.memory_type = check_memory_type(memory_type, errors=INPUT)
         self.response_key = response_key
-        self.remember_response = remember_response
+        self.remember_response = check_bool(remember_response, "remember_response")
 
     def _turn(
         self, input: Any, state_query: str | None
@@ -273,4 +292,79 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
         if session_id is not None:
             await memory.append_messages(session_id, messages, namespace=namespace)
         context.state.pop(QUERY_STATE_KEY, None)
+        return input
+
+
+#: ``context.state`` key under which ``ExtractMemoriesPrimitive`` leaves its report (a dict).
+EXTRACTION_STATE_KEY = "memory.extraction"
+
+
+class ExtractMemoriesPrimitive(InstrumentedPrimitive[Any, Any]):
+    """Turns the session's new messages into long-term memories with the memory's LLM, then
+    passes its input on unchanged (see :meth:`Memory.extract` and
+    :mod:`primitives.memory.extraction`).
+
+    Place it after ``RememberPrimitive``: ``... >> RememberPrimitive(memory) >>
+    ExtractMemoriesPrimitive(memory)``. Scope as :class:`MemoryPrimitive` (``context.session_id``
+    required; ``user_id`` unless the memory is single-user).
+
+    The report goes to ``context.state["memory.extraction"]``: ``ExtractionReport.to_dict()``,
+    ``{"background": True}`` when it runs in the background, or with ``on_error="report"``
+    ``{"error": <type name>, "message": ...}`` when the LLM failed (nothing was written).
+
+    Args:
+        memory: The memory (its ``llm`` does the work).
+        strategy: ``"discrete"``, ``"summary"``, ``"preferences"`` or ``"custom"``.
+        prompt: Instructions for ``"custom"``.
+        background: Run without making the pipeline wait (bounded by the memory's
+            ``extraction_concurrency``; :meth:`Memory.aclose` waits for it).
+        on_error: ``"raise"`` (default): an LLM failure fails the step with the typed error;
+            ``"report"``: the step passes its input on and reports the error in the state.
+
+    Raises:
+        InvalidInputError: (constructor) an unknown strategy or ``on_error``; (from ``execute``)
+            no ``session_id`` in the context.
+        UnscopedAccessError, ConfigurationError (no LLM), LLMError: from ``execute``.
+    """
+
+    def __init__(
+        self,
+        memory: Memory,
+        *,
+        strategy: str = "discrete",
+        prompt: str | None = None,
+        background: bool = False,
+        on_error: str = "raise",
+        **instrumentation: Any,
+    ) -> None:
+        from primitives.memory.extraction import STRATEGIES
+
+        super().__init__(**instrumentation)
+        if strategy not in STRATEGIES:
+            raise InvalidInputError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+        if on_error not in ("raise", "report"):
+            raise InvalidInputError(f"on_error must be 'raise' or 'report', got {on_error!r}")
+        self.memory = memory
+        self.strategy = strategy
+        self.prompt = prompt
+        self.background = check_bool(background, "background")
+        self.on_error = on_error
+
+    async def _execute_impl(self, input: Any, context: WorkflowContext) -> Any:
+        from primitives.errors import LLMError
+
+        if context.session_id is None:
+            raise InvalidInputError("ExtractMemoriesPrimitive needs WorkflowContext(session_id=...)")
+        namespace, user_id = _scope(context, self.memory)
+        try:
+            result = await self.memory.extract(
+                context.session_id, strategy=self.strategy, user_id=user_id, namespace=namespace,
+                prompt=self.prompt, background=self.background,
+            )
+        except LLMError as exc:
+            if self.on_error == "raise":
+                raise
+            context.state[EXTRACTION_STATE_KEY] = {"error": type(exc).__name__, "message": str(exc)}
+            return input
+        context.state[EXTRACTION_STATE_KEY] = {"background": True} if self.background else result.to_dict()  # type: ignore[union-attr]
         return input
