@@ -28,7 +28,15 @@ from primitives.memory.facts import NewFact, remember_facts
 from primitives.memory.kinds import INTERNAL, KIND, Episode, SemanticMemory, Skill, Step, step_messages
 from primitives.memory.record import MemoryRecord, MemoryType
 from primitives.memory.skills import check_skill_execution, check_skill_name
-from primitives.validation import check_bool, check_identifier, check_items, check_limit, check_number, check_text
+from primitives.validation import (
+    MAX_IDENTIFIER_CHARS,
+    check_bool,
+    check_identifier,
+    check_items,
+    check_limit,
+    check_number,
+    check_text,
+)
 
 __all__ = ["AgentMemory", "create_memory_adapter", "ADAPTER_BACKENDS"]
 
@@ -42,6 +50,12 @@ MAX_CHAIN = 1000
 def _digest(*parts: str) -> str:
     payload = "\x1f".join(f"{len(p)}:{p}" for p in parts)
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _chain_sessions(record: MemoryRecord | None) -> list[Any]:
+    """The ``sessions`` list of a session-chain record (empty when absent or damaged: not a list)."""
+    sessions = record.metadata.get("sessions") if record is not None else None
+    return list(sessions) if isinstance(sessions, (list, tuple)) else []
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +121,8 @@ class AgentMemory:
         self._chained = False
 
     def _new_session_id(self) -> str:
-        return f"{self.agent_id}-{uuid.uuid4().hex[:12]}"
+        # the agent id is cut so that the session id stays an identifier (at most 1,024 characters)
+        return f"{self.agent_id[:MAX_IDENTIFIER_CHARS - 13]}-{uuid.uuid4().hex[:12]}"
 
     @property
     def backend_name(self) -> str:
@@ -208,7 +223,12 @@ class AgentMemory:
         return "skill-" + _digest(self.user_id, skill_name)
 
     def _stats_key(self, skill_name: str) -> str:
-        return f"{len(self.user_id)}:{self.user_id}:{skill_name}"
+        """The skill's name in the statistics (an identifier, unique per scope and skill):
+        ``"<len(user_id)>:<user_id>:<skill_name>"``, or ``"#"`` and a digest of both when that is
+        longer than an identifier may be (a readable key starts with a digit, so the two kinds
+        never meet)."""
+        key = f"{len(self.user_id)}:{self.user_id}:{skill_name}"
+        return key if len(key) <= MAX_IDENTIFIER_CHARS else "#" + _digest(self.user_id, skill_name)
 
     async def save_skill(self, skill_name: str, description: str, action_sequence: Sequence[str],
                          tags: Sequence[str] = ()) -> str:
@@ -311,7 +331,7 @@ class AgentMemory:
             return
         sid = session_id or self.session_id
         record = await self.memory.get(self._chain_id(), namespace=self.namespace)
-        sessions = [s for s in (record.metadata.get("sessions", []) if record else []) if isinstance(s, Mapping)]
+        sessions = [s for s in _chain_sessions(record) if isinstance(s, Mapping)]
         if not any(s.get("session_id") == sid for s in sessions):
             sessions.append({"session_id": sid, "started_at": datetime.now(timezone.utc).isoformat()})
             await self.memory.add([MemoryRecord(
@@ -332,7 +352,7 @@ class AgentMemory:
     async def get_session_history(self) -> list[str]:
         """This agent's session ids, oldest first, the current one last (at most the last 1000)."""
         record = await self.memory.get(self._chain_id(), namespace=self.namespace)
-        ids = [s.get("session_id") for s in (record.metadata.get("sessions", []) if record else [])
+        ids = [s.get("session_id") for s in _chain_sessions(record)
                if isinstance(s, Mapping) and isinstance(s.get("session_id"), str)]
         if self.session_id not in ids:
             ids.append(self.session_id)

@@ -42,6 +42,8 @@ __all__ = ["STRATEGIES", "BATCH_MESSAGES", "ExtractionReport", "extract", "refle
 STRATEGIES = ("discrete", "summary", "preferences", "custom")
 #: Messages sent to the LLM in one extraction call.
 BATCH_MESSAGES = 40
+#: Previous insights of a user shown to the LLM when reflecting (the newest).
+MAX_PREVIOUS_INSIGHTS = 20
 #: Memories accepted from one answer (more is an answer out of shape).
 MAX_MEMORIES_PER_ANSWER = 50
 
@@ -247,7 +249,7 @@ _REFLECT_PROMPT = (
 async def reflect(memory: Memory, session_id: str, *, user_id: str | None, namespace: str, llm: Any,
                   max_messages: int = 100) -> FactWrite | None:
     """Write one insight (kind ``"insight"``) from the session's transcript and the user's
-    previous insights; ``None`` when the session has no messages. The insight's id is derived
+    previous insights (the last :data:`MAX_PREVIOUS_INSIGHTS`, listed in a bookkeeping record); ``None`` when the session has no messages. The insight's id is derived
     from the session's last message, so reflecting twice on the same transcript writes it once.
 
     Raises:
@@ -261,13 +263,14 @@ async def reflect(memory: Memory, session_id: str, *, user_id: str | None, names
     if not messages:
         return None
     transcript = _transcript(messages)
-    probe = " ".join(m.content for m in messages[-20:])[:1000] or "insight"
-    previous = await memory.search(probe, user_id=user_id, namespace=namespace, memory_type=MemoryType.SEMANTIC,
-                                   topics=["insight"], limit=10, mode="keyword")
+    index_id = "insights-" + content_hash("insights", user_id)[:40]
+    index = await memory.get(index_id, namespace=namespace)
+    known = [i for i in (index.metadata.get("ids", []) if index else []) if isinstance(i, str)]
+    previous = [r for r in [await memory.get(i, namespace=namespace) for i in known] if r is not None]
     model = getattr(llm, "model", "")
     answer = await complete_json(llm, [
         {"role": "system", "content": _REFLECT_PROMPT},
-        {"role": "user", "content": "Previous insights:\n" + ("\n".join(f"- {h.record.text}" for h in previous.hits) or "(none)")
+        {"role": "user", "content": "Previous insights:\n" + ("\n".join(f"- {r.text}" for r in previous) or "(none)")
                                     + "\n\nConversation:\n" + transcript},
     ])
     insight, importance = answer.get("insight"), answer.get("importance", 0.5)
@@ -281,5 +284,10 @@ async def reflect(memory: Memory, session_id: str, *, user_id: str | None, names
         provenance={"session_id": session_id, "message_ids": ids[-20:], "strategy": "reflection", "model": model},
         id="insight-" + content_hash(f"{session_id}\x1f{ids[-1]}", user_id)[:40],
     )], user_id=user_id, session_id=session_id, namespace=namespace)
+    if write.record.id not in known:  # the user's insights, newest last (a bookkeeping record)
+        await memory.add([MemoryRecord(
+            text="", id=index_id, user_id=user_id, namespace=namespace, memory_type=MemoryType.SEMANTIC,
+            ttl=math.inf, metadata={INTERNAL: True, KIND: "insight_index",
+                                    "ids": [*known, write.record.id][-MAX_PREVIOUS_INSIGHTS:]})])
     return write
 

@@ -436,7 +436,7 @@ class Memory(AgentMethods):
             fetch = min(MAX_LIMIT, fetch * 4)
         if ranking is not None:
             hits = rerank(hits, ranking, now)
-        if len(hits) == len(result.hits) and len(hits) <= limit:
+        if ranking is None and len(hits) == len(result.hits) and len(hits) <= limit:
             return result
         return SearchResult(hits[:limit], result.backend, result.degraded, result.skipped)
 

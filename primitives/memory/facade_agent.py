@@ -200,9 +200,10 @@ class AgentMethods:
         return await reflect(self, session_id, user_id=user_id, namespace=ns, llm=self.llm)
 
     async def forget(self, policy: ForgetPolicy, *, dry_run: bool = True, user_id: str | None = None,
-                     namespace: str | None = None) -> ForgetReport:
+                     namespace: str | None = None, now: datetime | None = None) -> ForgetReport:
         """Forget the records ``policy`` selects in ``namespace`` (one user's with ``user_id``);
         a dry run (the default) only reports them. See :mod:`primitives.memory.forgetting`.
+        Ages are measured from ``now`` (an aware datetime; default: the current time).
 
         Raises:
             InvalidInputTypeError: ``policy`` is not a ForgetPolicy.
@@ -213,7 +214,9 @@ class AgentMethods:
         if user_id is not None:
             check_identifier(user_id, "user_id")
         ns = check_identifier(self._ns(namespace), "namespace")
-        return await forget(self, policy, namespace=ns, user_id=user_id, dry_run=check_bool(dry_run, "dry_run"))
+        if now is not None:
+            now = check_aware_datetime(now, "now")
+        return await forget(self, policy, namespace=ns, user_id=user_id, dry_run=check_bool(dry_run, "dry_run"), now=now)
 
     async def summarize_session(self, session_id: str, *, threshold_tokens: int = 2000, keep_last: int = 6,
                                 user_id: str | None = None, namespace: str | None = None) -> SummaryReport:

@@ -14,6 +14,7 @@ is kept, never deleted: default searches leave it out, ``as_of=`` asks what was 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -58,8 +59,8 @@ def content_hash(text: str, user_id: str | None) -> str:
     """SHA-256 hex of the user and the normalised text (:func:`normalize_fact`): equal for exact
     duplicates of one user's fact, different across users. The user id is length-prefixed so no
     choice of ids and texts collides by concatenation."""
-    owner = user_id if user_id is not None else "\x00"
-    payload = f"{len(owner)}:{owner}\x1f{normalize_fact(text)}"
+    owner = "n" if user_id is None else f"s{len(user_id)}:{user_id}"
+    payload = f"{owner}\x1f{normalize_fact(text)}"
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -112,8 +113,22 @@ def fact_subject(subject: object) -> str | None:
     return key or None
 
 
-def _float(value: object, default: float) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+def _float(value: object, default: float, minimum: float = -math.inf, maximum: float = math.inf) -> float:
+    """``value`` as a float when it is a number (not a bool) in ``[minimum, maximum]``, else
+    ``default`` (a damaged stored field reads as the default, never fails a read)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond the float range
+            return default
+        if minimum <= number <= maximum:  # also false for NaN
+            return number
+    return default
+
+
+def _str(value: object, default: str) -> str:
+    """``value`` when it is a str, else ``default``."""
+    return value if isinstance(value, str) else default
 
 
 def _strings(value: object) -> list[str]:
@@ -153,8 +168,8 @@ class Step:
         md = message.metadata
         if md.get(KIND) == "step":
             return cls(
-                str(md.get("action", "")),
-                str(md.get("observation", "")),
+                _str(md.get("action"), ""),
+                _str(md.get("observation"), ""),
                 md.get("reasoning") if isinstance(md.get("reasoning"), str) else None,
                 md.get("success") is not False,
                 message.created_at,
@@ -195,11 +210,11 @@ class Episode:
         md = record.metadata
         return cls(
             record.id,
-            str(md.get("task_prompt", record.text)),
-            str(md.get("outcome", "")),
+            _str(md.get("task_prompt"), record.text),
+            _str(md.get("outcome"), ""),
             md.get("success") is True,
-            _float(md.get("duration_seconds"), 0.0),
-            _float(md.get("importance"), 0.5),
+            _float(md.get("duration_seconds"), 0.0, minimum=0.0),
+            _float(md.get("importance"), 0.5, minimum=0.0, maximum=1.0),
             record.topics,
             record.created_at,
             score,
@@ -242,8 +257,8 @@ class SemanticMemory:
         return cls(
             record.id,
             record.text,
-            str(md.get(KIND, "semantic")),
-            _float(md.get("importance"), 0.5),
+            _str(md.get(KIND), "semantic"),
+            _float(md.get("importance"), 0.5, minimum=0.0, maximum=1.0),
             md.get("subject") if isinstance(md.get("subject"), str) else None,
             parse_time(md.get("valid_from")) or record.created_at,
             parse_time(md.get("valid_to")),
@@ -284,8 +299,8 @@ class Skill:
         md = record.metadata
         return cls(
             record.id,
-            str(md.get("skill_name", record.id)),
-            str(md.get("description", "")),
+            _str(md.get("skill_name"), record.id),
+            _str(md.get("description"), ""),
             tuple(_strings(md.get("action_sequence"))),
             record.topics,
             float(stats.success_rate) if stats is not None else 0.0,
