@@ -1,4 +1,4 @@
-"""``memory-primitives bench inmemory|redis|ams|kv|feed``: speed and memory benchmarks."""
+"""``memory-primitives bench inmemory|redis|ams|kv|sync|agent|feed``: speed and memory benchmarks."""
 
 from __future__ import annotations
 
@@ -71,6 +71,14 @@ def add_parser(sub: Any) -> None:
     bs.add_argument("--json", action="store_true", help="print one JSON object")
     bs.set_defaults(run=_run_sync)
 
+    bg = be_sub.add_parser("agent", help="the prompt context at scale and extraction's LLM calls, in process")
+    bg.add_argument("--memories", type=int, default=100_000, help="records in the store (default 100000)")
+    bg.add_argument("--queries", type=int, default=1000, help="context calls to time (default 1000)")
+    bg.add_argument("--locomo", default=None, help="directory of LoCoMo *.json files for the extraction workload (default: skip it)")
+    bg.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
+    bg.add_argument("--json", action="store_true", help="print one JSON object")
+    bg.set_defaults(run=_run_agent)
+
     bf = be_sub.add_parser("feed", help="change feed: publish-to-receive latency and offline catch-up")
     bf.add_argument("--url", default=None, help="Redis URL (default: REDIS_URL, else a plain local server started for the run)")
     bf.add_argument("--rate", type=int, default=1000, help="events per second published (default 1000)")
@@ -113,6 +121,30 @@ def _run_inmemory(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(report, indent=2))
     else:
         _print_bench(report, console)
+    return 0
+
+
+def _run_agent(args: argparse.Namespace, console: Console) -> int:
+    from primitives.evaluation.bench_agent import run_agent_bench
+    from primitives.evaluation.locomo import load_conversations
+
+    check_sizes(args)
+    conversations = load_conversations(args.locomo) if args.locomo else None
+    report = asyncio.run(run_agent_bench(args.memories, queries=args.queries, seed=args.seed, locomo=conversations))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    table = Table("measure", "value")
+    ctx = report["context"]
+    table.add_row("memories", str(ctx["memories"]))
+    table.add_row("context p50 / p99, ms (uncached)", f"{ctx['context_ms']['uncached']['p50']:.3f} / {ctx['context_ms']['uncached']['p99']:.3f}")
+    table.add_row("context p50 / p99, ms (cached)", f"{ctx['context_ms']['cached']['p50']:.4f} / {ctx['context_ms']['cached']['p99']:.4f}")
+    table.add_row("one search p50 / p99, ms", f"{ctx['search_ms']['p50']:.3f} / {ctx['search_ms']['p99']:.3f}")
+    if "extraction" in report:
+        ex = report["extraction"]
+        table.add_row("extraction batches / LLM calls", f"{ex['batches']} / {ex['llm_calls']}")
+        table.add_row("LLM calls per batch", f"{ex['llm_calls_per_batch']:.2f}")
+    console.print(table)
     return 0
 
 

@@ -53,6 +53,17 @@ def add_parser(sub: Any) -> None:
         "to use MEMORY_EMBEDDINGS* (vector and hybrid modes on the in-process and Redis backends "
         "default to 'local')",
     )
+    lo.add_argument(
+        "--recency-half-life-s",
+        type=float,
+        default=None,
+        help="add a recency signal to relevance with this half-life in seconds, ages counted from "
+        "each conversation's last session (default: off; see primitives.memory.ranking)",
+    )
+    lo.add_argument("--recency-weight", type=float, default=1.0, help="weight of the recency signal (default 1.0)")
+    lo.add_argument(
+        "--importance-weight", type=float, default=0.0, help="weight of metadata importance (default 0: off)"
+    )
     lo.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     lo.add_argument(
         "--ablation",
@@ -60,6 +71,18 @@ def add_parser(sub: Any) -> None:
         help="in-process backend only: recall of each indexing choice, added one at a time",
     )
     lo.set_defaults(run=run)
+
+
+def _ranking(args: argparse.Namespace) -> Any:
+    from primitives.memory.ranking import RankingSignals
+
+    if args.recency_half_life_s is None and not args.importance_weight:
+        return None
+    return RankingSignals(
+        recency_half_life_s=args.recency_half_life_s or 30 * 86400.0,
+        recency_weight=args.recency_weight if args.recency_half_life_s is not None else 0.0,
+        importance_weight=args.importance_weight,
+    )
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -150,4 +173,5 @@ async def _run_locomo(args: argparse.Namespace, env: dict[str, str], conversatio
             ks=args.k,
             progress=lambda n: progress.advance(task, n),
             mode=args.mode,
+            ranking=_ranking(args),
         )

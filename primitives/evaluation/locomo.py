@@ -12,6 +12,8 @@ the questions that have at least one valid evidence id. An evidence id is valid 
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import re
 import time
@@ -24,6 +26,7 @@ from typing import Any
 from primitives.core.context import WorkflowContext
 from primitives.errors import InvalidInputError
 from primitives.memory.facade import Memory
+from primitives.memory.ranking import RankingSignals
 from primitives.memory.workflow import MemoryPrimitive, RememberPrimitive
 
 __all__ = [
@@ -169,6 +172,7 @@ async def evaluate_locomo(
     ks: Sequence[int] = (5, 10),
     progress: Callable[[int], None] | None = None,
     mode: str | None = None,
+    ranking: RankingSignals | None = None,
 ) -> dict[str, Any]:
     """Ingest every turn through ``RememberPrimitive``, ask every question through
     ``MemoryPrimitive``, and measure evidence recall@k.
@@ -185,6 +189,8 @@ async def evaluate_locomo(
         progress: Called with 1 after each turn stored and each question asked.
         mode: Search mode (``"keyword"``, ``"vector"``, ``"hybrid"``; ``None``: the backend's
             default), reported as ``mode``.
+        ranking: Recency/importance signals for the questions (reported as ``ranking``); ages
+            are measured from the conversation's last session date (the questions come after it).
 
     Returns:
         A JSON-ready dict: ``backend``, ``conversations``, ``turns``, ``questions`` (with valid
@@ -237,6 +243,9 @@ async def evaluate_locomo(
                     progress(1)
             ingest_seconds += time.perf_counter() - start
             ask_ctx = WorkflowContext(metadata=scope)
+            if ranking is not None:
+                last = max((t.session_date for t in conv.turns if t.session_date is not None), default=None)
+                recall.ranking = dataclasses.replace(ranking, now=last)
             for q in conv.questions:
                 if progress:
                     progress(1)
@@ -283,4 +292,9 @@ async def evaluate_locomo(
         },
         "malformed_evidence": sum(c.malformed_evidence for c in conversations),
         "degraded_calls": degraded,
+        "ranking": None if ranking is None else {
+            "recency_half_life_s": ranking.recency_half_life_s,
+            "recency_weight": ranking.recency_weight,
+            "importance_weight": ranking.importance_weight,
+        },
     }

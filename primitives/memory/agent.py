@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from primitives.errors import ConfigurationError, InvalidInputError
+from primitives.errors import ConfigurationError, InvalidInputError, InvalidInputTypeError
 from primitives.memory.facade import Memory
 from primitives.memory.facts import NewFact, remember_facts
 from primitives.memory.kinds import INTERNAL, KIND, Episode, SemanticMemory, Skill, Step, step_messages
@@ -91,13 +91,15 @@ class AgentMemory:
     Args:
         memory: The memory to use.
         agent_id: The agent (an identifier).
-        session_id: The current session (default: a new one, ``"<agent_id>-<12 hex>"``).
+        session_id: The current session (default: a new one, ``"<agent_id>-<12 hex>"``, the
+            agent id cut to its first 1,011 characters).
         user_id: Whose memories these are (default: ``agent_id``).
         namespace: The namespace (default: the memory's).
         owns_memory: :meth:`close` also closes ``memory`` (``create_memory_adapter`` sets it).
 
     Raises:
-        InvalidInputError: an id is not an identifier.
+        InvalidInputError: an id is not an identifier (``InvalidInputTypeError``, also a
+            ``TypeError``, for a non-``str`` id or a ``memory`` that is not a ``Memory``).
     """
 
     def __init__(
@@ -111,7 +113,7 @@ class AgentMemory:
         owns_memory: bool = False,
     ) -> None:
         if not isinstance(memory, Memory):
-            raise TypeError(f"memory must be a Memory, got {type(memory).__name__}")
+            raise InvalidInputTypeError(f"memory must be a Memory, got {type(memory).__name__}")
         self.memory = memory
         self.agent_id = check_identifier(agent_id, "agent_id")
         self.user_id = check_identifier(user_id, "user_id") if user_id is not None else self.agent_id

@@ -131,6 +131,8 @@ class ContextCache:
         self._entries: TTLCache | None = TTLCache(maxsize, ttl, timer=timer) if self.ttl > 0 else None  # type: ignore[type-arg]
         self._generations = _Generations(65_536)
         self._counter = itertools.count(1)
+        #: Token counts of rendered lines, which recur across calls (the same memories come back).
+        self.line_tokens: LRUCache = LRUCache(65_536)  # type: ignore[type-arg]
 
     def _gen(self, key: tuple[Any, ...]) -> int:
         value = self._generations.get(key)
@@ -234,6 +236,7 @@ async def build_context(
     mode: str | None,
     as_of: datetime | None,
     counter: Any,
+    line_tokens: Any = None,
 ) -> PromptContext:
     """Build a context (see the module docstring); :meth:`Memory.context` validates the
     arguments and caches the result."""
@@ -251,7 +254,17 @@ async def build_context(
     facts, episodes, skills = results[0], results[1], results[2]
     messages: list[Message] = results[3] if messages_task is not None else []
     skill_views = [await _skill_of(memory, h) for h in skills.hits]
-    count = counter.count
+    if line_tokens is None:
+        count = counter.count
+    else:
+        raw_count = counter.count
+
+        def count(text: str) -> int:
+            n = line_tokens.get(text)
+            if n is None:
+                n = line_tokens[text] = raw_count(text)
+            return n
+
     sections: dict[str, list[ContextItem]] = {k: [] for k in SECTION_TITLES}
     n = len(messages)
     for i, m in enumerate(reversed(messages)):  # newest first: the newest get the budget first
@@ -289,13 +302,13 @@ async def build_context(
         return "\n\n".join(blocks)
 
     text = render()
-    tokens = count(text) if text else 0
+    tokens = counter.count(text) if text else 0
     while tokens > budget_tokens:  # BPE merges across lines can differ from the per-line sum
         last = max((k for k in SECTION_TITLES if chosen[k]), key=lambda k: len(chosen[k]))
         gone = chosen[last].pop(0 if last == "recent" else -1)
         dropped.append(ContextItem(gone.section, gone.id, gone.line, gone.tokens, f"{gone.reason}; over budget", gone.score))
         text = render()
-        tokens = count(text) if text else 0
+        tokens = counter.count(text) if text else 0
     items = tuple(i for k in SECTION_TITLES for i in chosen[k])
     degraded = facts.degraded or episodes.degraded or skills.degraded
     return PromptContext(text, tokens, budget_tokens, items, tuple(dropped), facts.backend, degraded)

@@ -497,9 +497,10 @@ class Memory(AgentMethods):
         limit: int = 5,
         working_memory_limit: int = 20,
         mode: str | None = None,
+        ranking: RankingSignals | None = None,
     ) -> Recall:
         """Working memory of ``session_id`` plus long-term hits for ``query`` of ``user_id``,
-        in one call; what :class:`MemoryPrimitive` outputs.
+        in one call; what :class:`MemoryPrimitive` outputs. ``ranking``: see :meth:`search`.
 
         Raises:
             UnscopedAccessError: ``user_id`` is ``None`` and the memory is not ``single_user``
@@ -517,7 +518,7 @@ class Memory(AgentMethods):
             if session_id is not None
             else []
         )
-        result = await self.search(query, user_id=user_id, namespace=namespace, limit=limit, mode=mode)
+        result = await self.search(query, user_id=user_id, namespace=namespace, limit=limit, mode=mode, ranking=ranking)
         return Recall(messages, result.hits, result.backend, result.degraded, result.skipped)
 
     # -- sync with a data cloud --------------------------------------------------------------

@@ -100,7 +100,7 @@ class AgentMethods:
             self, query,  # type: ignore[arg-type]
             session_id=session_id, user_id=user_id, namespace=ns, budget_tokens=budget_tokens,
             recent_messages=recent_messages, limit_per_type=limit_per_type, mode=mode, as_of=as_of,
-            counter=counter,
+            counter=counter, line_tokens=self._context_cache.line_tokens,
         )
         if not built.degraded:
             self._context_cache.put(key, built)

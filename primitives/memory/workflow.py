@@ -12,7 +12,8 @@ from typing import Any
 
 from primitives.core.context import WorkflowContext
 from primitives.core.instrumented import InstrumentedPrimitive
-from primitives.errors import InvalidInputError, UnscopedAccessError
+from primitives.errors import InvalidInputError, InvalidInputTypeError, UnscopedAccessError
+from primitives.memory.ranking import RankingSignals
 from primitives.memory.backend import check_mode
 from primitives.memory.record import check_memory_type
 from primitives.validation import INPUT, check_bool, check_identifier, check_int, check_limit
@@ -78,6 +79,8 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
         query_key: Where the query is when the input is a mapping.
         mode: Search mode, ``"keyword"``, ``"vector"`` or ``"hybrid"``; ``None`` (default) is the
             backend's default (hybrid when it has an embedder).
+        ranking: Recency and importance signals added to relevance
+            (:class:`~primitives.memory.ranking.RankingSignals`; ``None``: relevance only).
         context_budget_tokens: When set (``>= 1``), the output also has ``context``: a prompt
             block of recent messages, facts, episodes and skills within that many tokens (see
             :meth:`Memory.context`), and ``context_items``: what it includes and why.
@@ -97,10 +100,14 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
         query_key: str = "query",
         mode: str | None = None,
         context_budget_tokens: int | None = None,
+        ranking: RankingSignals | None = None,
         **instrumentation: Any,
     ) -> None:
         super().__init__(**instrumentation)
         self.mode = check_mode(mode)
+        if ranking is not None and not isinstance(ranking, RankingSignals):
+            raise InvalidInputTypeError(f"ranking must be a RankingSignals, got {type(ranking).__name__}")
+        self.ranking = ranking
         self.context_budget_tokens = (
             None if context_budget_tokens is None else check_int(context_budget_tokens, "context_budget_tokens", minimum=1)
         )
@@ -133,6 +140,7 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
             limit=self.limit,
             working_memory_limit=self.working_memory_limit,
             mode=self.mode,
+            ranking=self.ranking,
         )
         out: dict[str, Any] = {
             "input": input,
