@@ -7,6 +7,9 @@ Four sections, each only when it has something, in this order::
     Relevant past episodes:      episodic memories relevant to the query, with outcomes and dates
     Skills:                      skills relevant to the query, with their steps and success rates
 
+Finding candidates: one search of every memory type (:data:`WIDE_SEARCH` hits), bucketed by
+type; a type with fewer than ``limit_per_type`` hits in a full wide result gets a search of its own.
+
 Filling the budget: candidates are taken round-robin by rank across the sections (the newest
 message, the best fact, the best episode, the best skill, then the second of each, ...); an item
 that does not fit is left out (and listed in ``dropped`` with the reason) and smaller ones after it
@@ -16,7 +19,6 @@ still get their chance. Tokens are counted on the final text with the memory's
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from collections.abc import Callable
@@ -28,12 +30,16 @@ from cachetools import LRUCache, TTLCache
 
 from primitives.memory.kinds import KIND, Episode, Skill, Step
 from primitives.memory.record import MemoryType, Message, SearchHit, written_date
-from primitives.validation import check_int, check_number
+from primitives.validation import MAX_LIMIT, check_int, check_number
 
 if TYPE_CHECKING:
     from primitives.memory.facade import Memory
 
 __all__ = ["ContextItem", "PromptContext", "ContextCache", "build_context", "SECTION_TITLES"]
+
+#: Hits of the one wide search a context starts with (see :func:`build_context`).
+WIDE_SEARCH = 60
+_TYPES = (MemoryType.SEMANTIC, MemoryType.EPISODIC, MemoryType.SKILL)
 
 #: Section key -> title line, in output order.
 SECTION_TITLES = {
@@ -241,19 +247,30 @@ async def build_context(
     """Build a context (see the module docstring); :meth:`Memory.context` validates the
     arguments and caches the result."""
     check_int(budget_tokens, "budget_tokens", minimum=1)
-    search = memory.search
-    messages_task = (
-        memory.get_messages(session_id, recent_messages, namespace=namespace) if session_id is not None and recent_messages > 0 else None
+    messages: list[Message] = (
+        await memory.get_messages(session_id, recent_messages, namespace=namespace)
+        if session_id is not None and recent_messages > 0 else []
     )
-    results = await asyncio.gather(
-        search(query, user_id=user_id, namespace=namespace, memory_type=MemoryType.SEMANTIC, limit=limit_per_type, mode=mode, as_of=as_of),
-        search(query, user_id=user_id, namespace=namespace, memory_type=MemoryType.EPISODIC, limit=limit_per_type, mode=mode, as_of=as_of),
-        search(query, user_id=user_id, namespace=namespace, memory_type=MemoryType.SKILL, limit=limit_per_type, mode=mode, as_of=as_of),
-        *([messages_task] if messages_task is not None else []),
-    )
-    facts, episodes, skills = results[0], results[1], results[2]
-    messages: list[Message] = results[3] if messages_task is not None else []
-    skill_views = [await _skill_of(memory, h) for h in skills.hits]
+    # One search over every type, bucketed by type: scoring the postings is the cost of a search,
+    # not the number of hits kept, so one wide search costs about one narrow one. A type that the
+    # others crowded out of the wide result gets a search of its own.
+    fetch = min(MAX_LIMIT, max(WIDE_SEARCH, limit_per_type * 6))
+    wide = await memory.search(query, user_id=user_id, namespace=namespace, limit=fetch, mode=mode, as_of=as_of)
+    buckets: dict[MemoryType, list[SearchHit]] = {t: [] for t in _TYPES}
+    for h in wide.hits:
+        bucket = buckets.get(h.record.memory_type)
+        if bucket is not None and len(bucket) < limit_per_type:
+            bucket.append(h)
+    degraded = wide.degraded
+    if len(wide.hits) == fetch:
+        for t in _TYPES:
+            if len(buckets[t]) < limit_per_type:
+                own = await memory.search(query, user_id=user_id, namespace=namespace, memory_type=t,
+                                          limit=limit_per_type, mode=mode, as_of=as_of)
+                buckets[t] = own.hits
+                degraded = degraded or own.degraded
+    fact_hits, episode_hits, skill_hits = (buckets[t] for t in _TYPES)
+    skill_views = [await _skill_of(memory, h) for h in skill_hits]
     if line_tokens is None:
         count = counter.count
     else:
@@ -270,7 +287,7 @@ async def build_context(
     for i, m in enumerate(reversed(messages)):  # newest first: the newest get the budget first
         line = _message_line(m)
         sections["recent"].append(ContextItem("recent", None, line, count(line), f"recent message {n - i} of {n}"))
-    for key, hits, render in (("facts", facts.hits, _fact_line), ("episodes", episodes.hits, _episode_line)):
+    for key, hits, render in (("facts", fact_hits, _fact_line), ("episodes", episode_hits, _episode_line)):
         for rank, h in enumerate(hits, 1):
             line = render(h)
             sections[key].append(ContextItem(key, h.record.id, line, count(line), f"relevant to the query: rank {rank}, score {h.score:.3g}", h.score))
@@ -310,6 +327,5 @@ async def build_context(
         text = render()
         tokens = counter.count(text) if text else 0
     items = tuple(i for k in SECTION_TITLES for i in chosen[k])
-    degraded = facts.degraded or episodes.degraded or skills.degraded
-    return PromptContext(text, tokens, budget_tokens, items, tuple(dropped), facts.backend, degraded)
+    return PromptContext(text, tokens, budget_tokens, items, tuple(dropped), wide.backend, degraded)
 

@@ -242,6 +242,14 @@ class InvertedIndex:
         groups = self._groups(tag_filter) if tag_filter else []
         if groups is None:
             return []
+        postings = self._postings
+        unique_terms = set(terms)
+        if len(groups) > 1 and len(groups[0]) <= sum(len(postings.get(t, ())) for t in unique_terms):
+            # a selective filter (a user's records among many): one C-level intersection of the
+            # filter's sets costs less than checking every set for every posting
+            groups = [groups[0].intersection(*groups[1:])]
+            if not groups[0]:
+                return []
         allowed = groups[0] if len(groups) == 1 else None
         k1, b = self.k1, self.b
         c1 = k1 * (1 - b)
@@ -249,10 +257,9 @@ class InvertedIndex:
         scores: dict[int, float] = {}
         get_score = scores.get
         get_doc = docs.get
-        postings = self._postings
         dead = self._dead
         no_tfs: dict[int, int] = {}
-        for term in set(terms):
+        for term in unique_terms:
             docnos = postings.get(term)
             if docnos is None:
                 continue
