@@ -262,10 +262,12 @@ class AgentMemory:
     async def record_skill_execution(self, skill_name: str, success: bool, duration: float) -> Skill | None:
         """Record one execution of a skill of this scope (``duration`` in seconds) with
         :meth:`Memory.record_skill_execution` (atomic), and return the skill with its updated
-        ``success_rate`` (``None`` when no skill of that name was saved; the execution still counts).
+        ``success_rate`` (``None`` when no skill of that name was saved; the execution still counts,
+        except on the Agent Memory Server, see below).
 
         On a backend without atomic statistics (the Agent Memory Server) the counts are kept on
-        the skill record by read-modify-write (concurrent executions may lose a count there).
+        the skill record by read-modify-write (concurrent executions may lose a count there), so
+        an execution of a skill that was not saved yet is not counted.
         """
         duration = check_skill_execution(skill_name, success, duration)
         record = await self.memory.get(self._skill_id(skill_name), namespace=self.namespace)
@@ -400,7 +402,9 @@ async def create_memory_adapter(
         An :class:`AgentMemory` that owns its :class:`Memory` (``await memory.close()``).
 
     Raises:
-        ConfigurationError: an unknown ``backend``, or what :meth:`Memory.from_env` raises.
+        ConfigurationError: an unknown ``backend`` or option, or what :meth:`Memory.from_env` raises.
+        InvalidInputError: ``agent_id``, ``session_id`` or ``user_id`` is not an identifier (the
+            memory built for it is closed).
     """
     import os
 
@@ -420,4 +424,8 @@ async def create_memory_adapter(
         else:
             await memory.aclose()
             raise ConfigurationError(f"create_memory_adapter got an unknown option {key!r}; accepted: llm, token_counter")
-    return AgentMemory(memory, agent_id=agent_id, session_id=session_id, user_id=user_id, owns_memory=True)
+    try:
+        return AgentMemory(memory, agent_id=agent_id, session_id=session_id, user_id=user_id, owns_memory=True)
+    except BaseException:  # a bad id: release what from_env opened (outbox file, connection pools, feed)
+        await memory.aclose()
+        raise

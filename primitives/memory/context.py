@@ -30,7 +30,7 @@ from cachetools import LRUCache, TTLCache
 
 from primitives.memory.kinds import KIND, Episode, Skill, Step
 from primitives.memory.record import MemoryType, Message, SearchHit, written_date
-from primitives.validation import MAX_LIMIT, check_int, check_number
+from primitives.validation import MAX_IDENTIFIER_CHARS, MAX_LIMIT, check_int, check_number
 
 if TYPE_CHECKING:
     from primitives.memory.facade import Memory
@@ -217,7 +217,7 @@ async def _skill_of(memory: Memory, hit: SearchHit) -> Skill:
     md = hit.record.metadata
     key = md.get("stats_key") if isinstance(md.get("stats_key"), str) else md.get("skill_name")
     stats = None
-    if isinstance(key, str) and key:
+    if isinstance(key, str) and 0 < len(key) <= MAX_IDENTIFIER_CHARS and not key.isspace():  # a damaged key: no stats
         try:
             stats = await memory.skill_stats(key, namespace=hit.record.namespace)
         except NotImplementedError:

@@ -140,9 +140,9 @@ class Memory(AgentMethods):
         context_cache_ttl: float = 300.0,
     ) -> None:
         if not isinstance(backend, MemoryBackend):
-            raise TypeError(f"backend must be a MemoryBackend, got {type(backend).__name__}")
+            raise InvalidInputTypeError(f"backend must be a MemoryBackend, got {type(backend).__name__}")
         if feed is not None and not isinstance(feed, ChangeFeed):
-            raise TypeError(f"feed must be a ChangeFeed, got {type(feed).__name__}")
+            raise InvalidInputTypeError(f"feed must be a ChangeFeed, got {type(feed).__name__}")
         if agent_id is not None and (not isinstance(agent_id, str) or not agent_id.strip()):
             raise ConfigurationError(f"agent_id must be a non-empty str, got {agent_id!r}")
         self.backend = backend
@@ -458,9 +458,11 @@ class Memory(AgentMethods):
                 ``duration_s`` negative or not finite.
             NotImplementedError: the backend keeps no statistics (the Agent Memory Server).
         """
-        return await self.backend.record_skill_execution(
+        stats = await self.backend.record_skill_execution(
             name, success=success, duration_s=duration_s, namespace=self._ns(namespace)
         )
+        self._context_cache.touch(self._ns(namespace))  # contexts show success rates
+        return stats
 
     async def skill_stats(self, name: str, *, namespace: str | None = None) -> SkillStats | None:
         """Statistics of skill ``name`` (in the memory's namespace by default), or ``None``."""
