@@ -206,3 +206,18 @@ class Proxy:
             for w in (writer, up_writer):
                 w.close()
                 self._writers.discard(w)
+
+
+def drop_partition(stack: AMSStack, prefix: str) -> None:
+    """Delete every record and session under ``prefix`` on the server (one listing of the
+    partition: cheaper than a drop per test). For a module fixture's teardown."""
+    from primitives.memory.ams_backend import AgentMemoryServerBackend
+
+    async def drop() -> None:
+        store = AgentMemoryServerBackend(stack.url, token=stack.token, prefix=prefix)
+        try:
+            await store.drop()
+        finally:
+            await store.aclose()
+
+    asyncio.run(drop())

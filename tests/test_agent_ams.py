@@ -3,7 +3,6 @@ request with token auth, so one test walks the whole path)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -12,6 +11,7 @@ import pytest
 
 from primitives.memory import ForgetPolicy, Memory, Message
 from primitives.memory.ams_backend import AgentMemoryServerBackend
+from tests.ams_server import drop_partition
 from tests.scripted_llm import ScriptedLLM, decisions, facts
 
 pytestmark = pytest.mark.integration
@@ -21,16 +21,9 @@ T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
 
 @pytest.fixture(scope="module")
 def ams(ams_server):
+    """``ams_server``; afterwards every record and session this module wrote there is deleted."""
     yield ams_server
-
-    async def drop() -> None:
-        store = AgentMemoryServerBackend(ams_server.url, token=ams_server.token, prefix=PARTITION)
-        try:
-            await store.drop()
-        finally:
-            await store.aclose()
-
-    asyncio.run(drop())
+    drop_partition(ams_server, PARTITION)
 
 
 async def test_extraction_supersession_and_context_on_ams(ams) -> None:

@@ -31,10 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.ams_server import drop_partition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from primitives.errors import ConfigurationError, CorruptRecordError, InvalidInputError, PrimitivesError
+from primitives.errors import ConfigurationError, CorruptRecordError, PrimitivesError
 from primitives.memory import Memory, MemoryRecord, MemoryType, Message
 from primitives.memory.agent import AgentMemory, create_memory_adapter
 from primitives.memory.backend import MemoryBackend
@@ -59,16 +61,7 @@ def fresh_prefix() -> str:
 def ams(ams_server):
     """``ams_server``; afterwards every record and session this module wrote there is deleted."""
     yield ams_server
-    from primitives.memory.ams_backend import AgentMemoryServerBackend
-
-    async def drop() -> None:
-        store = AgentMemoryServerBackend(ams_server.url, token=ams_server.token, prefix=AMS_PARTITION)
-        try:
-            await store.drop()
-        finally:
-            await store.aclose()
-
-    asyncio.run(drop())
+    drop_partition(ams_server, AMS_PARTITION)
 
 
 def make_backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> MemoryBackend:

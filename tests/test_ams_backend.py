@@ -38,7 +38,7 @@ from primitives.memory.resilient import ResilientBackend
 from primitives.memory.resilient.breaker import CircuitBreaker
 from primitives.memory.resilient.outbox import Outbox
 from primitives.tooling.localredis import free_port
-from tests.ams_server import Proxy
+from tests.ams_server import Proxy, drop_partition
 from tests.contract import BackendContract
 
 T0 = datetime(2024, 5, 8, 13, 56, 7, 123456, tzinfo=timezone.utc)
@@ -58,18 +58,9 @@ def backend_for(server, **kwargs) -> AgentMemoryServerBackend:
 
 @pytest.fixture(scope="module")
 def ams(ams_server):
-    """``ams_server``; afterwards every record and session this module wrote is deleted, with
-    one listing of the module's partition (cheaper than a drop per test)."""
+    """``ams_server``; afterwards every record and session this module wrote there is deleted."""
     yield ams_server
-
-    async def drop() -> None:
-        store = AgentMemoryServerBackend(ams_server.url, token=ams_server.token, prefix=PARTITION)
-        try:
-            await store.drop()
-        finally:
-            await store.aclose()
-
-    asyncio.run(drop())
+    drop_partition(ams_server, PARTITION)
 
 
 # -- against a real Agent Memory Server ----------------------------------------------------------

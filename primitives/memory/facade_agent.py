@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from primitives.errors import InvalidInputTypeError, UnscopedAccessError
 from primitives.memory.context import ContextCache, PromptContext, build_context
@@ -17,9 +17,6 @@ from primitives.memory.facts import FactWrite, NewFact, remember_facts
 from primitives.memory.forgetting import ForgetPolicy, ForgetReport, forget
 from primitives.memory.summarize import SummaryReport, summarize_session
 from primitives.validation import MAX_LIMIT, check_aware_datetime, check_bool, check_identifier, check_limit
-
-if TYPE_CHECKING:
-    from primitives.memory.facade import Memory
 
 __all__ = ["AgentMethods"]
 

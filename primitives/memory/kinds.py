@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from primitives.memory.record import MemoryRecord, MemoryType, Message
+from primitives.memory.record import MemoryRecord, Message
 
 __all__ = [
     "KIND",

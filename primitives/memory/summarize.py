@@ -99,7 +99,7 @@ async def summarize_session(memory: Memory, session_id: str, *, user_id: str | N
         raise ConfigurationError("summarising working memory needs an LLM: Memory(..., llm=...) or MEMORY_LLM_URL")
     from primitives.llm.base import complete_json
 
-    older, tail = messages[: len(messages) - keep_last], messages[len(messages) - keep_last:]
+    older = messages[: len(messages) - keep_last]
     answer = await complete_json(llm, [{"role": "system", "content": _PROMPT}, {"role": "user", "content": _transcript(older)}])
     summary = answer.get("summary")
     if not isinstance(summary, str) or not summary.strip():
