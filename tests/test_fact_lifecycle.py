@@ -98,7 +98,9 @@ def test_visibility_rules() -> None:
     assert not visible(rec(valid_to=(T0 + timedelta(days=1)).isoformat()), now, None, False)
     assert visible(rec(valid_to=(T0 + timedelta(days=1)).isoformat()), now, None, True)
     assert visible(rec(valid_to=(now + timedelta(days=1)).isoformat()), now, None, False)  # ends later
-    assert not visible(rec(internal=True), now, None, True)
+    assert not visible(rec(internal=True, kind="subject_index"), now, None, True)
+    assert visible(rec(internal=True), now, None, False)  # a user's own key never hides a memory
+    assert visible(rec(internal="yes", kind="session_chain"), now, None, False)
     # as_of: known and true at that time
     assert not visible(rec(), now, T0 - timedelta(days=1), False)
     assert visible(rec(valid_from=(T0 - timedelta(days=30)).isoformat()), now, T0 - timedelta(days=1), False)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from primitives.errors import InvalidInputError
 from primitives.memory.changes import Tombstone
-from primitives.memory.kinds import INTERNAL, parse_time
+from primitives.memory.kinds import is_bookkeeping, parse_time
 from primitives.memory.record import MemoryRecord, MemoryType
 from primitives.validation import check_int, check_number
 
@@ -118,7 +118,7 @@ async def forget(memory: Memory, policy: ForgetPolicy, *, namespace: str, user_i
                 continue
             if (user_id is not None and change.user_id != user_id) or change.memory_type not in policy.memory_types:
                 continue
-            if change.metadata and change.metadata.get(INTERNAL):
+            if change.metadata and is_bookkeeping(change.metadata):
                 continue
             scanned += 1
             if policy.max_age_s is not None and change.created_at is not None and (now - change.created_at).total_seconds() > policy.max_age_s:

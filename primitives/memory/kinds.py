@@ -35,13 +35,23 @@ __all__ = [
     "parse_time",
     "visible",
     "fact_subject",
+    "is_bookkeeping",
+    "BOOKKEEPING_KINDS",
 ]
 
 #: Metadata key holding a record's kind: ``"episode"``, ``"skill"``, ``"fact"``,
 #: ``"preference"``, ``"summary"``, ``"insight"``, ``"custom"``; absent on plain memories.
 KIND = "kind"
-#: Metadata key marking bookkeeping records (session chains, extraction marks) that searches never return.
+#: Metadata key marking bookkeeping records (session chains, extraction marks) that searches never
+#: return: a record is bookkeeping only when this is ``True`` *and* its kind is one of
+#: :data:`BOOKKEEPING_KINDS`, so a user's own ``{"internal": true}`` never hides a memory.
 INTERNAL = "internal"
+BOOKKEEPING_KINDS = frozenset({"session_chain", "subject_index", "extraction_mark", "insight_index"})
+
+
+def is_bookkeeping(metadata: Mapping[str, Any]) -> bool:
+    """Whether a record with this metadata is one of this package's bookkeeping records."""
+    return metadata.get(INTERNAL) is True and metadata.get(KIND) in BOOKKEEPING_KINDS
 
 _SPACE = re.compile(r"\s+")
 _EDGE_PUNCT = ".,;:!?\"'()[]{}"
@@ -94,7 +104,7 @@ def visible(record: MemoryRecord, now: datetime, as_of: datetime | None, include
     md = record.metadata
     if not md:
         return as_of is None or record.created_at is None or record.created_at <= as_of
-    if md.get(INTERNAL):
+    if md.get(INTERNAL) is True and md.get(KIND) in BOOKKEEPING_KINDS:
         return False
     valid_to = parse_time(md.get("valid_to"))
     if as_of is None:
