@@ -56,3 +56,23 @@ async def test_example_on_redis(redis_server, monkeypatch, tmp_path) -> None:
     result = await agent_memory.main("redis")
     check(result)
     assert result["backend"] == "redis"
+
+
+async def test_adapter_says_when_a_fallback_served_it(tmp_path) -> None:
+    from primitives.memory import AgentMemory, InMemoryBackend, Memory, ResilientBackend
+    from primitives.memory.redis_backend import RedisBackend
+    from primitives.memory.resilient.outbox import Outbox
+    from primitives.tooling.localredis import free_port
+
+    dead = RedisBackend(f"redis://127.0.0.1:{free_port()}/0", prefix="gone:", socket_connect_timeout=0.2)
+    agent = AgentMemory(Memory(ResilientBackend(dead, outbox=Outbox(tmp_path / "outbox.db"))), agent_id="a", session_id="s")
+    assert agent.degraded is False
+    await agent.save_episode("a task while redis is down", "done", True, 1.0)
+    (episode,) = await agent.search_episodes("task while redis is down")
+    assert episode.task_prompt == "a task while redis is down" and agent.degraded is True
+    assert "a task while redis is down" in await agent.get_enriched_context("task redis down")
+    assert agent.degraded is True
+    await agent.memory.aclose()
+    healthy = AgentMemory(Memory(InMemoryBackend()), agent_id="a")
+    await healthy.search_all("x")
+    assert healthy.degraded is False

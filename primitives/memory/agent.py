@@ -121,6 +121,9 @@ class AgentMemory:
         self.session_id = check_identifier(session_id, "session_id") if session_id is not None else self._new_session_id()
         self._owns_memory = owns_memory
         self._chained = False
+        #: Whether the last search or context of this adapter was served by a fallback because
+        #: the configured backend was down (``memory_backend``/``degraded`` of the pipeline steps).
+        self.degraded = False
 
     def _new_session_id(self) -> str:
         # the agent id is cut so that the session id stays an identifier (at most 1,024 characters)
@@ -198,6 +201,7 @@ class AgentMemory:
         episodic memory of the user, e.g. stored conversation turns)."""
         result = await self.memory.search(query, user_id=self.user_id, namespace=self.namespace,
                                           memory_type=MemoryType.EPISODIC, limit=limit)
+        self.degraded = result.degraded
         return [Episode.from_record(h.record, h.score) for h in result.hits]
 
     # -- knowledge ---------------------------------------------------------------------------
@@ -217,6 +221,7 @@ class AgentMemory:
         """Current knowledge relevant to ``query``, best first (superseded facts left out)."""
         result = await self.memory.search(query, user_id=self.user_id, namespace=self.namespace,
                                           memory_type=MemoryType.SEMANTIC, limit=limit)
+        self.degraded = result.degraded
         return [SemanticMemory.from_record(h.record, h.score) for h in result.hits]
 
     # -- skills ------------------------------------------------------------------------------
@@ -301,6 +306,7 @@ class AgentMemory:
         """Skills of this scope relevant to ``query``, best first, with their statistics."""
         result = await self.memory.search(query, user_id=self.user_id, namespace=self.namespace,
                                           memory_type=MemoryType.SKILL, limit=limit)
+        self.degraded = result.degraded
         return [await self._skill(h.record, h.score) for h in result.hits]
 
     # -- all together ------------------------------------------------------------------------
@@ -322,6 +328,7 @@ class AgentMemory:
         built = await self.memory.context(
             query, session_id=self.session_id, user_id=self.user_id, namespace=self.namespace,
             budget_tokens=budget_tokens, recent_messages=detailed_steps, limit_per_type=limit_per_type)
+        self.degraded = built.degraded
         return built.text
 
     # -- sessions ----------------------------------------------------------------------------
