@@ -273,3 +273,20 @@ async def test_summaries_are_typed_records_not_in_default_episode_search() -> No
     assert rec.memory_type is MemoryType.SEMANTIC and rec.metadata["kind"] == "summary"
     episodes = await memory.search("counted words", memory_type="episodic")
     assert episodes.hits == []
+
+
+async def test_summary_waits_while_the_backend_is_degraded(tmp_path) -> None:
+    """A session cleared on the fallback during an outage would not be cleared on the server."""
+    from primitives.memory import ResilientBackend
+    from primitives.memory.redis_backend import RedisBackend
+    from primitives.memory.resilient.outbox import Outbox
+    from primitives.tooling.localredis import free_port
+
+    dead = RedisBackend(f"redis://127.0.0.1:{free_port()}/0", prefix="gone:", socket_connect_timeout=0.2)
+    llm = ScriptedLLM([{"summary": "never used"}])
+    memory = Memory(ResilientBackend(dead, outbox=Outbox(tmp_path / "outbox.db")), llm=llm)
+    msgs = await _long_session(memory)
+    report = await memory.summarize_session("s1", threshold_tokens=200, keep_last=2)
+    assert report.summarized == 0 and report.skipped == "backend degraded" and llm.calls == []
+    assert [m.content for m in await memory.get_messages("s1")] == [m.content for m in msgs]
+    await memory.aclose()

@@ -11,7 +11,8 @@ session is checked to still start with the summarised messages (else nothing cha
 writer got there first), cleared and refilled; then the record's ``pending`` flag is cleared. A
 call that finds a ``pending`` record for the session whose messages are missing puts them back
 first. Without a crash, the window in which another writer's append can be lost is the clear and
-refill (two calls on a server backend); in process there is none.
+refill (two calls on a server backend); in process there is none. Nothing is replaced while the
+configured backend is degraded (down, or writes still waiting in the outbox): ``skipped`` says so.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class SummaryReport:
         tokens_before, tokens_after: Tokens of the session's messages before and after.
         record_id: The long-term record holding the summary (``None`` when nothing was done).
         restored: Messages put back from an interrupted earlier run.
+        skipped: Why nothing was replaced although the session is over the threshold
+            (``"backend degraded"``, ``"session changed"``), else ``None``.
     """
 
     summarized: int
@@ -54,6 +57,15 @@ class SummaryReport:
     tokens_after: int
     record_id: str | None = None
     restored: int = 0
+    skipped: str | None = None
+
+
+async def _settled(memory: Memory) -> bool:
+    """The configured backend answers and has no journalled writes waiting: a session cleared on
+    the fallback during an outage would not be cleared on the server, and the replayed refill would
+    duplicate its messages there, so summaries wait for the server."""
+    health = await memory.health()
+    return health.ok and not health.detail.get("outbox_pending")
 
 
 def _pending_id(user_id: str | None, session_id: str) -> str:
@@ -97,6 +109,8 @@ async def summarize_session(memory: Memory, session_id: str, *, user_id: str | N
         return SummaryReport(0, before, before, None, restored)
     if llm is None:
         raise ConfigurationError("summarising working memory needs an LLM: Memory(..., llm=...) or MEMORY_LLM_URL")
+    if not await _settled(memory):
+        return SummaryReport(0, before, before, None, restored, "backend degraded")
     from primitives.llm.base import complete_json
 
     older = messages[: len(messages) - keep_last]
@@ -108,7 +122,9 @@ async def summarize_session(memory: Memory, session_id: str, *, user_id: str | N
                               older[-1].created_at, {KIND: "summary", "summarized": len(older)})
     current = await memory.get_messages(session_id, None, namespace=namespace)
     if [message_id(m) for m in current[: len(older)]] != [message_id(m) for m in older]:
-        return SummaryReport(0, before, before, None, restored)  # another writer changed the start
+        return SummaryReport(0, before, before, None, restored, "session changed")  # another writer got there first
+    if not await _settled(memory):
+        return SummaryReport(0, before, before, None, restored, "backend degraded")
     refill = [summary_message, *current[len(older):]]
     record_id = _pending_id(user_id, session_id)
     await memory.add([_record(summary.strip(), record_id, user_id, session_id, namespace, refill, pending=True)])
