@@ -18,7 +18,6 @@ import hashlib
 import math
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,7 +26,7 @@ from primitives.memory.facade import Memory
 from primitives.memory.facts import NewFact, remember_facts
 from primitives.memory.kinds import INTERNAL, KIND, Episode, SemanticMemory, Skill, Step, step_messages
 from primitives.memory.record import MemoryRecord, MemoryType
-from primitives.memory.skills import check_skill_execution, check_skill_name
+from primitives.memory.skills import check_skill_execution, check_skill_name, stats_from_metadata
 from primitives.validation import (
     MAX_IDENTIFIER_CHARS,
     check_bool,
@@ -52,37 +51,14 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def _chain_sessions(record: MemoryRecord | None) -> list[Any]:
     """The ``sessions`` list of a session-chain record (empty when absent or damaged: not a list)."""
     sessions = record.metadata.get("sessions") if record is not None else None
     return list(sessions) if isinstance(sessions, (list, tuple)) else []
-
-
-@dataclass(frozen=True, slots=True)
-class _RecordStats:
-    """Skill statistics kept on the skill record, for backends without atomic counters (the
-    Agent Memory Server): read-modify-write, so concurrent executions of one skill may lose a count."""
-
-    executions: int
-    successes: int
-    total_duration_s: float
-
-    @property
-    def success_rate(self) -> float:
-        return self.successes / self.executions if self.executions else 0.0
-
-    @property
-    def mean_duration_s(self) -> float:
-        return self.total_duration_s / self.executions if self.executions else 0.0
-
-    @classmethod
-    def from_metadata(cls, md: Mapping[str, Any]) -> _RecordStats:
-        def num(key: str) -> float:
-            v = md.get(key)
-            return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else 0.0
-
-        executions = int(num("executions"))
-        return cls(executions, min(int(num("successes")), executions), num("total_duration_s"))
 
 
 class AgentMemory:
@@ -282,13 +258,14 @@ class AgentMemory:
         except NotImplementedError:
             if record is None:
                 return None
-            old = _RecordStats.from_metadata(record.metadata)
-            stats = _RecordStats(old.executions + 1, old.successes + int(success), old.total_duration_s + duration)
-            md = {**record.metadata, "executions": stats.executions, "successes": stats.successes,
-                  "total_duration_s": stats.total_duration_s}
+            old = stats_from_metadata(skill_name, self.namespace, record.metadata, record.updated_at or _now())
+            executions, successes, total = (old.executions, old.successes, old.total_duration_s) if old else (0, 0, 0.0)
+            md = {**record.metadata, "executions": executions + 1, "successes": successes + int(success),
+                  "total_duration_s": total + duration}
             (record,) = await self.memory.add([MemoryRecord(
                 text=record.text, id=record.id, user_id=record.user_id, namespace=record.namespace,
                 memory_type=record.memory_type, topics=record.topics, metadata=md, ttl=record.ttl)])
+            stats = stats_from_metadata(skill_name, self.namespace, md, record.updated_at or _now())
         return None if record is None else Skill.from_record(record, stats)
 
     async def _skill(self, record: MemoryRecord, score: float | None) -> Skill:

@@ -23,12 +23,13 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache, TTLCache
 
 from primitives.memory.kinds import KIND, Episode, Skill, Step
+from primitives.memory.skills import stats_from_metadata
 from primitives.memory.record import MemoryType, Message, SearchHit, written_date
 from primitives.validation import MAX_IDENTIFIER_CHARS, MAX_LIMIT, check_int, check_number
 
@@ -222,10 +223,9 @@ async def _skill_of(memory: Memory, hit: SearchHit) -> Skill:
             stats = await memory.skill_stats(key, namespace=hit.record.namespace)
         except NotImplementedError:
             stats = None
-    if stats is None and isinstance(md.get("executions"), int) and md["executions"] > 0:
-        from primitives.memory.agent import _RecordStats  # the Agent Memory Server keeps counts on the record
-
-        stats = _RecordStats.from_metadata(md)
+    if stats is None:  # the Agent Memory Server keeps the counts on the record
+        name = key if isinstance(key, str) else hit.record.id
+        stats = stats_from_metadata(name, hit.record.namespace, md, hit.record.updated_at or datetime.now(timezone.utc))
     return Skill.from_record(hit.record, stats, hit.score)
 
 

@@ -21,7 +21,14 @@ from cachetools import TTLCache
 from primitives.validation import check_bool, check_identifier, check_number
 from primitives.memory.record import DEFAULT_NAMESPACE
 
-__all__ = ["SkillStats", "InMemorySkillLedger", "check_skill_execution", "check_skill_name", "stats_from_totals"]
+__all__ = [
+    "SkillStats",
+    "InMemorySkillLedger",
+    "check_skill_execution",
+    "check_skill_name",
+    "stats_from_metadata",
+    "stats_from_totals",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,3 +151,24 @@ class InMemorySkillLedger:
         expired)."""
         totals = self._totals.get((namespace, name))
         return None if totals is None else stats_from_totals(name, namespace, totals)
+
+
+def stats_from_metadata(name: str, namespace: str, metadata: Mapping[str, object], at: datetime) -> SkillStats | None:
+    """A :class:`SkillStats` from totals kept on a skill record's metadata (``executions``,
+    ``successes``, ``total_duration_s``), for a backend without atomic counters (the Agent Memory
+    Server), or ``None`` before the first execution. Damaged values read as none: a count that
+    is not an ``int >= 0`` as 0, ``successes`` capped at ``executions``, a duration that is not a
+    finite number ``>= 0`` as 0; ``at`` is taken as the last execution's time."""
+
+    def count(key: str) -> int:
+        v = metadata.get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
+
+    executions = count("executions")
+    if executions == 0:
+        return None
+    duration = metadata.get("total_duration_s")
+    total = float(duration) if isinstance(duration, (int, float)) and not isinstance(duration, bool) else 0.0
+    if not (math.isfinite(total) and total >= 0):
+        total = 0.0
+    return SkillStats(name, namespace, executions, min(count("successes"), executions), total, at)
