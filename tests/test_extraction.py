@@ -204,6 +204,19 @@ async def test_llm_decided_supersession_paris_then_berlin_and_as_of() -> None:
     assert len(both) == 2
 
 
+async def test_an_llm_answer_of_add_supersedes_nothing_even_with_ids() -> None:
+    llm = ScriptedLLM()
+    memory = make(llm)
+    await say(memory, "s1", "I have a cat.")
+    llm.push(facts(("The user has a cat", "pets")))
+    first = await memory.extract("s1", user_id="u1")
+    await say(memory, "s1", "I also got a dog.", start=T0 + timedelta(days=1))
+    llm.push(facts(("The user has a dog", "pets")), decisions((0, "add", [first.writes[0].record.id])))
+    second = await memory.extract("s1", user_id="u1")
+    assert second.writes[0].superseded == ()
+    assert sorted(await visible_facts(memory, "u1", "user has")) == ["The user has a cat", "The user has a dog"]
+
+
 async def test_without_an_llm_the_subject_decides_supersession() -> None:
     memory = make()
     first = await memory.remember_fact("Favourite colour is blue", user_id="u1", subject="favourite colour")

@@ -227,7 +227,10 @@ async def remember_facts(
     if llm is not None and any(candidates):
         decisions = await _llm_decisions(memory, llm, list(facts), candidates)
     else:
-        decisions = [("add", [c.id for c in cands if fact_subject(c.metadata.get("subject")) == fact_subject(f.subject) and f.subject]) for f, cands in zip(facts, candidates)]
+        decisions = []
+        for f, cands in zip(facts, candidates):  # without an LLM: the same subject supersedes
+            same = [c.id for c in cands if f.subject and fact_subject(c.metadata.get("subject")) == fact_subject(f.subject)]
+            decisions.append(("supersede" if same else "add", same))
     results: list[FactWrite] = []
     for fact, cands, (action, ids), index in zip(facts, candidates, decisions, indexes):
         digest = content_hash(fact.text, user_id)
@@ -248,7 +251,7 @@ async def remember_facts(
             if sims[best] >= NEAR_DUPLICATE_COSINE:
                 results.append(FactWrite("near_duplicate", cands[best]))
                 continue
-        superseded = [c for c in cands if c.id in ids] if action in ("supersede", "add") else []
+        superseded = [c for c in cands if c.id in ids] if action == "supersede" else []
         results.append(await _write(memory, ns, fact, digest, user_id, session_id, superseded, index, now))
     return results
 
