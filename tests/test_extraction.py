@@ -82,6 +82,16 @@ async def test_rerun_extracts_nothing_twice_and_only_new_messages_later() -> Non
     assert sorted(await visible_facts(memory, "u1", "likes")) == ["The user likes chess", "The user likes tea"]
 
 
+async def test_sessions_that_differ_only_in_case_or_spacing_keep_their_own_marks() -> None:
+    llm = ScriptedLLM([facts("alpha"), facts("bravo"), facts("charlie")])
+    memory = make(llm)
+    for sid in ("s1", "S1", "s 1"):
+        await say(memory, sid, f"message in {sid}")
+    reports = [await memory.extract(sid, user_id="u1") for sid in ("s1", "S1", "s 1")]
+    assert [r.messages for r in reports] == [1, 1, 1]
+    assert len(llm.calls) == 3
+
+
 async def test_strategies_are_independent_and_each_idempotent() -> None:
     llm = ScriptedLLM([facts("The user prefers window seats"), {"summary": "They talked about travel."}])
     memory = make(llm)

@@ -14,7 +14,6 @@ the working memory of the current session.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import uuid
 from collections.abc import Mapping, Sequence
@@ -24,7 +23,7 @@ from typing import Any
 from primitives.errors import ConfigurationError, InvalidInputError, InvalidInputTypeError
 from primitives.memory.facade import Memory
 from primitives.memory.facts import NewFact, remember_facts
-from primitives.memory.kinds import INTERNAL, KIND, Episode, SemanticMemory, Skill, Step, step_messages
+from primitives.memory.kinds import INTERNAL, KIND, Episode, SemanticMemory, Skill, Step, digest, step_messages
 from primitives.memory.record import MemoryRecord, MemoryType
 from primitives.memory.skills import check_skill_execution, check_skill_name, stats_from_metadata
 from primitives.validation import (
@@ -46,9 +45,8 @@ ADAPTER_BACKENDS = {"redis": "redis", "inmemory": "inmemory", "in-memory": "inme
 MAX_CHAIN = 1000
 
 
-def _digest(*parts: str) -> str:
-    payload = "\x1f".join(f"{len(p)}:{p}" for p in parts)
-    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+def _short(*parts: str) -> str:
+    return digest(*parts)[:32]
 
 
 def _now() -> datetime:
@@ -203,7 +201,7 @@ class AgentMemory:
     # -- skills ------------------------------------------------------------------------------
 
     def _skill_id(self, skill_name: str) -> str:
-        return "skill-" + _digest(self.user_id, skill_name)
+        return "skill-" + _short(self.user_id, skill_name)
 
     def _stats_key(self, skill_name: str) -> str:
         """The skill's name in the statistics (an identifier, unique per scope and skill):
@@ -211,7 +209,7 @@ class AgentMemory:
         longer than an identifier may be (a readable key starts with a digit, so the two kinds
         never meet)."""
         key = f"{len(self.user_id)}:{self.user_id}:{skill_name}"
-        return key if len(key) <= MAX_IDENTIFIER_CHARS else "#" + _digest(self.user_id, skill_name)
+        return key if len(key) <= MAX_IDENTIFIER_CHARS else "#" + _short(self.user_id, skill_name)
 
     async def save_skill(self, skill_name: str, description: str, action_sequence: Sequence[str],
                          tags: Sequence[str] = ()) -> str:
@@ -311,7 +309,7 @@ class AgentMemory:
     # -- sessions ----------------------------------------------------------------------------
 
     def _chain_id(self) -> str:
-        return "session-chain-" + _digest(self.user_id, self.agent_id)
+        return "session-chain-" + _short(self.user_id, self.agent_id)
 
     async def _chain(self, session_id: str | None = None) -> None:
         """Add the current session to the chain once (the first write of each session)."""

@@ -17,12 +17,12 @@ mark advances after the batch is written, so a run killed mid-way repeats at mos
 facts are deduplicated (ids are derived from content): re-running extracts nothing twice. Every
 extracted memory keeps its provenance: ``session_id``, ``message_ids``, ``strategy``, ``model``.
 
-A message id is the first 16 hex digits of SHA-256 over the message's time, role and content.
+A message id is the first 16 hex digits of :func:`~primitives.memory.kinds.digest` of the
+message's time, role and content.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from primitives.errors import ConfigurationError, InvalidInputError, LLMResponseError
 from primitives.memory.facts import FactWrite, NewFact, remember_facts
-from primitives.memory.kinds import INTERNAL, KIND, content_hash, iso, parse_time
+from primitives.memory.kinds import INTERNAL, KIND, digest, iso, parse_time
 from primitives.memory.record import MemoryRecord, MemoryType, Message
 
 if TYPE_CHECKING:
@@ -66,9 +66,7 @@ _PROMPTS = {
 
 def message_id(m: Message) -> str:
     """A stable id of a working-memory message (see the module docstring)."""
-    stamp = m.created_at.isoformat() if m.created_at else ""
-    payload = f"{len(stamp)}:{stamp}\x1f{len(m.role)}:{m.role}\x1f{m.content}"
-    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return digest(m.created_at.isoformat() if m.created_at else None, m.role, m.content)[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +156,7 @@ def _parse_memories(answer: Mapping[str, Any], model: str) -> list[dict[str, Any
 
 
 def _mark_id(user_id: str | None, session_id: str, strategy: str) -> str:
-    return "extract-mark-" + content_hash(f"{session_id}\x1f{strategy}", user_id)[:40]
+    return "extract-mark-" + digest(user_id, session_id, strategy)[:40]
 
 
 def _pending(messages: list[Message], mark: MemoryRecord | None) -> list[Message]:
@@ -220,7 +218,7 @@ async def extract(
             if not isinstance(summary, str) or not summary.strip():
                 raise LLMResponseError(f'expected {{"summary": "<text>"}}, got {json.dumps(answer)[:200]}', model=counting.model)
             facts = [NewFact(summary.strip(), kind="summary", provenance=provenance,
-                             id="summary-" + content_hash(f"{session_id}\x1f{ids[0]}\x1f{ids[-1]}", user_id)[:40])]
+                             id="summary-" + digest(user_id, session_id, ids[0], ids[-1])[:40])]
         else:
             kind = {"discrete": "fact", "preferences": "preference", "custom": "custom"}[strategy]
             facts = [NewFact(m["text"], subject=m["subject"], kind=kind, importance=m["importance"],
@@ -263,7 +261,7 @@ async def reflect(memory: Memory, session_id: str, *, user_id: str | None, names
     if not messages:
         return None
     transcript = _transcript(messages)
-    index_id = "insights-" + content_hash("insights", user_id)[:40]
+    index_id = "insights-" + digest(user_id)[:40]
     index = await memory.get(index_id, namespace=namespace)
     known = [i for i in (index.metadata.get("ids", []) if index else []) if isinstance(i, str)]
     previous = [r for r in [await memory.get(i, namespace=namespace) for i in known] if r is not None]
@@ -282,7 +280,7 @@ async def reflect(memory: Memory, session_id: str, *, user_id: str | None, names
     (write,) = await remember_facts(memory, [NewFact(
         insight.strip(), kind="insight", importance=float(importance),
         provenance={"session_id": session_id, "message_ids": ids[-20:], "strategy": "reflection", "model": model},
-        id="insight-" + content_hash(f"{session_id}\x1f{ids[-1]}", user_id)[:40],
+        id="insight-" + digest(user_id, session_id, ids[-1])[:40],
     )], user_id=user_id, session_id=session_id, namespace=namespace)
     if write.record.id not in known:  # the user's insights, newest last (a bookkeeping record)
         await memory.add([MemoryRecord(

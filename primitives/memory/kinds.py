@@ -31,6 +31,7 @@ __all__ = [
     "SemanticMemory",
     "Skill",
     "content_hash",
+    "digest",
     "normalize_fact",
     "parse_time",
     "visible",
@@ -65,13 +66,18 @@ def normalize_fact(text: str) -> str:
     return _SPACE.sub(" ", text).strip().strip(_EDGE_PUNCT).strip()
 
 
-def content_hash(text: str, user_id: str | None) -> str:
-    """SHA-256 hex of the user and the normalised text (:func:`normalize_fact`): equal for exact
-    duplicates of one user's fact, different across users. The user id is length-prefixed so no
-    choice of ids and texts collides by concatenation."""
-    owner = "n" if user_id is None else f"s{len(user_id)}:{user_id}"
-    payload = f"{owner}\x1f{normalize_fact(text)}"
+def digest(*parts: str | None) -> str:
+    """SHA-256 hex of ``parts`` exactly as given (each length-prefixed, ``None`` distinct from
+    every string), so no two different tuples share a digest by concatenation: the one rule
+    behind every derived id (skills, session chains, extraction marks, summaries, messages)."""
+    payload = "\x1f".join("n" if p is None else f"s{len(p)}:{p}" for p in parts)
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def content_hash(text: str, user_id: str | None) -> str:
+    """:func:`digest` of the user and the normalised text (:func:`normalize_fact`): equal for
+    exact duplicates of one user's fact, different across users."""
+    return digest(user_id, normalize_fact(text))
 
 
 def parse_time(value: object) -> datetime | None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from primitives.errors import ConfigurationError, LLMResponseError
 from primitives.memory.extraction import _transcript, message_id
-from primitives.memory.kinds import KIND, content_hash
+from primitives.memory.kinds import KIND, digest
 from primitives.memory.record import MemoryRecord, MemoryType, Message
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ async def _settled(memory: Memory) -> bool:
 
 
 def _pending_id(user_id: str | None, session_id: str) -> str:
-    return "wm-summary-" + content_hash(session_id, user_id)[:40]
+    return "wm-summary-" + digest(user_id, session_id)[:40]
 
 
 async def _restore(memory: Memory, ns: str, user_id: str | None, session_id: str) -> int:
