@@ -240,3 +240,20 @@ async def test_assistant_replies_stay_in_working_memory_only_by_default() -> Non
     assert (await memory.search("Kept reply", user_id="u1")).hits
     with pytest.raises(InvalidInputError):
         RememberPrimitive(memory, remember_response="yes")  # type: ignore[arg-type]
+
+
+async def test_a_write_during_the_first_context_call_is_not_hidden_by_the_cache() -> None:
+    memory = Memory(InMemoryBackend())
+    await memory.remember("Alice likes tea", user_id="alice")
+    real = memory.get_messages
+
+    async def write_meanwhile(*args, **kwargs):
+        await memory.remember("Alice likes coffee now", user_id="alice")
+        return await real(*args, **kwargs)
+
+    memory.get_messages = write_meanwhile  # type: ignore[method-assign]
+    first = await memory.context("Alice likes", user_id="alice", session_id="s1")
+    memory.get_messages = real  # type: ignore[method-assign]
+    second = await memory.context("Alice likes", user_id="alice", session_id="s1")
+    assert not second.cached and "coffee" in second.text
+    assert first.cached is False

@@ -81,8 +81,7 @@ async def _context_bench(memories: int, queries: int, seed: int) -> dict[str, An
     for _ in range(queries):
         text, user = rng.choice(sample)
         qs.append((f"what do you remember about {' '.join(rng.sample(text.split(), 3))}?", user))
-    memory.context  # noqa: B018 - the tokenizer loads on the first call, before timing
-    await memory.context("warm up", user_id="user-0", session_id="session-0")
+    await memory.context("warm up", user_id="user-0", session_id="session-0")  # loads the tokenizer
     uncached, searches, tokens = [], [], []
     for q, user in qs:
         sid = f"session-{user.split('-')[1]}"

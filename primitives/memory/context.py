@@ -138,6 +138,7 @@ class ContextCache:
         self._entries: TTLCache | None = TTLCache(maxsize, ttl, timer=timer) if self.ttl > 0 else None  # type: ignore[type-arg]
         self._generations = _Generations(65_536)
         self._counter = itertools.count(1)
+        self._used = False  # no context asked yet: writes have nothing to invalidate
         #: Token counts of rendered lines, which recur across calls (the same memories come back).
         self.line_tokens: LRUCache = LRUCache(65_536)  # type: ignore[type-arg]
 
@@ -148,7 +149,7 @@ class ContextCache:
     def touch(self, namespace: str, *, user_id: str | None = None, session_id: str | None = None) -> None:
         """A write in ``namespace``: to one user's records / one session, or (neither given)
         to records every user of the namespace sees."""
-        if self._entries is None:
+        if self._entries is None or not self._used:
             return
         if user_id is None and session_id is None:
             self._generations[("ns", namespace)] = next(self._counter)
@@ -158,6 +159,9 @@ class ContextCache:
             self._generations[("session", namespace, session_id)] = next(self._counter)
 
     def key(self, namespace: str, user_id: str | None, session_id: str | None, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The cache key of a context call, made before the call reads anything (from then on,
+        writes are tracked, so an entry built while a write happened never matches again)."""
+        self._used = True
         return (
             namespace, user_id, session_id, args,
             self._gen(("ns", namespace)),
@@ -242,7 +246,7 @@ async def build_context(
     mode: str | None,
     as_of: datetime | None,
     counter: Any,
-    line_tokens: Any = None,
+    line_tokens: Any,
 ) -> PromptContext:
     """Build a context (see the module docstring); :meth:`Memory.context` validates the
     arguments and caches the result."""
@@ -271,16 +275,13 @@ async def build_context(
                 degraded = degraded or own.degraded
     fact_hits, episode_hits, skill_hits = (buckets[t] for t in _TYPES)
     skill_views = [await _skill_of(memory, h) for h in skill_hits]
-    if line_tokens is None:
-        count = counter.count
-    else:
-        raw_count = counter.count
+    raw_count = counter.count
 
-        def count(text: str) -> int:
-            n = line_tokens.get(text)
-            if n is None:
-                n = line_tokens[text] = raw_count(text)
-            return n
+    def count(text: str) -> int:  # rendered lines recur across calls: their counts are cached
+        n = line_tokens.get(text)
+        if n is None:
+            n = line_tokens[text] = raw_count(text)
+        return n
 
     sections: dict[str, list[ContextItem]] = {k: [] for k in SECTION_TITLES}
     n = len(messages)

@@ -273,8 +273,8 @@ class Memory(AgentMethods):
         """Insert or replace records (see :meth:`MemoryBackend.add`), then announce one
         ``"upsert"`` event per record on the change feed (one round trip; see :meth:`_announce`)."""
         stored = await self.backend.add(records)
-        for r in stored:
-            self._context_cache.touch(r.namespace, user_id=r.user_id, session_id=r.session_id)
+        for namespace, user_id, session_id in {(r.namespace, r.user_id, r.session_id) for r in stored}:
+            self._context_cache.touch(namespace, user_id=user_id, session_id=session_id)
         await self._announce(
             ChangeEvent(r.id, "upsert", r.namespace, r.user_id, r.memory_type.value, r.updated_at, self.agent_id)
             for r in stored

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
 from primitives.errors import InvalidInputTypeError, UnscopedAccessError
@@ -33,8 +34,7 @@ class AgentMethods:
     _tasks: set[asyncio.Task[Any]]
     _semaphore: asyncio.Semaphore | None
 
-    def _ns(self, namespace: str | None) -> str:
-        return self.namespace if namespace is None else namespace
+    _ns: Callable[[str | None], str]  # Memory's: the namespace of a call
 
     async def context(
         self,

@@ -110,7 +110,7 @@ def visible(record: MemoryRecord, now: datetime, as_of: datetime | None, include
     md = record.metadata
     if not md:
         return as_of is None or record.created_at is None or record.created_at <= as_of
-    if md.get(INTERNAL) is True and md.get(KIND) in BOOKKEEPING_KINDS:
+    if is_bookkeeping(md):
         return False
     valid_to = parse_time(md.get("valid_to"))
     if as_of is None:
