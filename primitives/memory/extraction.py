@@ -129,6 +129,17 @@ def _transcript(batch: Sequence[Message]) -> str:
     return "\n".join(lines)
 
 
+def _importance(value: object, model: str) -> float:
+    """An answer's ``importance``: a number in ``[0, 1]``.
+
+    Raises:
+        LLMResponseError: anything else (a bool, a string, NaN, out of range).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise LLMResponseError(f'"importance" must be a number in [0, 1], got {json.dumps(value)[:100]}', model=model)
+    return float(value)
+
+
 def _parse_memories(answer: Mapping[str, Any], model: str) -> list[dict[str, Any]]:
     items = answer.get("memories")
     if not isinstance(items, list) or len(items) > MAX_MEMORIES_PER_ANSWER:
@@ -143,15 +154,13 @@ def _parse_memories(answer: Mapping[str, Any], model: str) -> list[dict[str, Any
         valid_from = item.get("valid_from")
         if subject is not None and not isinstance(subject, str):
             raise LLMResponseError(f'"subject" must be a string or null, got {json.dumps(subject)[:100]}', model=model)
-        if isinstance(importance, bool) or not isinstance(importance, (int, float)) or not 0.0 <= importance <= 1.0:
-            raise LLMResponseError(f'"importance" must be a number in [0, 1], got {json.dumps(importance)[:100]}', model=model)
         when = None
         if valid_from not in (None, ""):
             when = parse_time(valid_from) if isinstance(valid_from, str) else None
             if when is None:
                 raise LLMResponseError(f'"valid_from" must be YYYY-MM-DD or null, got {json.dumps(valid_from)[:100]}', model=model)
         out.append({"text": item["text"].strip(), "subject": (subject or "").strip() or None,
-                    "importance": float(importance), "valid_from": when})
+                    "importance": _importance(importance, model), "valid_from": when})
     return out
 
 
@@ -274,11 +283,10 @@ async def reflect(memory: Memory, session_id: str, *, user_id: str | None, names
     insight, importance = answer.get("insight"), answer.get("importance", 0.5)
     if not isinstance(insight, str) or not insight.strip():
         raise LLMResponseError(f'expected {{"insight": "<text>", "importance": <0-1>}}, got {json.dumps(answer)[:200]}', model=model)
-    if isinstance(importance, bool) or not isinstance(importance, (int, float)) or not 0.0 <= importance <= 1.0:
-        raise LLMResponseError(f'"importance" must be a number in [0, 1], got {json.dumps(importance)[:100]}', model=model)
+    importance = _importance(importance, model)
     ids = [message_id(m) for m in messages]
     (write,) = await remember_facts(memory, [NewFact(
-        insight.strip(), kind="insight", importance=float(importance),
+        insight.strip(), kind="insight", importance=importance,
         provenance={"session_id": session_id, "message_ids": ids[-20:], "strategy": "reflection", "model": model},
         id="insight-" + digest(user_id, session_id, ids[-1])[:40],
     )], user_id=user_id, session_id=session_id, namespace=namespace)
