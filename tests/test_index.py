@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from primitives.memory import Analyzer
-from primitives.memory.analysis import ENGLISH_STOP_WORDS
+from primitives.memory.analysis import _TOKEN, ENGLISH_STOP_WORDS, words
 from primitives.memory.inmemory.index import InvertedIndex
 
 
@@ -87,3 +89,74 @@ def test_analyzer_shares_one_object_per_stem() -> None:
     first = analyzer.terms("gardening")[0]
     second = analyzer.terms("more gardening")[0]
     assert first is second
+
+
+_HOSTILE_TEXT = st.lists(
+    st.sampled_from(list("aZ9_ '’`\"-.,;:!?\t\n\x00\\*@{}|()[]éÉßİ😀ﬁ\u00a0\u2028") + ["don't", "''", "x'y'z", "I'M"]),
+    max_size=40,
+).map("".join)
+
+
+@given(text=_HOSTILE_TEXT)
+@settings(max_examples=400, deadline=None)
+def test_words_fast_path_matches_the_pattern(text: str) -> None:
+    # the ASCII byte-table path must split exactly as the unicode pattern does
+    assert words(text) == _TOKEN.findall(text.casefold())
+    ascii_only = text.encode("ascii", "ignore").decode()
+    assert words(ascii_only) == _TOKEN.findall(ascii_only.casefold())
+
+
+def test_analyzer_stem_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("primitives.memory.analysis._STEM_CACHE_SIZE", len(ENGLISH_STOP_WORDS) + 10)
+    analyzer = Analyzer()
+    for i in range(100):
+        assert analyzer.terms(f"running{i} the") == [f"running{i}"]
+    assert len(analyzer._lookup) <= len(ENGLISH_STOP_WORDS) + 11
+    assert analyzer.terms("the running") == ["run"]  # stop words survive the reset
+
+
+def test_renumbering_when_document_numbers_run_out_keeps_every_statistic(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("primitives.memory.inmemory.index._MAX_DOCNO", 20)
+    index, fresh = InvertedIndex(), InvertedIndex()
+    for i in range(60):  # many writes and removals: numbers run out twice
+        terms = ["tea", "tea", f"w{i % 7}"] if i % 3 else ["cake", f"w{i % 5}"]
+        index.add(f"k{i % 9}", terms, {"user_id": [f"u{i % 2}"]})
+        if i % 4 == 0:
+            index.remove(f"k{(i + 3) % 9}")
+    for key in sorted(index._docno_by_key, key=index._docno_by_key.__getitem__):
+        docno = index._docno_by_key[key]
+        _, _, unique, pairs = index._docs[docno]
+        length = index._docs[docno][1]
+        tf = index._tfs
+        terms = [t for t in unique for _ in range(tf.get(t, {}).get(docno, 1))]
+        assert len(terms) == length
+        fresh.add_pairs(key, terms, pairs)
+    assert max(index._docno_by_key.values()) <= 20
+    for query in (["tea"], ["cake", "w1"], ["w3", "tea"]):
+        for flt in (None, {"user_id": ["u1"]}):
+            assert index.search(query, tag_filter=flt, limit=20) == fresh.search(query, tag_filter=flt, limit=20)
+    assert index.total_length == fresh.total_length
+    assert {t: index.document_frequency(t) for t in ("tea", "cake", "w1")} == {
+        t: fresh.document_frequency(t) for t in ("tea", "cake", "w1")
+    }
+
+
+def test_add_pairs_shares_the_tuple_and_a_pair_listed_twice_is_removed_once() -> None:
+    index = InvertedIndex()
+    pairs = (("user_id", "u1"), ("topics", "x"), ("topics", "x"))
+    index.add_pairs("a", ["tea"], pairs)
+    index.add_pairs("b", ["tea"], pairs)
+    assert index.count({"topics": ("x",)}) == 2
+    index.remove("a")
+    index.remove("b")
+    assert index.count({"topics": ("x",)}) == 0 and index.count({"user_id": ("u1",)}) == 0
+    assert index._tags == {} and index._tag_pairs == {}
+
+
+def test_canonical_returns_the_indexed_copy_of_a_tag_value() -> None:
+    index = InvertedIndex()
+    stored = "".join(["us", "er-1"])
+    index.add("a", ["tea"], {"user_id": [stored]})
+    other = "".join(["use", "r-1"])
+    assert other is not stored and index.canonical("user_id", other) is stored
+    assert index.canonical("user_id", "nobody") == "nobody"

@@ -9,6 +9,8 @@ import pytest
 
 from primitives.errors import InvalidInputError
 from primitives.memory import InMemoryBackend, MemoryRecord, MemoryType, Message
+from primitives.memory.inmemory.store import RecordStore
+from primitives.memory.record import utc_from_timestamp
 from tests.conftest import FakeClock
 from tests.contract import BackendContract
 
@@ -142,3 +144,63 @@ async def test_a_repeated_topic_is_one_tag_and_survives_replace_and_delete() -> 
     await backend.add([MemoryRecord(text="plan two", id="r", topics=("alice",))])
     assert await backend.delete(["r"]) == 1
     assert await backend.count({"topics": "alice"}) == 0
+
+
+def _store(maxsize: int, clock: FakeClock) -> tuple[RecordStore, list[tuple[str, str]]]:
+    dropped: list[tuple[str, str]] = []
+    store = RecordStore(
+        maxsize,
+        lambda record, now: (record.updated_at.timestamp() if record.updated_at else now) + (record.ttl or math.inf),
+        clock,
+        lambda key, record: dropped.append((key, record.text)),
+    )
+    return store, dropped
+
+
+def _stamped(text: str, clock: FakeClock, ttl: float | None = None) -> MemoryRecord:
+    now = utc_from_timestamp(clock())
+    return MemoryRecord(text=text, id=text, ttl=ttl, created_at=now, updated_at=now)
+
+
+def test_record_store_evicts_least_recently_used_and_reports_each_drop_once(clock: FakeClock) -> None:
+    store, dropped = _store(2, clock)
+    for text in ("a", "b"):
+        assert store.set(text, _stamped(text, clock), clock())
+    assert store.get("a") is not None  # a is now the most recently used
+    assert store.peek("b") is not None  # peeking does not change the order
+    store.set("c", _stamped("c", clock), clock())
+    assert dropped == [("b", "b")] and list(store) == ["a", "c"]
+    assert store.pop("a") is not None and store.pop("a") is None
+    assert dropped == [("b", "b")]  # pop is not reported
+
+
+def test_record_store_expiry_skips_rewritten_records_and_rebuilds_its_heap(clock: FakeClock) -> None:
+    store, dropped = _store(10_000, clock)
+    store.set("a", _stamped("a", clock, ttl=10), clock())
+    clock.advance(5)
+    store.set("a", _stamped("a", clock, ttl=10), clock())  # rewritten: now expires at +15
+    store.set("b", _stamped("b", clock, ttl=1), clock())
+    store.set("n", _stamped("n", clock), clock())  # no ttl: never expires, not in the heap
+    clock.advance(5.5)
+    store.expire()
+    assert dropped == [("b", "b")] and "a" in store
+    clock.advance(10)
+    store.expire()
+    assert dropped == [("b", "b"), ("a", "a")] and list(store) == ["n"]
+    # a record rewritten many times leaves stale entries; the heap stays bounded
+    for _ in range(5_000):
+        store.set("r", _stamped("r", clock, ttl=100), clock())
+        clock.advance(0.001)
+    assert len(store._heap) <= 1024 + 1  # rebuilt from the live records when over its bound
+    clock.advance(100)
+    store.expire()
+    assert dropped[-1] == ("r", "r") and list(store) == ["n"] and store._heap == []
+
+
+def test_record_store_a_write_that_expires_on_arrival_removes_the_old_version(clock: FakeClock) -> None:
+    store, dropped = _store(4, clock)
+    store.set("a", _stamped("a", clock, ttl=10), clock())
+    old = _stamped("a", clock, ttl=1)
+    clock.advance(2)
+    assert not store.set("a", old, clock())
+    assert "a" not in store and dropped == []

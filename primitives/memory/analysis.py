@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import Stemmer  # PyStemmer: the Snowball stemmers compiled from C
 
-__all__ = ["Analyzer", "ENGLISH_STOP_WORDS"]
+__all__ = ["Analyzer", "ENGLISH_STOP_WORDS", "words"]
 
 #: English stop words: the Snowball project's English stop list
 #: (https://snowballstem.org/algorithms/english/stop.txt, as also shipped by NLTK), plus the
@@ -42,6 +42,11 @@ ENGLISH_STOP_WORDS: frozenset[str] = frozenset(
 _STEM_CACHE_SIZE = 500_000
 
 _TOKEN = re.compile(r"\w+(?:['’]\w+)*")
+#: For ASCII text: lower-case letters, keep ``[a-z0-9_']``, every other byte becomes a space
+#: (``\w`` on ASCII is ``[A-Za-z0-9_]``).
+_ASCII_WORD_BYTES = bytes(
+    c if chr(c).isalnum() or chr(c) in "_'" else 32 for c in range(128)
+).lower() + bytes([32]) * 128
 
 
 class Analyzer:
@@ -73,29 +78,48 @@ class Analyzer:
         # occurrence of a stem in an index is one shared str object) and each stop word to "",
         # so filtering and stemming are one C-level dict lookup a word.
         self._stemmer = Stemmer.Stemmer(language, 0) if stem else None
-        self._lookup: dict[str, str] = dict.fromkeys(self.stop_words, "")
+        self._lookup = _Stems(self._stemmer, self.stop_words)
 
     def terms(self, text: str) -> list[str]:
         """Index terms of ``text`` in order of appearance, repeats kept (for term frequency).
 
         Returns an empty list for text with no words or only stop words.
         """
-        words = _TOKEN.findall(text.casefold())
-        out = list(map(self._lookup.get, words))
-        if None in out:
-            self._learn(words, out)
-        return [t for t in out if t]
+        return list(filter(None, map(self._lookup.__getitem__, words(text))))
 
-    def _learn(self, words: list[str], out: list[str | None]) -> None:
-        lookup = self._lookup
-        if len(lookup) > _STEM_CACHE_SIZE:
+
+class _Stems(dict):
+    """Word -> interned stem (stop words -> ``""``); a word not seen before is stemmed on
+    lookup (``__missing__``), so a known word costs one C-level dict lookup."""
+
+    __slots__ = ("_stemmer", "_stop_words")
+
+    def __init__(self, stemmer: Stemmer.Stemmer | None, stop_words: frozenset[str]) -> None:
+        super().__init__(dict.fromkeys(stop_words, ""))
+        self._stemmer = stemmer
+        self._stop_words = stop_words
+
+    def __missing__(self, word: str) -> str:
+        if len(self) > _STEM_CACHE_SIZE:
             # bounded: a stream of unique tokens cannot grow it without limit
-            lookup.clear()
-            lookup.update(dict.fromkeys(self.stop_words, ""))
-        missing = [w for w, t in zip(words, out) if t is None]
-        stems = self._stemmer.stemWords(missing) if self._stemmer is not None else missing
-        for word, stem in zip(missing, stems):
-            lookup[word] = sys.intern(stem)
-        for i, t in enumerate(out):
-            if t is None:
-                out[i] = lookup[words[i]]
+            self.clear()
+            self.update(dict.fromkeys(self._stop_words, ""))
+        stem = self[word] = sys.intern(self._stemmer.stemWord(word) if self._stemmer is not None else word)
+        return stem
+
+
+def words(text: str) -> list[str]:
+    """``text`` case-folded and split into words (``\\w+`` with inner apostrophes, see
+    :class:`Analyzer`), in order.
+
+    ASCII text takes a fast path with the same result: one byte-table pass lower-cases it and
+    turns every character that is not ``[A-Za-z0-9_']`` into a space, then ``split()``; a word
+    with an apostrophe is re-split by the pattern (which drops outer and doubled apostrophes).
+    Other text goes through the unicode pattern.
+    """
+    if not text.isascii():
+        return _TOKEN.findall(text.casefold())
+    out = text.encode("ascii").translate(_ASCII_WORD_BYTES).decode("ascii").split()
+    if "'" in text:
+        out = [w for part in out for w in ((part,) if "'" not in part else _TOKEN.findall(part))]
+    return out

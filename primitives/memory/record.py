@@ -49,9 +49,11 @@ __all__ = [
 DEFAULT_NAMESPACE = "default"
 
 #: Metadata keys whose string values are indexed for keyword search together with ``text``:
-#: ``speaker`` (who said it) and ``context`` (the turn that preceded it in its session, set by
-#: ``RememberPrimitive``). Measured on LoCoMo: see docs/in-memory-backend.md.
-INDEXED_METADATA_KEYS: tuple[str, ...] = ("speaker", "context")
+#: ``speaker`` (who said it), ``context`` (the turn that preceded it in its session, set by
+#: ``RememberPrimitive``) and ``resolved_dates`` (its relative dates written out against its
+#: date, set by ``RememberPrimitive``: docs/temporal.md). Measured on LoCoMo: see
+#: docs/in-memory-backend.md.
+INDEXED_METADATA_KEYS: tuple[str, ...] = ("speaker", "context", "resolved_dates")
 
 
 class MemoryType(StrEnum):
@@ -396,23 +398,16 @@ def with_timestamps(record: MemoryRecord, created_at: datetime, updated_at: date
     """A copy of ``record`` with the given timestamps, for backends stamping what they store.
 
     Equivalent to ``dataclasses.replace(record, created_at=..., updated_at=...)`` but skips the
-    re-validation of fields that were validated when ``record`` was built (half the cost).
+    re-validation of fields that were validated when ``record`` was built (a tenth of the cost).
     """
-    copy = object.__new__(MemoryRecord)
-    for slot in _SLOTS:
-        slot.__set__(copy, slot.__get__(record))
-    object.__setattr__(copy, "created_at", created_at)
-    object.__setattr__(copy, "updated_at", updated_at)
-    return copy
+    return _stamped(record, created_at, updated_at)
 
 
 def trusted_replace(record: MemoryRecord, **changes: Any) -> MemoryRecord:
     """A copy of ``record`` with ``changes``, not validated again: for backends changing fields
     they produced themselves (an embedding from the embedder, a stored timestamp). Each value
     must already be in its final form (a float32-rounded tuple for ``embedding``, a UTC datetime)."""
-    copy = object.__new__(MemoryRecord)
-    for slot in _SLOTS:
-        slot.__set__(copy, slot.__get__(record))
+    copy = _copy(record)
     for name, value in changes.items():
         _SLOT_BY_NAME[name].__set__(copy, value)
     return copy
@@ -420,6 +415,26 @@ def trusted_replace(record: MemoryRecord, **changes: Any) -> MemoryRecord:
 
 _SLOTS = tuple(getattr(MemoryRecord, f.name) for f in fields(MemoryRecord))
 _SLOT_BY_NAME = {f.name: getattr(MemoryRecord, f.name) for f in fields(MemoryRecord)}
+
+
+def _compile_copiers() -> tuple[Any, Any]:
+    """Straight-line slot copies of a record (as :mod:`dataclasses` generates ``__init__``): one
+    C-level descriptor call per field instead of a loop; 3x faster, and this runs on every add."""
+    names = list(_SLOT_BY_NAME)
+    scope: dict[str, Any] = {f"set_{n}": slot.__set__ for n, slot in _SLOT_BY_NAME.items()}
+    scope["_new"], scope["_cls"] = object.__new__, MemoryRecord
+    body = "".join(f"    set_{n}(out, record.{n})\n" for n in names if n not in ("created_at", "updated_at"))
+    exec(  # noqa: S102 - the source is built from the dataclass's own field names only
+        "def _copy(record):\n    out = _new(_cls)\n" + body
+        + "    set_created_at(out, record.created_at)\n    set_updated_at(out, record.updated_at)\n    return out\n"
+        + "def _stamped(record, created_at, updated_at):\n    out = _new(_cls)\n" + body
+        + "    set_created_at(out, created_at)\n    set_updated_at(out, updated_at)\n    return out\n",
+        scope,
+    )
+    return scope["_copy"], scope["_stamped"]
+
+
+_copy, _stamped = _compile_copiers()
 
 
 def trusted_record(**values: Any) -> MemoryRecord:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from cachetools import Cache, TLRUCache, TTLCache
+from cachetools import TTLCache
 
 from primitives.embeddings.base import Embedder
 from primitives.memory.analysis import Analyzer
@@ -17,6 +17,7 @@ from primitives.memory.changes import TOMBSTONE_TTL, Change, ChangeEntry, Tombst
 from primitives.sync.rows import micros
 from primitives.memory.embedding import HYBRID_CANDIDATES, check_embeddings, embedding_text, fuse
 from primitives.memory.inmemory.index import InvertedIndex
+from primitives.memory.inmemory.store import RecordStore
 from primitives.memory.record import (
     DEFAULT_TTLS,
     INDEXED_METADATA_KEYS,
@@ -31,50 +32,22 @@ from primitives.memory.record import (
     written_date,
 )
 from primitives.memory.skills import InMemorySkillLedger, SkillStats
+from primitives.memory.temporal import TimeRange, split_filter
 from primitives.validation import check_int, check_ttl
 
 __all__ = ["InMemoryBackend"]
 
 #: A record's key in the store and its indexes: ``(namespace, id)``.
 Key = tuple[str, str]
-
-
-class _RecordCache(TLRUCache):
-    """A TLRUCache that reports every record it drops on its own (LRU eviction or expiry).
-
-    cachetools removes items behind the caller's back in two places: ``popitem()`` (size
-    eviction, called by ``__setitem__``) and ``expire()`` (called by ``__setitem__``,
-    ``popitem()``, ``__len__``...). Both are overridden, so the inverted index hears of every
-    removal exactly once. Explicit ``del`` is not reported: the backend removes from the index
-    itself.
-    """
-
-    def __init__(
-        self,
-        maxsize: int,
-        ttu: Callable[[Key, MemoryRecord, float], float],
-        timer: Callable[[], float],
-        on_drop: Callable[[Key, MemoryRecord], None],
-    ) -> None:
-        super().__init__(maxsize, ttu, timer)
-        self._on_drop = on_drop
-
-    def expire(self, time: float | None = None) -> list[tuple[Key, MemoryRecord]]:
-        expired = super().expire(time)
-        for key, record in expired:
-            self._on_drop(key, record)
-        return expired
-
-    def popitem(self) -> tuple[Key, MemoryRecord]:
-        key, record = super().popitem()
-        self._on_drop(key, record)
-        return key, record
+#: Distinct (namespace, memory_type, user_id, session_id, topics) tag combinations remembered.
+_TAG_COMBINATIONS = 65_536
 
 
 class InMemoryBackend(MemoryBackend):
     """Records in process memory, searched with BM25 over analysed text.
 
-    Storage is a cachetools ``TLRUCache`` keyed by ``(namespace, id)``: at most ``maxsize``
+    Storage is a :class:`~primitives.memory.inmemory.store.RecordStore` (LRU with a per-record
+    expiry, as cachetools' ``TLRUCache`` in less memory) keyed by ``(namespace, id)``: at most ``maxsize``
     records (the least recently used one, by ``get``, ``search`` hit or write, is evicted to
     make room), each expiring ``ttl`` seconds after its last write (``ttl=None`` takes the memory
     type's default from ``default_ttls``). An :class:`~primitives.memory.inmemory.index.InvertedIndex`
@@ -153,6 +126,7 @@ class InMemoryBackend(MemoryBackend):
         self.indexed_metadata = tuple(indexed_metadata)
         self._clock = clock
         self._index = InvertedIndex(k1=k1, b=b)
+        self._combinations: dict[tuple[Any, ...], tuple[tuple[str, str], ...]] = {}
         self.embedder = embedder
         self.supports_vectors = embedder is not None  # type: ignore[misc]
         self._vectors: VectorIndex | None = None
@@ -160,7 +134,7 @@ class InMemoryBackend(MemoryBackend):
             from primitives.memory.inmemory.vectors import VectorIndex  # numpy: only with an embedder
 
             self._vectors = VectorIndex(embedder.dims)
-        self._records = _RecordCache(maxsize, self._expires_at, clock, self._drop)
+        self._records = RecordStore(self.maxsize, self._expires_at, clock, self._drop)
         self._sessions: TTLCache[Key, deque[Message]] = TTLCache(
             max_sessions, self.default_ttls[MemoryType.WORKING], timer=clock
         )
@@ -177,7 +151,7 @@ class InMemoryBackend(MemoryBackend):
 
     # -- cache hooks -------------------------------------------------------------------------
 
-    def _expires_at(self, key: Key, record: MemoryRecord, now: float) -> float:
+    def _expires_at(self, record: MemoryRecord, now: float) -> float:
         """Expiry is ``ttl`` seconds after the record's ``updated_at`` (which ``add`` sets to now;
         a restored record keeps its own, so it expires when it would have)."""
         ttl = record.ttl if record.ttl is not None else self.default_ttls[record.memory_type]
@@ -200,10 +174,22 @@ class InMemoryBackend(MemoryBackend):
     _unindex = _drop
 
     def _index_record(self, key: Key, record: MemoryRecord, vector: tuple[float, ...] | None) -> None:
-        tags = self._tags(record)
-        self._index.add(key, self.analyzer.terms(self.indexed_text(record)), tags)
+        self._index.add_pairs(key, self.analyzer.terms(self.indexed_text(record)), self._tag_pairs(record))
         if self._vectors is not None and vector is not None:
-            self._vectors.add(key, vector, tags)
+            self._vectors.add(key, vector, self._tags(record))
+
+    def _tag_pairs(self, record: MemoryRecord) -> tuple[tuple[str, str], ...]:
+        """:meth:`_tags` as ``(field, value)`` pairs, one shared tuple per distinct combination
+        (remembered for up to ``_TAG_COMBINATIONS`` combinations, then forgotten at once)."""
+        combination = (record.namespace, record.memory_type, record.user_id, record.session_id, record.topics)
+        pairs = self._combinations.get(combination)
+        if pairs is None:
+            if len(self._combinations) >= _TAG_COMBINATIONS:
+                self._combinations.clear()
+            pairs = self._combinations[combination] = tuple(
+                (field, value) for field, values in self._tags(record).items() for value in values
+            )
+        return pairs
 
     async def _embed(self, records: Sequence[MemoryRecord]) -> list[tuple[float, ...] | None]:
         """Vectors for ``records`` (given ones checked, missing ones embedded), before anything
@@ -251,23 +237,28 @@ class InMemoryBackend(MemoryBackend):
 
     async def _add(self, records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
         vectors = await self._embed(records)
-        cache = self._records
-        cache.expire()
-        now = utc_from_timestamp(self._clock())
+        store = self._records
+        now_s = self._clock()
+        store.expire(now_s)
+        now = utc_from_timestamp(now_s)
         stored: list[MemoryRecord] = []
+        canonical = self._index.canonical
         for record, vector in zip(records, vectors):
             key = (record.namespace, record.id)
-            previous = cache.get(key) if key in self._index else None
+            previous = store.peek(key)
             created_at = previous.created_at if previous is not None else (record.created_at or now)
             record = with_timestamps(record, created_at, now)  # type: ignore[arg-type]
+            user_id = record.user_id
+            if user_id is not None:
+                # one string object per distinct user kept, not one per record
+                object.__setattr__(record, "user_id", canonical("user_id", user_id))
             if vector is not None:
                 stored.append(trusted_replace(record, embedding=vector))
                 record = trusted_replace(record, embedding=None)  # the vector lives in the VectorIndex
             else:
                 stored.append(record)
-            cache[key] = record
-            if key not in cache:
-                # a ttl so small that it expired on arrival: cachetools dropped the old version
+            if not store.set(key, record, now_s):
+                # a ttl so small that it expired on arrival: the store dropped the old version
                 self._unindex(key, record)
                 continue
             self._index_record(key, record, vector)
@@ -278,11 +269,12 @@ class InMemoryBackend(MemoryBackend):
     async def _put_if_newer(self, records: Sequence[MemoryRecord]) -> int:
         vectors = await self._embed(records)
         cache = self._records
-        cache.expire()
+        now_s = self._clock()
+        cache.expire(now_s)
         written = 0
         for record, vector in zip(records, vectors):
             key = (record.namespace, record.id)
-            current = cache.get(key) if key in self._index else None
+            current = cache.get(key)
             if current is not None and current.updated_at > record.updated_at:  # type: ignore[operator]
                 continue
             tombstone = self._tombstones.get(key)
@@ -290,8 +282,7 @@ class InMemoryBackend(MemoryBackend):
                 continue  # deleted after this version was written
             if vector is not None:
                 record = trusted_replace(record, embedding=None)
-            cache[key] = record
-            if key not in cache:  # its ttl ran out before now: cachetools dropped it
+            if not cache.set(key, record, now_s):  # its ttl ran out before now: not stored
                 self._unindex(key, record)
                 continue
             self._index_record(key, record, vector)
@@ -306,11 +297,11 @@ class InMemoryBackend(MemoryBackend):
         deleted = 0
         for id, deleted_at in deletions.items():
             key = (namespace, id)
-            current = cache.get(key) if key in self._index else None
+            current = cache.get(key)
             if current is not None and current.updated_at > deleted_at:  # type: ignore[operator]
                 continue
             if current is not None:
-                cache.pop(key, None)
+                cache.pop(key)
                 self._unindex(key, current)
                 deleted += 1
             self._tombstone(key, deleted_at)
@@ -333,7 +324,7 @@ class InMemoryBackend(MemoryBackend):
         now = utc_from_timestamp(self._clock())
         for id in ids:
             key = (namespace, id)
-            record = cache.pop(key, None)
+            record = cache.pop(key)
             if record is not None:
                 self._unindex(key, record)
                 deleted += 1
@@ -377,25 +368,31 @@ class InMemoryBackend(MemoryBackend):
     ) -> SearchResult:
         """Scores: BM25 (``>= 0``, unbounded; ties put the most recently written record first)
         in keyword mode, cosine similarity in vector mode, the fused score of
-        :func:`~primitives.memory.embedding.fuse` in hybrid mode."""
+        :func:`~primitives.memory.embedding.fuse` in hybrid mode. A ``created_at`` range ranks
+        every candidate the tags allow, then keeps those in the range (exact; O(candidates log
+        candidates) instead of a top-``limit`` heap)."""
+        tag_filter, time_range = split_filter(tag_filter)
         vector = None
         if mode != "keyword":
             assert self.embedder is not None
-            vector = (await self.embedder.embed_tuples([query]))[0]
+            vector = await self.embedder.embed_query(query)
         cache = self._records
         cache.expire()
         terms = self.analyzer.terms(query) if mode != "vector" else []
+        everything = len(self._index) or 1
         if mode == "keyword":
-            ranked = self._index.search(terms, tag_filter=tag_filter, limit=limit) if terms else []
+            ranked = self._index.search(terms, tag_filter=tag_filter, limit=everything if time_range else limit) if terms else []
+            ranked = self._in_range(ranked, time_range, limit)
         else:
             assert self._vectors is not None and vector is not None
             depth = limit if mode == "vector" else max(limit, HYBRID_CANDIDATES)
-            by_vector = self._vectors.search(vector, tag_filter=tag_filter, limit=depth)
+            by_vector = self._vectors.search(vector, tag_filter=tag_filter, limit=everything if time_range else depth)
+            by_vector = self._in_range(by_vector, time_range, depth)
             if mode == "vector":
                 ranked = by_vector
             else:
-                by_keyword = self._index.search(terms, tag_filter=tag_filter, limit=depth) if terms else []
-                ranked = fuse(by_keyword, by_vector, limit=limit)
+                by_keyword = self._index.search(terms, tag_filter=tag_filter, limit=everything if time_range else depth) if terms else []
+                ranked = fuse(self._in_range(by_keyword, time_range, depth), by_vector, limit=limit)
         hits = []
         for key, score in ranked:
             record = cache.get(key)  # None only if it expired since the purge above
@@ -403,16 +400,43 @@ class InMemoryBackend(MemoryBackend):
                 hits.append(SearchHit(record, score))
         return SearchResult(hits, self.name)
 
+    def _in_range(self, ranked: list[tuple[Key, float]], time_range: TimeRange | None, limit: int) -> list[tuple[Key, float]]:
+        """The first ``limit`` of ``ranked`` whose record's ``created_at`` is in ``time_range``
+        (all of the first ``limit`` when there is no range). Reads records without touching
+        their LRU position."""
+        if time_range is None:
+            return ranked[:limit]
+        out = []
+        peek = self._records.peek
+        for key, score in ranked:
+            record = peek(key)
+            if record is None:
+                continue
+            if time_range.contains(record.created_at):
+                out.append((key, score))
+                if len(out) >= limit:
+                    break
+        return out
+
     async def _count(self, tag_filter: dict[str, tuple[str, ...]]) -> int:
+        """O(1) per filter set; with a ``created_at`` range, O(records of the tags)."""
         self._records.expire()
-        return self._index.count(tag_filter)
+        tag_filter, time_range = split_filter(tag_filter)
+        if time_range is None:
+            return self._index.count(tag_filter)
+        return sum(
+            1 for r in self._live_records()
+            if time_range.contains(r.created_at) and all(
+                any(v in tags.get(f, ()) for v in values) for tags in (self._tags(r),) for f, values in tag_filter.items()
+            )
+        )
 
     def _live_records(self) -> list[MemoryRecord]:
-        """Every live record, oldest write first, without touching the LRU order (for tests and
-        diagnostics; O(n))."""
+        """Every live record, least recently used first, without touching the LRU order (for tests
+        and diagnostics; O(n))."""
         cache = self._records
         cache.expire()
-        return [Cache.__getitem__(cache, key) for key in cache]
+        return cache.values()
 
     # -- working memory ----------------------------------------------------------------------
 

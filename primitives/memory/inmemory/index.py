@@ -4,38 +4,66 @@ Documents are added, replaced and removed one at a time; after every call the in
 exactly the live documents (document count, lengths, document frequencies, tag sets), so scores
 never count a removed, evicted or expired record.
 
-Layout, chosen for memory (100,000 records of 30 words stay well under 250 MB with the store):
-a term's posting list is a list of document numbers (8 bytes an entry: the number's int object
-is shared by all of a document's entries), with a sparse
+Layout, chosen for memory and write speed (docs/in-memory-backend.md has the figures): a
+term's posting list is an ``array('I')`` of document numbers (4 bytes an entry), with a sparse
 dict for the rare term frequencies above 1 and a count of dead entries; a term's document
-frequency is the list's length less its dead entries; document lengths live once per document. A removal
-marks the document's entries dead (the document number is no longer live) and a list is rewritten
-once its dead entries outnumber its live ones, so removal is amortised O(terms of the document).
-Document numbers are never reused, so a dead entry can never be mistaken for a new document.
+frequency is the array's length less its dead entries. Per document one tuple ``(key, length,
+unique terms, tag pairs)`` of immutable values (the terms are the analyzer's interned strings, the
+tag pairs shared tuples), which the garbage collector stops tracking. Adding a document appends
+its number to each of its terms' arrays in one C-level pass (``map`` over ``array.append``).
+
+A removal marks the document's entries dead (the document number is no longer live) and an array
+is rewritten once its dead entries outnumber its live ones, so removal is amortised O(terms of the
+document). Document numbers are never reused, so a dead entry can never be mistaken for a new
+document; when they reach the array type's limit (2**32) every live document is renumbered
+0..n-1 in its order, once per ~4 billion writes.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from array import array
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from itertools import repeat
 
 __all__ = ["InvertedIndex"]
 
 _COMPACT_MIN_DEAD = 16
+#: Largest document number an ``array('I')`` holds (then the index renumbers).
+_MAX_DOCNO = 2**32 - 1
+_APPEND = array.append
+
+# a document: (key, length, unique terms, tag pairs); fields by position
+_KEY, _LENGTH, _TERMS, _TAGS = 0, 1, 2, 3
+_Doc = tuple  # tuple[Hashable, int, tuple[str, ...], tuple[tuple[str, str], ...]]
 
 
-class _Doc:
-    __slots__ = ("key", "length", "terms", "tags")
+class _TagSets(dict):
+    """(field, value) -> set of document numbers; a new pair gets an empty set on lookup and is
+    recorded in ``canonical`` (pair -> the pair tuple first seen)."""
 
-    def __init__(
-        self, key: str, length: int, terms: tuple[str, ...], tags: tuple[tuple[str, str], ...]
-    ) -> None:
-        self.key = key
-        self.length = length
-        self.terms = terms
-        self.tags = tags
+    __slots__ = ("canonical",)
+
+    def __init__(self, canonical: dict[tuple[str, str], tuple[str, str]]) -> None:
+        super().__init__()
+        self.canonical = canonical
+
+    def __missing__(self, pair: tuple[str, str]) -> set[int]:
+        members = self[pair] = set()
+        self.canonical[pair] = pair
+        return members
+
+
+class _Postings(dict):
+    """term -> ``array('I')`` of document numbers; a new term gets an empty array on lookup."""
+
+    __slots__ = ()
+
+    def __missing__(self, term: str) -> array:
+        docnos = self[term] = array("I")
+        return docnos
 
 
 class InvertedIndex:
@@ -62,13 +90,13 @@ class InvertedIndex:
         self.k1 = k1
         self.b = b
         self._next_docno = 0
-        self._docno_by_key: dict[str, int] = {}
+        self._docno_by_key: dict[Hashable, int] = {}
         self._docs: dict[int, _Doc] = {}
-        self._postings: dict[str, list[int]] = {}  # term -> docnos, live and dead
+        self._postings: _Postings = _Postings()  # term -> docnos, live and dead
         self._dead: dict[str, int] = {}  # term -> dead entries in its posting list, when > 0
         self._tfs: dict[str, dict[int, int]] = {}  # term -> {docno: tf} where tf > 1
-        self._tags: dict[tuple[str, str], set[int]] = {}
         self._tag_pairs: dict[tuple[str, str], tuple[str, str]] = {}  # one shared tuple per pair
+        self._tags: _TagSets = _TagSets(self._tag_pairs)  # pair -> docnos
         self._total_length = 0
 
     def __len__(self) -> int:
@@ -95,7 +123,7 @@ class InvertedIndex:
     def keys_with_tag(self, field: str, value: str) -> frozenset[str]:
         """Keys of the live documents tagged ``field=value``."""
         docs = self._docs
-        return frozenset(docs[d].key for d in self._tags.get((field, value), ()))
+        return frozenset(docs[d][_KEY] for d in self._tags.get((field, value), ()))
 
     def add(self, key: str, terms: Sequence[str], tags: Mapping[str, Iterable[str]]) -> None:
         """Index ``key`` with ``terms`` (repeats count) and ``tags``; replaces a previous entry.
@@ -106,53 +134,69 @@ class InvertedIndex:
                 query, but counts for filters and ``len``).
             tags: Field name to the values the document carries for it.
         """
-        if key in self._docno_by_key:
+        self.add_pairs(key, terms, tuple((field, value) for field, values in tags.items() for value in values))
+
+    def add_pairs(self, key: Hashable, terms: Sequence[str], pairs: tuple[tuple[str, str], ...]) -> None:
+        """:meth:`add` with the tags as ``(field, value)`` pairs (a tuple the caller may share
+        between documents: the index keeps it as given)."""
+        docno_by_key = self._docno_by_key
+        if key in docno_by_key:
             self.remove(key)
         docno = self._next_docno
+        if docno > _MAX_DOCNO:
+            self._renumber()
+            docno = self._next_docno
         self._next_docno = docno + 1
-        unique = dict.fromkeys(terms)
-        postings = self._postings
-        get = postings.get
-        for term in unique:
-            docnos = get(term)
-            if docnos is None:
-                docnos = postings[term] = []
-            docnos.append(docno)
-        if len(unique) != len(terms):  # some term occurs more than once
+        unique = tuple(set(terms))
+        # C-level passes: postings[term].append(docno) for every distinct term, and
+        # tags[pair].add(docno) for every tag (a new term or pair gets its container on lookup)
+        any(map(_APPEND, map(self._postings.__getitem__, unique), repeat(docno)))
+        any(map(set.add, map(self._tags.__getitem__, pairs), repeat(docno)))
+        length = len(terms)
+        if len(unique) != length:  # some term occurs more than once
             tfs = self._tfs
             for term, count in Counter(terms).items():
                 if count > 1:
                     tfs.setdefault(term, {})[docno] = count
-        index = self._tags
-        canonical = self._tag_pairs
-        pairs = []
-        for field, values in tags.items():
-            for value in values:
-                pair = (field, value)
-                members = index.get(pair)
-                if members is None:
-                    members = index[pair] = set()
-                    canonical[pair] = pair
-                else:
-                    pair = canonical[pair]
-                members.add(docno)
-                pairs.append(pair)
-        length = len(terms)
-        self._docs[docno] = _Doc(key, length, tuple(unique), tuple(pairs))
-        self._docno_by_key[key] = docno
+        self._docs[docno] = (key, length, unique, pairs)
+        docno_by_key[key] = docno
         self._total_length += length
+
+    def canonical(self, field: str, value: str) -> str:
+        """The index's own copy of tag value ``value`` of ``field`` when a live document carries
+        it, else ``value``: a store can keep one string object per distinct user, session..."""
+        pair = self._tag_pairs.get((field, value))
+        return pair[1] if pair is not None else value
+
+    def _renumber(self) -> None:
+        """Number the live documents 0..n-1 in their order (document numbers ran out)."""
+        # every container is updated in place: callers may hold references to them
+        new = {old: i for i, old in enumerate(sorted(self._docs))}
+        docs = {new[d]: doc for d, doc in self._docs.items()}
+        self._docs.clear()
+        self._docs.update(docs)
+        for key, d in self._docno_by_key.items():
+            self._docno_by_key[key] = new[d]
+        for term, docnos in self._postings.items():
+            self._postings[term] = array("I", [new[d] for d in docnos if d in new])
+        self._dead.clear()
+        for term, tfs in self._tfs.items():
+            self._tfs[term] = {new[d]: n for d, n in tfs.items()}
+        for pair, members in self._tags.items():
+            self._tags[pair] = {new[d] for d in members}
+        self._next_docno = len(new)
 
     def remove(self, key: str) -> bool:
         """Remove ``key``; ``False`` when it was not indexed."""
         docno = self._docno_by_key.pop(key, None)
         if docno is None:
             return False
-        doc = self._docs.pop(docno)
-        self._total_length -= doc.length
+        key_, length, terms, pairs = self._docs.pop(docno)
+        self._total_length -= length
         postings = self._postings
         dead = self._dead
         tfs = self._tfs
-        for term in doc.terms:
+        for term in terms:
             docnos = postings[term]
             n_dead = dead.get(term, 0) + 1
             if n_dead == len(docnos):  # no live document has the term any more
@@ -165,13 +209,15 @@ class InvertedIndex:
                 del tfs[term]
             if n_dead >= _COMPACT_MIN_DEAD and 2 * n_dead > len(docnos):
                 docs = self._docs
-                postings[term] = [d for d in docnos if d in docs]
+                postings[term] = array("I", [d for d in docnos if d in docs])
                 dead.pop(term, None)
             else:
                 dead[term] = n_dead
         index = self._tags
-        for pair in doc.tags:
-            members = index[pair]
+        for pair in pairs:
+            members = index.get(pair)
+            if members is None:  # a pair listed twice, already gone
+                continue
             members.discard(docno)
             if not members:
                 del index[pair]
@@ -273,9 +319,9 @@ class InvertedIndex:
                 if len(groups) > 1 and not all(d in g for g in groups):
                     continue
                 tf = get_tf(d, 1)
-                scores[d] = get_score(d, 0.0) + idf * tf / (tf + c1 + c2 * doc.length)
+                scores[d] = get_score(d, 0.0) + idf * tf / (tf + c1 + c2 * doc[1])
         if not scores:
             return []
         # (score, docno) pairs compare in C: best score first, then the newest document.
         best = heapq.nlargest(limit, zip(scores.values(), scores.keys()))
-        return [(docs[d].key, s) for s, d in best]
+        return [(docs[d][_KEY], s) for s, d in best]
