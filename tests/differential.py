@@ -82,6 +82,7 @@ from tests.differential_strategies import (  # noqa: F401 - re-exported for the 
     queries,
     records,
     sessions,
+    time_ranges,
 )
 
 
@@ -364,7 +365,19 @@ class DifferentialMachine(RuleBasedStateMachine):
                 seen = sorted(self.seen[name])
                 value = st.one_of(st.sampled_from(seen), identifiers()) if seen else identifiers()
             flt[name] = data.draw(st.one_of(value, st.lists(value, min_size=1, max_size=3)), label=f"filter {name}")
+        if data.draw(st.integers(0, 3), label="created_at range") == 0:
+            flt["created_at"] = data.draw(time_ranges(self._anchors()), label="filter created_at")
         return flt
+
+    def _anchors(self) -> list[datetime]:
+        """The exact ``created_at`` of stored records whose ``created_at`` the test gave (a
+        stamped one differs between the oracle and the backend by their clocks)."""
+        out = []
+        for key, stamps in sorted(self.stamps.items()):
+            record = self.peek(key)
+            if stamps.created_explicit and record is not None and record.created_at is not None:
+                out.append(record.created_at)
+        return out
 
     @rule(data=st.data())
     def get(self, data: st.DataObject) -> None:
@@ -413,6 +426,12 @@ class DifferentialMachine(RuleBasedStateMachine):
                 flt[name] = [own[name], data.draw(st.sampled_from(others), label=f"other {name}")]
             else:
                 flt[name] = own[name]
+        stamps = self.stamps.get(key_of(record))
+        if stamps is not None and stamps.created_explicit and data.draw(st.booleans(), label="range on it"):
+            # a range with the record's own created_at as an inclusive or exclusive bound
+            at = record.created_at.astimezone(data.draw(st.sampled_from(ZONES), label="zone"))  # type: ignore[union-attr]
+            op = data.draw(st.sampled_from(["gte", "gt", "lte", "lt"]), label="bound")
+            flt["created_at"] = {op: at}
         return flt
 
     @precondition(lambda self: bool(self.stamps))

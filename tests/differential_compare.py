@@ -47,9 +47,20 @@ def key_of(record: MemoryRecord) -> Key:
 
 
 def matches(record: MemoryRecord, flt: Mapping[str, Sequence[str]]) -> bool:
-    """Whether ``record`` matches a normalised filter (exact string equality, any of the values)."""
+    """Whether ``record`` matches a normalised filter (exact string equality, any of the values;
+    ``created_at``: within the range, compared here on exact datetimes, not microseconds)."""
     for field_name, values in flt.items():
-        if field_name == "topics":
+        if field_name == "created_at":
+            start, end = values
+            epoch = datetime(1970, 1, 1, tzinfo=record.created_at.tzinfo) if record.created_at else None
+            if epoch is None:
+                return False
+            at = record.created_at
+            if start is not None and at < epoch + timedelta(microseconds=start):
+                return False
+            if end is not None and not at < epoch + timedelta(microseconds=end):
+                return False
+        elif field_name == "topics":
             if not set(record.topics) & set(values):
                 return False
         elif field_name == "memory_type":

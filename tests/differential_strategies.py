@@ -257,6 +257,31 @@ def explicit_datetimes() -> st.SearchStrategy[datetime]:
     return st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2019, 12, 30), timezones=st.sampled_from(ZONES))
 
 
+@functools.cache
+def _far_from_now() -> st.SearchStrategy[datetime]:
+    """Bounds a stamped ``created_at`` (now, within the test run) can never sit on: explicit
+    datetimes (before 2020), or a day or more from now, either way."""
+    import time
+
+    now = time.time()
+    around = st.sampled_from([-400 * 86400, -86400, 86400, 400 * 86400]).map(
+        lambda offset: datetime.fromtimestamp(now + offset, UTC))
+    return st.one_of(explicit_datetimes(), around)
+
+
+def time_ranges(anchors: list[datetime]) -> st.SearchStrategy[dict[str, Any]]:
+    """``created_at`` filter values: one or two bounds (``gte``/``gt``, ``lte``/``lt``), each an
+    explicit datetime, a time a day or more from now, or exactly one of ``anchors`` (stored
+    records' explicit ``created_at``, so the boundary itself is tested), in any zone; sometimes
+    reversed or empty (both backends must refuse it the same way)."""
+    bound = st.one_of(_far_from_now(), st.sampled_from(anchors)) if anchors else _far_from_now()
+    zoned = st.tuples(bound, st.sampled_from(ZONES)).map(lambda bz: bz[0].astimezone(bz[1]))
+    lower = st.one_of(st.none(), st.tuples(st.sampled_from(["gte", "gt"]), zoned))
+    upper = st.one_of(st.none(), st.tuples(st.sampled_from(["lte", "lt"]), zoned))
+    return st.tuples(lower, upper).filter(lambda lu: lu != (None, None)).map(
+        lambda lu: dict(b for b in lu if b is not None))
+
+
 #: Offsets from now (seconds) for timestamps of last-writer-wins writes: each at least minutes
 #: away from now, so it is clearly older or newer than a write a backend stamps with its clock.
 LWW_OFFSETS = [-3 * 365 * 86400, -40 * 86400, -20 * 86400, -86400, -2 * 3600, -1800, 1800, 86400, 2 * 365 * 86400]

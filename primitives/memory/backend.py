@@ -18,10 +18,19 @@ from typing import Any, ClassVar
 
 from opentelemetry import metrics
 
-from primitives.errors import ConfigurationError, InvalidFilterError, InvalidInputError, InvalidRecordError
+from primitives.errors import ConfigurationError, InvalidRecordError
 from primitives.memory.changes import ChangeEntry, Position, check_position
-from primitives.memory.record import DEFAULT_NAMESPACE, MemoryRecord, MemoryType, Message, SearchHit
+from primitives.memory.record import DEFAULT_NAMESPACE, MemoryRecord, Message, SearchHit
 from primitives.memory.skills import SkillStats, check_skill_execution, check_skill_name
+from primitives.memory.filters import (
+    FILTER_FIELDS,
+    MAX_FILTER_VALUES,
+    RANGE_FIELDS,
+    SEARCH_MODES,
+    check_mode,
+    check_query,
+    normalize_filter,
+)
 from primitives.validation import (
     INPUT,
     RECORD,
@@ -29,7 +38,6 @@ from primitives.validation import (
     check_identifier,
     check_items,
     check_limit,
-    check_text,
 )
 
 __all__ = [
@@ -41,6 +49,7 @@ __all__ = [
     "SearchResult",
     "SEARCH_MODES",
     "MAX_FILTER_VALUES",
+    "RANGE_FIELDS",
     "check_limit",
     "check_mode",
     "check_query",
@@ -50,16 +59,6 @@ __all__ = [
 
 log = logging.getLogger("primitives.memory")
 
-#: Fields a search filter may name. Each takes a string or a sequence of strings ("any of").
-FILTER_FIELDS: frozenset[str] = frozenset({"user_id", "session_id", "namespace", "memory_type", "topics"})
-#: Most values one filter field may list.
-MAX_FILTER_VALUES = 1_000
-#: Values of ``search(..., mode=)``: BM25 keyword ranking, embedding (cosine) ranking, or both
-#: fused (:func:`~primitives.memory.embedding.fuse`).
-SEARCH_MODES: tuple[str, ...] = ("keyword", "vector", "hybrid")
-
-_MEMORY_TYPES = frozenset(t.value for t in MemoryType)
-_FILTER = (InvalidFilterError, InvalidFilterError)
 
 _corrupt_counter = metrics.get_meter("primitives.memory").create_counter(
     "memory.records.corrupt",
@@ -79,74 +78,6 @@ def report_corrupt(backend: str, operation: str, key: str, reason: str) -> None:
         key, reason, operation, backend,
     )
     _corrupt_counter.add(1, {"backend": backend, "operation": operation})
-
-
-def normalize_filter(filter: Mapping[str, Any] | None) -> dict[str, tuple[str, ...]]:
-    """Validate a search filter and return it as ``{field: (value, ...)}``.
-
-    Each value is matched exactly (case, whitespace, separators and every other character
-    count) against the stored field; a list matches any of its values (``topics``: a record
-    matches when it has any of them). ``None`` values are dropped (no restriction on that
-    field). A ``MemoryType`` is taken by its value.
-
-    Raises:
-        InvalidFilterError: ``filter`` is not a mapping, names a field outside
-            :data:`FILTER_FIELDS`, gives a value that is not an identifier (a non-empty ``str``,
-            see :func:`~primitives.validation.check_identifier`) or a non-empty list or tuple
-            of at most :data:`MAX_FILTER_VALUES` of them, or a ``memory_type`` that is not a
-            :class:`MemoryType` value.
-    """
-    if filter is None:
-        return {}
-    if not isinstance(filter, Mapping):
-        raise InvalidFilterError(f"filter must be a mapping, got {type(filter).__name__}")
-    out: dict[str, tuple[str, ...]] = {}
-    for key, value in filter.items():
-        if key not in FILTER_FIELDS:
-            raise InvalidFilterError(
-                f"unknown filter field {key!r}; accepted: {', '.join(sorted(FILTER_FIELDS))}"
-            )
-        if value is None:
-            continue
-        if isinstance(value, str):
-            out[key] = (check_identifier(value, f"filter {key!r}", errors=_FILTER),)
-            continue
-        if not isinstance(value, (list, tuple, set, frozenset)):
-            raise InvalidFilterError(
-                f"filter {key!r} takes a str or a list of str, got {type(value).__name__}"
-            )
-        if not value or len(value) > MAX_FILTER_VALUES:
-            raise InvalidFilterError(
-                f"filter {key!r} takes a str or a list of 1 to {MAX_FILTER_VALUES} of them, got {len(value)} values"
-            )
-        values = tuple(check_identifier(v, f"filter {key!r}", errors=_FILTER) for v in value)
-        out[key] = tuple(dict.fromkeys(sorted(values) if isinstance(value, (set, frozenset)) else values))
-    unknown = [v for v in out.get("memory_type", ()) if v not in _MEMORY_TYPES]
-    if unknown:
-        raise InvalidFilterError(
-            f"filter 'memory_type' got {unknown[0]!r}; accepted: {', '.join(sorted(_MEMORY_TYPES))}"
-        )
-    return out
-
-
-def check_query(query: object) -> str:
-    """Return ``query`` if it is valid Unicode text.
-
-    Raises:
-        InvalidInputError: (an ``InvalidInputTypeError``, also a ``TypeError``, for a non-``str``).
-    """
-    return check_text(query, "query")
-
-
-def check_mode(mode: object) -> str | None:
-    """Return ``mode`` if it is ``None`` (the backend's default) or one of :data:`SEARCH_MODES`.
-
-    Raises:
-        InvalidInputError: otherwise.
-    """
-    if mode is None or (isinstance(mode, str) and mode in SEARCH_MODES):
-        return mode
-    raise InvalidInputError(f"mode must be one of {', '.join(SEARCH_MODES)} (or None), got {mode!r}")
 
 
 def _records(records: object, op: str, *, restorable: bool = False) -> Sequence[MemoryRecord]:

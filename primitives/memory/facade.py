@@ -398,6 +398,7 @@ class Memory(AgentMethods):
         as_of: datetime | None = None,
         include_superseded: bool = False,
         ranking: RankingSignals | None = None,
+        created_at: Mapping[str, datetime] | None = None,
     ) -> SearchResult:
         """Long-term memories relevant to ``query`` in one namespace (the memory's by default).
 
@@ -412,12 +413,16 @@ class Memory(AgentMethods):
         and bookkeeping records are left out unless ``include_superseded``; ``as_of`` (an aware
         datetime) returns only what was known and true at that time. ``ranking`` adds recency
         and importance to relevance (:mod:`primitives.memory.ranking`; scores are then that sum).
+        ``created_at`` keeps records written in a time range, ``{"gte"|"gt": t0, "lte"|"lt": t1}``
+        with aware datetimes (one bound or both; docs/temporal.md).
 
         Raises:
             InvalidInputError: ``as_of`` is not an aware datetime, ``include_superseded`` not a
                 bool; and see :meth:`MemoryBackend.search`.
         """
         flt = self._filter(user_id, session_id, namespace, memory_type, topics)
+        if created_at is not None:
+            flt["created_at"] = created_at
         limit = check_limit(limit)
         if as_of is not None:
             as_of = check_aware_datetime(as_of, "as_of")
@@ -499,9 +504,11 @@ class Memory(AgentMethods):
         working_memory_limit: int = 20,
         mode: str | None = None,
         ranking: RankingSignals | None = None,
+        created_at: Mapping[str, datetime] | None = None,
     ) -> Recall:
         """Working memory of ``session_id`` plus long-term hits for ``query`` of ``user_id``,
-        in one call; what :class:`MemoryPrimitive` outputs. ``ranking``: see :meth:`search`.
+        in one call; what :class:`MemoryPrimitive` outputs. ``ranking``, ``created_at``: see
+        :meth:`search`.
 
         Raises:
             UnscopedAccessError: ``user_id`` is ``None`` and the memory is not ``single_user``
@@ -519,7 +526,8 @@ class Memory(AgentMethods):
             if session_id is not None
             else []
         )
-        result = await self.search(query, user_id=user_id, namespace=namespace, limit=limit, mode=mode, ranking=ranking)
+        result = await self.search(query, user_id=user_id, namespace=namespace, limit=limit, mode=mode, ranking=ranking,
+                                   created_at=created_at)
         return Recall(messages, result.hits, result.backend, result.degraded, result.skipped)
 
     # -- sync with a data cloud --------------------------------------------------------------

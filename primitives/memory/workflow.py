@@ -7,7 +7,7 @@ responder answers from what was recalled, the last step stores the turn.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from primitives.core.context import WorkflowContext
@@ -19,6 +19,7 @@ from primitives.memory.record import check_memory_type
 from primitives.validation import INPUT, check_bool, check_identifier, check_int, check_limit
 from primitives.memory.facade import Memory
 from primitives.memory.record import MemoryRecord, MemoryType, Message
+from primitives.memory.temporal import RESOLVED_DATES_KEY, resolved_dates_text
 
 __all__ = ["MemoryPrimitive", "RememberPrimitive", "ExtractMemoriesPrimitive", "QUERY_STATE_KEY", "EXTRACTION_STATE_KEY"]
 
@@ -194,9 +195,15 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
     Each message is appended to the session's working memory (when ``context.session_id`` is set).
     The user message (and the response only with ``remember_response=True``) is stored as a
     long-term record of ``memory_type`` in the context's namespace and user,
-    with ``metadata`` ``{"role", "speaker"?, "context"?}``: ``context`` is the message that came
-    just before it in the session, indexed with it so a question about an answer finds the
-    answer (measured in docs/in-memory-backend.md).
+    with ``metadata`` ``{"role", "speaker"?, "context"?, "resolved_dates"?}``: ``context`` is the
+    message that came just before it in the session, indexed with it so a question about an
+    answer finds the answer (measured in docs/in-memory-backend.md); ``resolved_dates`` writes
+    out the relative dates of the message ("yesterday", "last week", ...) resolved against the
+    turn's ``created_at`` (now when not given), e.g. ``"7 May 2023; the week of 1 May 2023"``
+    (:func:`~primitives.memory.temporal.resolve_dates`, docs/temporal.md), indexed for keyword
+    search by every backend. A ``resolved_dates`` given in the input's ``metadata`` is kept as
+    given. This is the one place dates are resolved: ``Memory.add``/``remember`` store what they
+    are given.
 
     Args:
         memory: Where to store.
@@ -205,6 +212,8 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
         remember_response: Store the response in long-term memory too (it always goes to working
             memory). Off by default: an assistant's reply ("Noted.") is not a memory of the user
             and would otherwise come back as the best hit for the user's own questions.
+        resolve_dates: Write out the relative dates of each stored message under
+            ``metadata["resolved_dates"]`` (on by default; ``False`` stores the metadata without it).
 
     Raises:
         InvalidInputError: (from ``execute``) there is no user message to store, or the
@@ -220,6 +229,7 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
         memory_type: MemoryType | str = MemoryType.EPISODIC,
         response_key: str = "response",
         remember_response: bool = False,
+        resolve_dates: bool = True,
         **instrumentation: Any,
     ) -> None:
         super().__init__(**instrumentation)
@@ -227,6 +237,16 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
         self.memory_type = check_memory_type(memory_type, errors=INPUT)
         self.response_key = response_key
         self.remember_response = check_bool(remember_response, "remember_response")
+        self.resolve_dates = check_bool(resolve_dates, "resolve_dates")
+
+    def _with_dates(self, metadata: dict[str, Any], text: str, created_at: datetime | None) -> dict[str, Any]:
+        """``metadata`` plus ``resolved_dates`` for ``text`` said at ``created_at`` (now when
+        ``None``), when resolving is on, the text has relative dates and none were given."""
+        if not self.resolve_dates or RESOLVED_DATES_KEY in metadata:
+            return metadata
+        base = created_at if isinstance(created_at, datetime) else datetime.now(timezone.utc)
+        resolved = resolved_dates_text(text, base)
+        return metadata if resolved is None else {**metadata, RESOLVED_DATES_KEY: resolved}
 
     def _turn(
         self, input: Any, state_query: str | None
@@ -280,7 +300,7 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
                 session_id=session_id,
                 namespace=namespace,
                 memory_type=self.memory_type,
-                metadata=user_meta,
+                metadata=self._with_dates(user_meta, user, created_at),
                 created_at=created_at,
             )
         ]
@@ -292,7 +312,7 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
                     session_id=session_id,
                     namespace=namespace,
                     memory_type=self.memory_type,
-                    metadata={**extra, "role": "assistant", "context": user},
+                    metadata=self._with_dates({**extra, "role": "assistant", "context": user}, response, created_at),
                     created_at=created_at,
                 )
             )
