@@ -264,3 +264,27 @@ def test_text_is_indexed_as_the_in_process_analyzer_terms_and_read_back_exactly(
     assert fields[b"text"] == text.encode() and decode_record(fields, "k").text == text
     assert fields[b"terms"] == (terms + " bob said").encode() if terms else b"bob said"
     assert fields[b"date"] == b"8 may 2024"
+
+
+@pytest.mark.parametrize("field", ["namespace", "user_id", "session_id"])
+@pytest.mark.parametrize("bad", [b"   ", b"\xff", b"x" * 1025, b"\t\n", "\u3000".encode()])
+def test_a_remembered_identifier_never_lets_damage_through(field: str, bad: bytes) -> None:
+    # decode_record remembers namespace/user/session values it has checked (codec._IDENTIFIERS):
+    # a damaged value is never remembered, before or after good records with that field decode
+    from primitives.memory.redis_backend import codec
+
+    good = damaged()
+    good[field.encode()] = b"alice"
+    for _ in range(2):
+        assert getattr(decode_record(good, "k"), field) == "alice"
+        fields = damaged()
+        fields[field.encode()] = bad
+        with pytest.raises(CorruptRecordError, match=f"field '{field}'"):
+            decode_record(fields, "k")
+        assert bad not in codec._IDENTIFIERS
+    # bounded: full, it starts over (a value is then checked again, never trusted unchecked)
+    for i in range(codec._IDENTIFIERS_MAX + 10):
+        fields = damaged()
+        fields[field.encode()] = f"u{i}".encode()
+        assert getattr(decode_record(fields, "k"), field) == f"u{i}"
+    assert len(codec._IDENTIFIERS) <= codec._IDENTIFIERS_MAX

@@ -215,3 +215,21 @@ async def test_damaged_skill_statistics_are_a_typed_error(store) -> None:
     await raw.hset(skill_key(backend.prefix, "default", "s"), "executions", b"many")
     with pytest.raises(CorruptRecordError):
         await backend.skill_stats("s")
+
+
+async def test_a_search_survives_its_pooled_connection_being_killed(store) -> None:
+    """Keyword searches go out pre-encoded on a connection of the backend's pool
+    (``search.send_packed``): a connection the server dropped between two searches is replaced
+    once, as ``execute_command`` does, and concurrent searches each take their own connection."""
+    import asyncio
+
+    backend, raw = store
+    await seed(backend, 5, 0)
+    first = await backend.search("apple", limit=10, filter={"user_id": "u"})
+    assert len(first.hits) == 5
+    killed = await raw.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    assert killed >= 1  # the backend's pooled connection(s)
+    again = await backend.search("apple", limit=10, filter={"user_id": "u"})
+    assert [h.record for h in again.hits] == [h.record for h in first.hits]
+    many = await asyncio.gather(*(backend.search("apple note", limit=10, filter={"user_id": "u"}) for _ in range(20)))
+    assert all(sorted(h.record.id for h in r.hits) == sorted(h.record.id for h in first.hits) for r in many)

@@ -117,3 +117,42 @@ def test_query_terms_are_the_in_process_analyzer_terms() -> None:
         assert query_terms(query) == list(dict.fromkeys(Analyzer().terms(query)))
     assert render_query(query_terms("apple'river"), {}) == TEXT + "(apple\\'riv)"
     assert render_query(query_terms("apple’s"), {}) == TEXT + "(apple\\’)"
+
+
+def test_escape_fast_path_is_the_regex_for_every_character() -> None:
+    # escape() skips the regex for str.isalnum() values: that must be exactly "nothing to escape"
+    import re
+    import sys
+
+    special = re.compile(r"[^\w]|_")
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        assert char.isalnum() == (special.search(char) is None), hex(code)
+    for word in ("abc", "ünï", "x_y", "a b", "١٢٣", "ǅ", "e\u0301", "", "\x00"):
+        assert escape(word) == special.sub(r"\\\g<0>", word)
+
+
+@pytest.mark.parametrize(
+    ("words", "tag_filter", "offset", "num"),
+    [
+        (["carolin", "paint"], {}, 0, 10),
+        (["blue"], {"user_id": ("alice",), "namespace": ("ns-1",)}, 20, 200),
+        ([], {"memory_type": ("semantic", "episodic")}, 0, 1),
+        ([], {}, 0, 10_000),
+        # hostile terms and values: separators, whitespace, NUL, unicode, query syntax, CRLF (RESP's
+        # own delimiter: a bulk string is length-prefixed, so it travels as data)
+        (["ünï 😀", "nul\x00", "a\r\nb", "@x:{y}", "-z*", "$k"], {"user_id": ("mal|lory\r\n", " x ")}, 3, 7),
+    ],
+)
+def test_keyword_command_is_pre_encoded_as_redis_py_would(words, tag_filter, offset, num) -> None:
+    # the recall step sends keyword_packed's bytes: they must be exactly what redis-py's
+    # pack_command makes of keyword_args (the command the docs and the bench show)
+    from redis.asyncio.connection import Connection
+
+    from primitives.memory.redis_backend.codec import RETURN_FIELDS
+    from primitives.memory.redis_backend.search import Searcher
+
+    for vector_returned in (True, False):
+        searcher = Searcher(None, "mem:ïdx", "redis", returns=RETURN_FIELDS, vector_returned=vector_returned, dims=None)
+        args = searcher.keyword_args(words, tag_filter, offset, num)
+        assert searcher.keyword_packed(words, tag_filter, offset, num) == b"".join(Connection().pack_command(*args))

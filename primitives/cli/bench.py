@@ -1,4 +1,4 @@
-"""``memory-primitives bench inmemory|redis|ams|kv|sync|agent|feed``: speed and memory benchmarks."""
+"""``memory-primitives bench inmemory|redis|ams|kv|sync|agent|feed|cluster``: speed and memory benchmarks."""
 
 from __future__ import annotations
 
@@ -86,6 +86,14 @@ def add_parser(sub: Any) -> None:
     bf.add_argument("--catchup", type=int, default=10_000, help="events an offline reader catches up on (default 10000)")
     bf.add_argument("--json", action="store_true", help="print one JSON object")
     bf.set_defaults(run=_run_feed)
+
+    bc = be_sub.add_parser("cluster", help="the Redis backend sharded by tenant on a 3-master cluster vs one Redis")
+    bc.add_argument("--memories", type=int, default=30_000, help="records (default 30000)")
+    bc.add_argument("--tenants", type=int, default=30, help="namespaces the records are spread over (default 30)")
+    bc.add_argument("--queries", type=int, default=500, help="tenant searches to time on each store (default 500)")
+    bc.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
+    bc.add_argument("--json", action="store_true", help="print one JSON object")
+    bc.set_defaults(run=_run_cluster)
 
 
 def on_redis(args: argparse.Namespace, run: Callable[[str], dict[str, Any]], *, modules: bool) -> dict[str, Any]:
@@ -305,6 +313,30 @@ def _run_feed(args: argparse.Namespace, console: Console) -> int:
     table.add_row("offline catch-up time, s (events/s)", f"{catchup['seconds']} ({catchup['events_per_s']})")
     console.print(table)
     console.print(f"Redis {report['redis_version']}")
+    return 0
+
+
+def _run_cluster(args: argparse.Namespace, console: Console) -> int:
+    from primitives.evaluation.bench_cluster import run_local_cluster_bench
+
+    if min(args.memories, args.tenants, args.queries) < 1 or args.tenants > args.memories:
+        raise InvalidInputError("--memories, --tenants and --queries must be >= 1 (tenants <= memories)")
+    report = run_local_cluster_bench(memories=args.memories, tenants=args.tenants, queries=args.queries, seed=args.seed)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    table = Table("measure", "one Redis", "cluster", "cluster / one")
+    for node, spread in report["records_per_node"].items():
+        table.add_row(f"records (tenants) on {node}", "", f"{spread['records']} ({spread['tenants']})", "")
+    ingest = report["ingest_per_s"]
+    table.add_row("ingest, records/s", str(ingest["single"]), str(ingest["cluster"]), f"{ingest['cluster'] / ingest['single']:.2f}")
+    for label, key in (("tenant search p50 / p99, ms", "tenant_search_ms"), ("cross-tenant search p50 / p99, ms", "cross_tenant_search_ms")):
+        r = report[key]
+        table.add_row(label, f"{r['single']['p50']} / {r['single']['p99']}", f"{r['cluster']['p50']} / {r['cluster']['p99']}",
+                      str(r["ratio_p50"]))
+    console.print(table)
+    console.print(f"{report['memories']} memories, {report['tenants']} tenants, Redis {report['redis_version']}, "
+                  f"load {report['load_avg_1m']}")
     return 0
 
 

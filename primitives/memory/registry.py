@@ -135,12 +135,15 @@ def _redis_target(env: Mapping[str, str]) -> tuple[str, str]:
 
 def _redis(env: Mapping[str, str], settings: BackendSettings) -> MemoryBackend:
     """``REDIS_URL``, ``MEMORY_REDIS_PREFIX`` (default ``memory:``),
-    ``MEMORY_REDIS_CONNECT_TIMEOUT`` (seconds, default 2), the ``MEMORY_EMBEDDINGS*`` embedder."""
+    ``MEMORY_REDIS_CONNECT_TIMEOUT`` (seconds, default 2), ``MEMORY_REDIS_CLUSTER`` (``1``:
+    ``REDIS_URL`` names a node of a Redis Cluster; records sharded by namespace, see
+    docs/redis-backend.md), the ``MEMORY_EMBEDDINGS*`` embedder."""
     from primitives.embeddings.config import embedder_from_env
 
     url, prefix = _redis_target(env)
     try:
         from primitives.memory.redis_backend.backend import RedisBackend
+        from primitives.redis_connection import cluster_from_env
     except ImportError as exc:
         raise ConfigurationError(str(exc)) from exc
     return RedisBackend(
@@ -150,6 +153,7 @@ def _redis(env: Mapping[str, str], settings: BackendSettings) -> MemoryBackend:
         socket_connect_timeout=env_float(env, "MEMORY_REDIS_CONNECT_TIMEOUT", 2.0),
         embedder=embedder_from_env(env),
         default_ttls=settings.default_ttls,
+        cluster=cluster_from_env(env),
     )
 
 

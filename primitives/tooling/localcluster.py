@@ -59,17 +59,23 @@ class LocalRedisCluster:
         dir: Working directory; one ``node-<port>`` folder per node is created in it.
         masters: Number of masters; Redis Cluster needs at least 3.
         node_timeout_ms: ``cluster-node-timeout`` in milliseconds.
+        modules: Run the packaged Redis 8.2 with the Query Engine and JSON modules
+            (:func:`~primitives.tooling.localredis.find_redis`) instead of the system Redis;
+            each node then has its own RediSearch, which indexes that node's keys only.
 
     Attributes:
         nodes: The :class:`LocalRedis` of every node, in the order of :attr:`ports`.
     """
 
-    def __init__(self, *, dir: str | os.PathLike[str], masters: int = 3, node_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, *, dir: str | os.PathLike[str], masters: int = 3, node_timeout_ms: int = 5000, modules: bool = False
+    ) -> None:
         if masters < 3:
             raise LocalRedisError("a Redis Cluster needs at least 3 masters")
         self.dir = Path(dir).resolve()
         self.masters = masters
         self.node_timeout_ms = node_timeout_ms
+        self.modules = modules
         self.nodes: list[LocalRedis] = []
 
     @property
@@ -102,7 +108,10 @@ class LocalRedisCluster:
         """
         cli = find_redis_cli()
         sibling = cli.parent / "redis-server"
-        server = sibling if sibling.is_file() else find_redis(modules=False).server
+        if self.modules:
+            server = find_redis(modules=True).server
+        else:
+            server = sibling if sibling.is_file() else find_redis(modules=False).server
         self.dir.mkdir(parents=True, exist_ok=True)
         ports = _distinct_free_ports(2 * self.masters)
         deadline = time.monotonic() + timeout
@@ -112,7 +121,7 @@ class LocalRedisCluster:
                 node = LocalRedis(
                     port=port,
                     dir=node_dir,
-                    modules=False,
+                    modules=self.modules,
                     persistent=False,
                     server=server,
                     args=[

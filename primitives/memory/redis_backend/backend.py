@@ -30,21 +30,21 @@ from primitives.errors import (
     QueryEngineUnavailableError,
     RecordTooLargeError,
 )
-from primitives.memory.backend import DamagedRecord, DamageReport, Health, MemoryBackend, SearchResult
+from primitives.memory.backend import Health, MemoryBackend, SearchResult
 from primitives.memory.embedding import check_embeddings, embedding_text
 from primitives.memory.record import (
     DEFAULT_TTLS,
     MemoryRecord,
     MemoryType,
-    Message,
     resolved_ttls,
     trusted_replace,
     with_timestamps,
 )
 from primitives.memory.changes import TOMBSTONE_TTL, ChangeEntry
 from primitives.memory.resilient.identity import outbox_identity
-from primitives.memory.redis_backend import changes, maintenance, migration, scripts, working
-from primitives.memory.redis_backend import skills as redis_skills
+from primitives.memory.redis_backend import changes, maintenance, scripts
+from primitives.memory.redis_backend import cluster as cluster_module
+from primitives.memory.redis_backend.admin import MaintenanceMethods, SessionMethods
 from primitives.memory.redis_backend.codec import (
     RETURN_FIELDS,
     date_terms,
@@ -56,12 +56,11 @@ from primitives.memory.redis_backend.codec import (
     unpack_vector,
     us,
 )
-from primitives.memory.redis_backend.keys import change_log_key, deleted_at_key, record_key, session_key, split_record_key, tombstones_key
+from primitives.memory.redis_backend.keys import KeyLayout, split_record_key
 from primitives.memory.redis_backend.query import query_terms, render_query
 from primitives.memory.redis_backend.schema import IndexSpec
 from primitives.memory.redis_backend.search import Searcher
-from primitives.memory.skills import SkillStats
-from primitives.validation import check_limit, check_ttl
+from primitives.validation import check_ttl
 
 try:
     import redis.asyncio as aioredis
@@ -88,7 +87,7 @@ def _pexpire_ms(seconds: float) -> str:
     return str(max(1, int(seconds * 1000))) if math.isfinite(seconds) else "0"
 
 
-class RedisBackend(MemoryBackend):
+class RedisBackend(MaintenanceMethods, SessionMethods, MemoryBackend):
     """Memories in Redis with RediSearch full-text ranking (BM25, ``SCORER BM25STD``).
 
     The connection is opened lazily: the first call probes the server (``FT._LIST``: a server
@@ -121,9 +120,17 @@ class RedisBackend(MemoryBackend):
         tombstone_ttl: Seconds a delete is remembered after it arrived (``{prefix}tombstones``,
             record keys by arrival; ``{prefix}deleted_at``, each delete's time), for
             :meth:`changes` and so that ``put_if_newer`` never brings back a deleted record.
+        cluster: ``url`` names a node of a Redis Cluster (``MEMORY_REDIS_CLUSTER=1``): keys are
+            tagged by namespace (one hash slot per tenant), each tenant gets its own index on
+            its node, a namespace search goes to that node and one without a namespace filter
+            fans out over every tenant
+            (:mod:`~primitives.memory.redis_backend.cluster`). Every primary needs the Query
+            Engine. A standalone store's keys differ (no tag): move one to a cluster by export
+            and import, not by pointing this at its data.
 
     Raises:
-        ConfigurationError: ``url`` is malformed (the message shows the accepted form).
+        ConfigurationError: ``url`` is malformed (the message shows the accepted form), or on a
+            cluster ``prefix`` or ``index_name`` holds ``{`` or ``}``.
     """
 
     name = "redis"
@@ -148,14 +155,17 @@ class RedisBackend(MemoryBackend):
         index_dates: bool = True,
         embedder: Embedder | None = None,
         tombstone_ttl: float = TOMBSTONE_TTL,
+        cluster: bool = False,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigurationError(
                 f"REDIS_URL {url!r} is not a Redis URL; expected "
                 "redis://[[user]:password@]host[:port][/db] or rediss://... for TLS"
             )
+        if cluster:
+            cluster_module.check_cluster_names(prefix, index_name or f"{prefix}idx")
         try:
-            self._client = aioredis.from_url(
+            self._client = (aioredis.RedisCluster if cluster else aioredis.Redis).from_url(
                 url,
                 decode_responses=False,
                 protocol=2,
@@ -169,12 +179,14 @@ class RedisBackend(MemoryBackend):
         except ValueError as exc:
             raise ConfigurationError(f"REDIS_URL {url!r} is malformed: {exc}") from exc
         self.prefix = prefix
+        self.cluster = cluster
+        self._layout = KeyLayout(prefix, cluster)
         self._identity = outbox_identity(url, prefix)
         self.embedder = embedder
         self.supports_vectors = embedder is not None  # type: ignore[misc]
         self.spec = IndexSpec(
             name=index_name or f"{prefix}idx",
-            prefix=f"{prefix}rec:",
+            prefix=self._layout.rec_prefix,
             dims=embedder.dims if embedder is not None else None,
         )
         self.default_ttls = resolved_ttls(default_ttls)
@@ -182,22 +194,26 @@ class RedisBackend(MemoryBackend):
         self.max_record_bytes = max_record_bytes
         self.index_dates = index_dates
         self.socket_connect_timeout = socket_connect_timeout
-        self._searcher = Searcher(
-            self._client, self.spec.name, self.name, returns=RETURN_FIELDS,
-            vector_returned=embedder is None, dims=self.spec.dims,
-            record_of=lambda key: split_record_key(self.spec.prefix, key),
-        )
-        self._store = maintenance.Store(self._client, prefix, self.spec, embedder, index_dates)
-        self._upsert = self._client.register_script(scripts.UPSERT)
-        self._put_script = self._client.register_script(scripts.PUT_IF_NEWER)
-        self._delete_script = self._client.register_script(scripts.DELETE_IF_OLDER)
-        self._delete_now = self._client.register_script(scripts.DELETE)
-        self._tombstones = tombstones_key(prefix)
-        self._deleted_at = deleted_at_key(prefix)
-        self._change_log = change_log_key(prefix)
+        self._searcher = self._make_searcher(self.spec.name)  # a single Redis's (cluster: per tenant)
+        self._indexes = (cluster_module.ClusterIndexes(self._client, self.spec, self._layout, self._make_searcher)
+                         if cluster else None)
+        self._store = maintenance.Store(self._client, prefix, self.spec, embedder, index_dates,
+                                        cluster_indexes=self._indexes)
+        script = scripts.Eval if cluster else self._client.register_script  # EVAL: no per-node script cache to miss
+        self._upsert = script(scripts.UPSERT)
+        self._put_script = script(scripts.PUT_IF_NEWER)
+        self._delete_script = script(scripts.DELETE_IF_OLDER)
+        self._delete_now = script(scripts.DELETE)
+        # a single Redis's bookkeeping keys (on a cluster each namespace has its own: self._layout)
+        self._tombstones, self._deleted_at = self._layout.tombstones(""), self._layout.deleted_at("")
+        self._change_log = self._layout.change_log("")
         self.tombstone_ttl = check_ttl(tombstone_ttl, "tombstone_ttl")
         self._ready = False
         self._ready_lock = asyncio.Lock()
+
+    def _make_searcher(self, index: str, client: Any = None) -> Searcher:
+        return Searcher(self._client if client is None else client, index, self.name, returns=RETURN_FIELDS, vector_returned=self.embedder is None,
+                        dims=self.spec.dims, record_of=lambda key: split_record_key(self.spec.prefix, key))
 
     @property
     def identity(self) -> str:
@@ -209,7 +225,7 @@ class RedisBackend(MemoryBackend):
     def _errors(self) -> AbstractAsyncContextManager[None]:
         """Map redis-py's exceptions to this package's, naming the fix
         (:func:`~primitives.redis_connection.redis_errors_mapped`)."""
-        return redis_errors_mapped("Redis", url_name="REDIS_URL", unreachable_fix=_START_FIX)
+        return redis_errors_mapped("Redis", self._client, url_name="REDIS_URL", unreachable_fix=_START_FIX)
 
     async def _ensure_ready(self) -> None:
         if self._ready:
@@ -218,6 +234,12 @@ class RedisBackend(MemoryBackend):
             if self._ready:
                 return
             async with self._errors():
+                if self._indexes is not None:  # each tenant's index is made on its first write
+                    self._indexes.check = self._check_schema
+                    await self._indexes.probe()
+                    await self._check_embedding_model()
+                    self._ready = True
+                    return
                 try:
                     await self._client.execute_command("FT._LIST")
                 except redis_errors.ResponseError as exc:
@@ -232,23 +254,23 @@ class RedisBackend(MemoryBackend):
                 if info is None:
                     await maintenance.create_index(self._client, self.spec)
                 else:
-                    self._check_schema(info)
+                    self._check_schema(self.spec, info)
                 await self._check_embedding_model()
             self._ready = True
 
-    def _check_schema(self, info: dict[str, Any]) -> None:
-        problems = self.spec.differences(info)
+    def _check_schema(self, spec: IndexSpec, info: dict[str, Any]) -> None:
+        problems = spec.differences(info)
         vector_problems = [p for p in problems if "field vector " in p]
         if vector_problems and len(vector_problems) == len(problems):
             raise DimensionMismatchError(
-                f"index {self.spec.name!r}: {'; '.join(vector_problems)} "
+                f"index {spec.name!r}: {'; '.join(vector_problems)} "
                 f"({self.embedder.model if self.embedder else 'no embedder'}). "
                 "Re-embed every record and rebuild the index (records are kept): "
                 f"memory-primitives index migrate --prefix {self.prefix}"
             )
         if problems:
             raise IndexSchemaMismatchError(
-                f"index {self.spec.name!r} exists with a different schema: "
+                f"index {spec.name!r} exists with a different schema: "
                 f"{'; '.join(problems)}. Expected: {self.spec.describe()}. Migrate "
                 "(drops the index, converts records of the previous layout, keeps every record, "
                 f"re-indexes them): memory-primitives index migrate --prefix {self.prefix}"
@@ -287,13 +309,29 @@ class RedisBackend(MemoryBackend):
 
     async def index_info(self) -> dict[str, Any] | None:
         """``FT.INFO`` of the index as a dict (keys and values decoded to ``str``, nested lists
-        kept), or ``None`` when it does not exist.
+        kept), or ``None`` when it does not exist. On a cluster: the index of the first tenant (by
+        namespace; ``None`` before any write); :meth:`health` sums every tenant's.
 
         Raises:
             BackendUnavailableError, AuthenticationFailedError: Redis cannot be used.
         """
         async with self._errors():
-            return await maintenance.index_info(self._client, self.spec.name)
+            if self._indexes is None:
+                return await maintenance.index_info(self._client, self.spec.name)
+            tenants = await self._indexes.tenants()
+            return await maintenance.index_info(self._client, self._indexes.name_for(tenants[0])) if tenants else None
+
+    async def cluster_spread(self) -> dict[str, dict[str, int]]:
+        """On a Redis Cluster: ``{node: {"records", "tenants"}}`` for every primary (records:
+        the ``num_docs`` of its tenants' indexes); ``{}`` on a single Redis.
+
+        Raises:
+            BackendUnavailableError, AuthenticationFailedError: Redis cannot be used.
+        """
+        if self._indexes is None:
+            return {}
+        async with self._errors():
+            return await self._indexes.spread()
 
     async def server_info(self) -> dict[str, Any]:
         """``INFO server`` as a dict (``redis_version``, ...).
@@ -303,6 +341,8 @@ class RedisBackend(MemoryBackend):
             the credentials. PermissionDeniedError: the ACL user may not run ``INFO``.
         """
         async with self._errors():
+            if self.cluster:
+                return dict(await self._client.info("server", target_nodes=self._client.get_random_node()))
             return dict(await self._client.info("server"))
 
     async def has_command(self, *command: str) -> bool:
@@ -320,74 +360,17 @@ class RedisBackend(MemoryBackend):
                 return "unknown command" not in str(exc).lower()
         return True
 
-    # -- maintenance (maintenance.py) --------------------------------------------------------
-
-    async def migrate(self) -> int:
-        """Bring the store to this version's layout and index (:meth:`migrate_layout`); returns
-        how many records were rewritten: converted from the previous layout, or, with an
-        embedder, re-embedded (every record that decodes)."""
-        return await self.migrate_index()
-
-    async def migrate_index(self, *, batch_size: int = 256) -> int:
-        """:meth:`migrate` in batches of ``batch_size`` keys."""
-        report = await self.migrate_layout(batch_size=batch_size)
-        return report.reembedded if self.embedder is not None else report.converted
-
-    async def migrate_layout(self, *, batch_size: int = 256) -> migration.MigrationReport:
-        """See :func:`~primitives.memory.redis_backend.migration.migrate` (what was converted,
-        quarantined and re-embedded).
-
-        Raises:
-            BackendUnavailableError, AuthenticationFailedError, PermissionDeniedError: Redis
-                cannot be used; ConfigurationError: it refused ``FT.CREATE``.
-        """
-        async with self._errors():
-            report = await migration.migrate(self._store, batch_size=batch_size)
-        self._ready = False
-        return report
-
-    async def drop(self) -> None:
-        """See :func:`~primitives.memory.redis_backend.maintenance.drop`."""
-        async with self._errors():
-            await maintenance.drop(self._store)
-        self._ready = False
-
-    async def find_damaged(self, *, limit: int = 100) -> DamageReport:
-        """Damaged records, keys of the wrong type and working-memory lists with damaged items,
-        by an O(store) scan (:meth:`scan_damaged`); ``key`` is the Redis key.
-
-        Raises:
-            InvalidInputError: ``limit`` is not in ``1..MAX_LIMIT``.
-        """
-        check_limit(limit)
-        scan = await self.scan_damaged(limit)
-        return DamageReport(
-            scanned=scan.scanned_records + scan.scanned_sessions,
-            damaged=[DamagedRecord(d["key"], d["reason"]) for d in scan.first],
-            complete=scan.damaged <= limit,
-        )
-
-    async def scan_damaged(self, limit: int = 20, *, batch_size: int = 200) -> maintenance.ScanReport:
-        """See :func:`~primitives.memory.redis_backend.maintenance.scan`."""
-        async with self._errors():
-            return await maintenance.scan(self._store, limit=limit, batch_size=batch_size)
-
-    async def repair(self) -> list[DamagedRecord]:
-        """Move every damaged record, key of the wrong type and damaged working-memory item to
-        ``{prefix}quarantine:`` (:meth:`quarantine`); returns them in scan order."""
-        report = await self.quarantine()
-        return [DamagedRecord(m["key"], m["reason"], m.get("moved_to")) for m in report.moved]
-
-    async def quarantine(self, *, dry_run: bool = False, batch_size: int = 200) -> maintenance.RepairReport:
-        """See :func:`~primitives.memory.redis_backend.maintenance.repair` (where each key went,
-        and what a dry run would move)."""
-        async with self._errors():
-            return await maintenance.repair(self._store, dry_run=dry_run, batch_size=batch_size)
-
     # -- long-term memory --------------------------------------------------------------------
 
     def _key(self, namespace: str, id: str) -> str:
-        return record_key(self.spec.prefix, namespace, id)
+        return self._layout.record(namespace, id)
+
+    async def _register(self, namespaces: Sequence[str]) -> None:
+        """On a cluster, before namespaces are written: each in the tenant set, each with its
+        index (:meth:`~primitives.memory.redis_backend.cluster.ClusterIndexes.ensure`); nothing
+        on a single Redis."""
+        if self._indexes is not None:
+            await self._indexes.ensure(namespaces)
 
     def _effective_ttl(self, record: MemoryRecord) -> float:
         return record.ttl if record.ttl is not None else self.default_ttls[record.memory_type]
@@ -417,6 +400,7 @@ class RedisBackend(MemoryBackend):
         index_dates = self.index_dates
         packed = [pack_vector(v) if v is not None else b"" for v in vectors]
         async with self._errors():
+            await self._register([r.namespace for r in stamped])
             async with self._client.pipeline(transaction=False) as pipe:
                 for record, blob in zip(stamped, packed):
                     args = [
@@ -424,7 +408,7 @@ class RedisBackend(MemoryBackend):
                         _json_pairs(encode_record(record, index_dates=index_dates)),
                         blob,
                     ]
-                    await self._upsert(keys=[self._key(record.namespace, record.id), self._change_log], args=args, client=pipe)
+                    await self._upsert(keys=[self._key(record.namespace, record.id), self._layout.change_log(record.namespace)], args=args, client=pipe)
                 kept = await pipe.execute()
             stored: list[MemoryRecord] = []
             fixes: list[MemoryRecord] = []
@@ -452,13 +436,16 @@ class RedisBackend(MemoryBackend):
         vectors = await self._vectors(records)
         now = datetime.now(timezone.utc)
         written: list[bool] = []
+        layout = self._layout
         async with self._errors():
+            await self._register([r.namespace for r in records])
             async with self._client.pipeline(transaction=False) as pipe:
                 for record, vector in zip(records, vectors):
                     key = self._key(record.namespace, record.id)
+                    ns = record.namespace
                     remaining = self._effective_ttl(record) - (now - record.updated_at).total_seconds()  # type: ignore[operator]
                     if remaining <= 0:  # it would already have expired
-                        await self._delete_script(keys=[key, self._tombstones, self._deleted_at], args=[us(record.updated_at), "0"], client=pipe)  # type: ignore[arg-type]
+                        await self._delete_script(keys=[key, layout.tombstones(ns), layout.deleted_at(ns)], args=[us(record.updated_at), "0"], client=pipe)  # type: ignore[arg-type]
                         written.append(False)
                         continue
                     args = [
@@ -467,18 +454,20 @@ class RedisBackend(MemoryBackend):
                         _json_pairs(encode_record(record, index_dates=self.index_dates)),
                         pack_vector(vector) if vector is not None else b"",
                     ]
-                    await self._put_script(keys=[key, self._deleted_at, self._change_log], args=args, client=pipe)
+                    await self._put_script(keys=[key, layout.deleted_at(ns), layout.change_log(ns)], args=args, client=pipe)
                     written.append(True)
                 results = await pipe.execute()
         return sum(int(r) for r, counted in zip(results, written) if counted)
 
     async def _delete_if_older(self, namespace: str, deletions: dict[str, datetime]) -> int:
         await self._ensure_ready()
+        tombstones, deleted = self._layout.tombstones(namespace), self._layout.deleted_at(namespace)
         async with self._errors():
+            await self._register([namespace])
             async with self._client.pipeline(transaction=False) as pipe:
                 for id, deleted_at in deletions.items():
-                    await self._delete_script(keys=[self._key(namespace, id), self._tombstones, self._deleted_at], args=[us(deleted_at), "1"], client=pipe)
-                changes.trim_tombstones(pipe, self._tombstones, self._deleted_at, self.tombstone_ttl)
+                    await self._delete_script(keys=[self._key(namespace, id), tombstones, deleted], args=[us(deleted_at), "1"], client=pipe)
+                changes.trim_tombstones(pipe, tombstones, deleted, self.tombstone_ttl)
                 results = (await pipe.execute())[:-1]
         return sum(int(r) for r in results)
 
@@ -508,11 +497,13 @@ class RedisBackend(MemoryBackend):
     async def _delete(self, namespace: str, ids: list[str]) -> int:
         await self._ensure_ready()
         now = us(datetime.now(timezone.utc))
+        tombstones, deleted = self._layout.tombstones(namespace), self._layout.deleted_at(namespace)
         async with self._errors():
+            await self._register([namespace])
             async with self._client.pipeline(transaction=False) as pipe:
                 for id in ids:
-                    await self._delete_now(keys=[self._key(namespace, id), self._tombstones, self._deleted_at], args=[now], client=pipe)
-                changes.trim_tombstones(pipe, self._tombstones, self._deleted_at, self.tombstone_ttl)
+                    await self._delete_now(keys=[self._key(namespace, id), tombstones, deleted], args=[now], client=pipe)
+                changes.trim_tombstones(pipe, tombstones, deleted, self.tombstone_ttl)
                 return sum(int(r) for r in (await pipe.execute())[:-1])
 
     async def _changes(self, after: tuple[int, str, str] | None, limit: int) -> list[ChangeEntry]:
@@ -521,9 +512,13 @@ class RedisBackend(MemoryBackend):
         (:mod:`~primitives.memory.redis_backend.changes`). Damaged records are skipped and
         reported like a search's."""
         await self._ensure_ready()
+        layout = self._layout
         async with self._errors():
+            if self.cluster:  # each tenant's log in its own slot: read each, merge by position
+                return await cluster_module.read_changes(self._client, self.spec, layout, after, limit, backend=self.name)
             return await changes.read_changes(
-                self._client, self.spec, self._change_log, self._tombstones, self._deleted_at, after, limit, backend=self.name
+                self._client, self.spec, layout.change_log(""), layout.tombstones(""), layout.deleted_at(""), after, limit,
+                backend=self.name,
             )
 
     async def _search(
@@ -541,60 +536,44 @@ class RedisBackend(MemoryBackend):
         if mode == "keyword" and not words:
             return SearchResult([], self.name)
         await self._ensure_ready()
+        if self._indexes is not None:
+            return await self._cluster_search(query, words, tag_filter, limit, mode)
         searcher = self._searcher
         async with self._errors():
             if mode == "keyword":
                 ranking = await searcher.keyword(words, tag_filter, limit)
                 return SearchResult(ranking.hits, self.name, skipped=ranking.skipped)
             assert self.embedder is not None
-            vector = pack_vector((await self.embedder.embed_tuples([query]))[0])
+            vector = pack_vector(await self.embedder.embed_query(query))
             if mode == "vector":
                 ranking = await searcher.knn(vector, tag_filter, limit)
                 return SearchResult(ranking.hits, self.name, skipped=ranking.skipped)
             ranking = await searcher.hybrid(words, vector, tag_filter, limit)
         return SearchResult(ranking.hits, self.name, skipped=ranking.skipped)
 
+    async def _cluster_search(self, query: str, words: list[str], tag_filter: dict[str, tuple[str, ...]], limit: int,
+                              mode: str) -> SearchResult:
+        """:func:`~primitives.memory.redis_backend.cluster.search` (one tenant's index per
+        namespace filtered, or every tenant's)."""
+        assert self._indexes is not None
+        vector = None
+        if mode != "keyword":
+            assert self.embedder is not None
+            vector = pack_vector(await self.embedder.embed_query(query))
+        async with self._errors():
+            ranking = await cluster_module.search(self._indexes, mode, words, vector, tag_filter, limit)
+        return SearchResult(ranking.hits, self.name, skipped=ranking.skipped)
+
     async def _count(self, tag_filter: dict[str, tuple[str, ...]]) -> int:
         await self._ensure_ready()
+        if self._indexes is not None:
+            async with self._errors():
+                return await cluster_module.count(self._indexes, tag_filter)
         async with self._errors():
             raw = await self._client.execute_command(
                 "FT.SEARCH", self.spec.name, render_query([], tag_filter), "LIMIT", "0", "0", "DIALECT", "2"
             )
         return int(raw[0])
-
-    # -- working memory ----------------------------------------------------------------------
-
-    async def _append_messages(self, namespace: str, session_id: str, messages: Sequence[Message]) -> None:
-        """One ``MULTI`` (:func:`~primitives.memory.redis_backend.working.append`)."""
-        async with self._errors():
-            await working.append(self._client, session_key(self.prefix, namespace, session_id), messages,
-                                 size=self.working_memory_size, ttl=self.default_ttls[MemoryType.WORKING])
-
-    async def _get_messages(self, namespace: str, session_id: str, limit: int | None) -> list[Message]:
-        async with self._errors():
-            return await working.read(self._client, session_key(self.prefix, namespace, session_id),
-                                      limit or self.working_memory_size, self.name)
-
-    async def _clear_session(self, namespace: str, session_id: str) -> None:
-        async with self._errors():
-            await working.clear(self._client, session_key(self.prefix, namespace, session_id))
-
-    # -- skill statistics --------------------------------------------------------------------
-
-    async def _record_skill_execution(self, name: str, success: bool, duration_s: float, namespace: str) -> SkillStats:
-        """One ``MULTI`` on the hash :func:`~primitives.memory.redis_backend.skills.skill_key`
-        (kept ``default_ttls["skill"]`` seconds after the last execution)."""
-        key = redis_skills.skill_key(self.prefix, namespace, name)
-        async with self._errors():
-            return await redis_skills.record_execution(
-                self._client, key, name, namespace, success, duration_s, self.default_ttls[MemoryType.SKILL]
-            )
-
-    async def _skill_stats(self, name: str, namespace: str) -> SkillStats | None:
-        async with self._errors():
-            return await redis_skills.read_stats(
-                self._client, redis_skills.skill_key(self.prefix, namespace, name), name, namespace
-            )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -607,6 +586,12 @@ class RedisBackend(MemoryBackend):
             await self._ensure_ready()
             info = await self.index_info() or {}
             server = await self.server_info()
+            if self._indexes is not None:  # every tenant's index, summed
+                async with self._errors():
+                    infos = [i or {} for i in (await self._indexes.infos()).values()]
+                info = {"num_docs": sum(int(i.get("num_docs", 0)) for i in infos),
+                        "indexing": "1" if any(str(i.get("indexing", "0")) == "1" for i in infos) else "0",
+                        "hash_indexing_failures": sum(int(i.get("hash_indexing_failures", 0)) for i in infos)}
         except PrimitivesError as exc:  # unreachable, refused, misconfigured: not usable as configured
             return Health(ok=False, backend=self.name, detail={"error": str(exc), "error_type": type(exc).__name__})
         return Health(

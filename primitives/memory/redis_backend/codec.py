@@ -85,9 +85,13 @@ RETURN_FIELDS: tuple[str, ...] = (
 # -- numbers -------------------------------------------------------------------------------------
 
 def seconds(dt: datetime) -> str:
-    """Seconds since the epoch with microseconds, as a decimal string (for NUMERIC fields)."""
+    """Seconds since the epoch with microseconds, as a decimal string (for NUMERIC fields);
+    before 1970 the sign leads (``-1.500000``), so the stored number orders as the time does
+    (what a ``created_at`` range filter compares: ``query.decimal_seconds``)."""
     delta = dt - _EPOCH
-    return f"{delta.days * 86400 + delta.seconds}.{delta.microseconds:06d}"
+    us = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+    whole, frac = divmod(abs(us), 1_000_000)
+    return f"{'-' if us < 0 else ''}{whole}.{frac:06d}"
 
 
 def us(dt: datetime) -> str:
@@ -225,6 +229,21 @@ def _optional_identifier(raw: bytes | None) -> str | None:
     return None if raw is None else _identifier(raw)
 
 
+#: Stored namespace, user and session values already checked by :func:`_identifier`, raw bytes
+#: to text: few distinct values recur in every search reply, and the check is a pure function
+#: of the bytes, so a value seen before is not decoded and checked again. Cleared when full.
+_IDENTIFIERS: dict[bytes, str] = {}
+_IDENTIFIERS_MAX = 4096
+
+
+def _known_identifier(raw: bytes) -> str:
+    value = _identifier(raw)  # raises before anything is remembered
+    if len(_IDENTIFIERS) >= _IDENTIFIERS_MAX:
+        _IDENTIFIERS.clear()
+    _IDENTIFIERS[raw] = value
+    return value
+
+
 def _text(raw: bytes) -> str:
     return raw.decode()
 
@@ -275,8 +294,7 @@ def _ttl(raw: bytes | None) -> float | None:
 def _datetime(raw: bytes) -> datetime:
     if not raw.isdigit() and not (raw[:1] == b"-" and raw[1:].isdigit()):
         raise ValueError(f"{raw[:40]!r} is not an integer")
-    seconds, micro = divmod(int(raw), 1_000_000)
-    return _EPOCH + timedelta(0, seconds, micro)
+    return _EPOCH + timedelta(microseconds=int(raw))
 
 
 def _vector(raw: bytes | None, dims: int | None = None) -> tuple[float, ...] | None:
@@ -362,16 +380,19 @@ def decode_record(fields: Mapping[bytes, bytes], key: str, *, dims: int | None =
             ``reason`` says which and why).
     """
     get = fields.get
+    known = _IDENTIFIERS.get
     try:
-        # the hot path of every search hit: inline, each value decoded strictly once
+        # the hot path of every search hit: inline, each value decoded strictly once (a
+        # namespace, user or session value seen before: not again, see _IDENTIFIERS)
         record = _new(MemoryRecord)
         _set_id(record, _identifier(fields[b"id"]))
         _set_text(record, fields[b"text"].decode())
         raw = get(b"user_id")
-        _set_user(record, None if raw is None else _identifier(raw))
+        _set_user(record, None if raw is None else known(raw) or _known_identifier(raw))
         raw = get(b"session_id")
-        _set_session(record, None if raw is None else _identifier(raw))
-        _set_namespace(record, _identifier(fields[b"namespace"]))
+        _set_session(record, None if raw is None else known(raw) or _known_identifier(raw))
+        raw = fields[b"namespace"]
+        _set_namespace(record, known(raw) or _known_identifier(raw))
         memory_type = _MEMORY_TYPES.get(fields[b"memory_type"])
         _set_memory_type(record, memory_type if memory_type is not None else _memory_type(fields[b"memory_type"]))
         raw = get(b"topics")

@@ -9,7 +9,9 @@ Quarantine: a damaged record (or a key of the wrong Redis type under the record 
 prefix) is renamed to ``{prefix}quarantine:{ms}:{key without prefix}`` (outside the index, its
 expiry removed), and the damaged items of a working-memory list are moved to a list there; each
 move is recorded in the stream ``{prefix}quarantine:log`` (``key``, ``moved_to``, ``kind``,
-``reason``, ``at``, ``pttl_ms``). Nothing is deleted.
+``reason``, ``at``, ``pttl_ms``); on a Redis Cluster in ``{prefix}quarantine:log:{tag}``, the
+moved key's own tenant tag, so the move and its log entry stay one transaction in one slot.
+Nothing is deleted.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class Store:
         spec: Its index.
         embedder: Its embedder, or ``None``.
         index_dates: Whether records carry the written-out ``date`` field.
+        cluster_indexes: On a Redis Cluster, its per-primary indexes
+            (:class:`~primitives.memory.redis_backend.cluster.ClusterIndexes`); ``None`` on a
+            single Redis.
     """
 
     client: Any
@@ -61,10 +66,21 @@ class Store:
     spec: IndexSpec
     embedder: Embedder | None
     index_dates: bool
+    cluster_indexes: Any = None
 
     def meta_key(self) -> str:
         """The hash recording the embedding model (``{prefix}embedding``)."""
         return f"{self.prefix}embedding"
+
+    def log_key(self, key: bytes) -> str | bytes:
+        """The quarantine log for a move of ``key``: ``{prefix}quarantine:log``, or on a cluster
+        the log in ``key``'s own hash slot (``{prefix}quarantine:log:{tag}``)."""
+        if self.cluster_indexes is None:
+            return quarantine_log_key(self.prefix)
+        start = key.find(b"{")
+        end = key.find(b"}", start + 1)
+        tag = key[start:end + 1] if start >= 0 and end > start + 1 else b"{" + key + b"}"
+        return quarantine_log_key(self.prefix).encode() + b":" + tag
 
 
 async def index_info(client: Any, name: str) -> dict[str, Any] | None:
@@ -257,15 +273,20 @@ async def scan(store: Store, *, limit: int = 20, batch_size: int = 200) -> ScanR
             if bad:
                 found(key, "session-items", f"{len(bad)} of {len(items)} messages cannot be decoded; "
                                             f"item {bad[0][0]}: {bad[0][1]}")
-    info = await index_info(store.client, store.spec.name)
-    if info is not None:
-        report.index_failures = int(info.get("hash_indexing_failures", 0))
+    if store.cluster_indexes is None:
+        infos = [await index_info(store.client, store.spec.name)]
+    else:  # every tenant's index: failures summed, the last error of one that has failures
+        infos = list((await store.cluster_indexes.infos()).values())
+    for info in infos:
+        if info is None:
+            continue
+        failures = int(info.get("hash_indexing_failures", 0))
+        report.index_failures = (report.index_failures or 0) + failures
         errors = info.get("Index Errors")
-        if isinstance(errors, list):
+        if isinstance(errors, list) and failures:
             d = dict(zip(errors[0::2], errors[1::2]))
-            if report.index_failures:
-                report.last_index_error = d.get("last indexing error")
-                report.last_index_error_key = d.get("last indexing error key")
+            report.last_index_error = d.get("last indexing error")
+            report.last_index_error_key = d.get("last indexing error key")
     return report
 
 
@@ -277,10 +298,12 @@ async def move_to_quarantine(pipe: Any, store: Store, key: bytes, kind: str, rea
     dest = quarantine_key(store.prefix, key, at_ms)
     pttl = await pipe.pttl(key)
     pipe.multi()
-    pipe.rename(key, dest)
+    # as a raw command: redis-py's cluster pipeline blocks its rename() method even for a
+    # same-slot RENAME (the destination keeps the key's hash tag: keys.quarantine_key)
+    pipe.execute_command("RENAME", key, dest)
     pipe.persist(dest)
     entry = {"key": shown(key), "moved_to": shown(dest), "kind": kind, "reason": reason}
-    pipe.xadd(quarantine_log_key(store.prefix), {**entry, "at": _iso(at_ms), "pttl_ms": str(pttl)})
+    pipe.xadd(store.log_key(key), {**entry, "at": _iso(at_ms), "pttl_ms": str(pttl)})
     return entry
 
 
@@ -348,7 +371,7 @@ async def _quarantine_items(store: Store, key: bytes) -> dict[str, Any] | None |
                 pipe.rpush(dest, *(items[i] for i, _ in bad))
                 entry = {"key": shown(key), "moved_to": shown(dest), "kind": "session-items", "reason": reason,
                          "items": len(bad)}
-                pipe.xadd(quarantine_log_key(store.prefix),
+                pipe.xadd(store.log_key(key),
                           {**{k: str(v) for k, v in entry.items()}, "at": _iso(at_ms), "pttl_ms": str(pttl)})
                 await pipe.execute()
                 return entry
@@ -412,9 +435,16 @@ async def drop(store: Store) -> None:
     ``skill:`` and ``quarantine:``, the tombstones, the change log and the record of its embedding model. For throw-away stores
     (evaluations, tests); irreversible."""
     client = store.client
-    if await index_info(store.client, store.spec.name) is not None:
+    if store.cluster_indexes is not None:
+        await store.cluster_indexes.drop()
+    elif await index_info(store.client, store.spec.name) is not None:
         await client.execute_command("FT.DROPINDEX", store.spec.name, "DD")
-    for part in ("rec:", "wm:", "skill:", QUARANTINE):
+    parts = ["rec:", "wm:", "skill:", QUARANTINE]
+    if store.cluster_indexes is not None:  # each tenant's bookkeeping (keys.KeyLayout)
+        parts += ["changelog:{", "tombstones:{", "deleted_at:{"]
+    for part in parts:
         async for keys in batches(client, glob_escape(f"{store.prefix}{part}") + "*", 500):
             await client.unlink(*keys)
-    await client.unlink(store.meta_key(), f"{store.prefix}tombstones", f"{store.prefix}deleted_at", f"{store.prefix}changelog")
+    for key in (store.meta_key(), f"{store.prefix}tombstones", f"{store.prefix}deleted_at", f"{store.prefix}changelog",
+                f"{store.prefix}tenants"):
+        await client.unlink(key)  # one at a time: on a cluster they sit in different slots

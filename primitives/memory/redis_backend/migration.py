@@ -148,11 +148,15 @@ async def migrate(store: Store, *, batch_size: int = 256) -> MigrationReport:
     quarantined instead), re-embed every record when an embedder is configured, and create the
     index with this configuration's schema; Redis then re-indexes every record under the prefix
     in the background (``FT.INFO`` ``indexing`` is 1 until it is done). A one-time O(store)
-    step; running it again converts nothing more.
+    step; running it again converts nothing more. On a Redis Cluster every primary's index is
+    dropped and re-created: every tenant's index (the cluster layout has no previous layout to convert).
     """
     client = store.client
     report = MigrationReport()
-    if await index_info(store.client, store.spec.name) is not None:
+    indexes = store.cluster_indexes
+    if indexes is not None:
+        await indexes.drop_indexes()
+    elif await index_info(store.client, store.spec.name) is not None:
         await client.execute_command("FT.DROPINDEX", store.spec.name)
     async for keys in batches(client, glob_escape(store.spec.prefix) + "*", batch_size):
         for key, fields, _ in await read_records(client, keys):
@@ -166,7 +170,10 @@ async def migrate(store: Store, *, batch_size: int = 256) -> MigrationReport:
     if store.embedder is not None:
         report.reembedded = await _reembed(store, batch_size)
         await client.hset(store.meta_key(), mapping={"model": store.embedder.model, "dims": str(store.embedder.dims)})
-    await create_index(store.client, store.spec)
+    if indexes is not None:
+        await indexes.create_all()
+    else:
+        await create_index(store.client, store.spec)
     return report
 
 
@@ -191,7 +198,7 @@ async def _reembed(store: Store, batch_size: int) -> int:
                 continue
         if not live:
             continue
-        vectors = await store.embedder.embed_tuples([embedding_text(r) for _, r in live])
+        vectors = await store.embedder.embed_documents([embedding_text(r) for _, r in live])
         async with client.pipeline(transaction=False) as pipe:
             for (key, _), vector in zip(live, vectors):
                 pipe.hset(key, "vector", pack_vector(vector))

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from primitives.memory.analysis import ENGLISH_STOP_WORDS
 from primitives.memory.redis_backend.schema import ANALYZER, TAG_FIELDS, encode_tag
 
-__all__ = ["TEXT_FIELDS", "escape", "query_terms", "query_words", "render_filter", "render_query"]
+__all__ = ["RANGE_FIELDS", "TEXT_FIELDS", "decimal_seconds", "escape", "query_terms", "query_words", "render_filter", "render_query"]
 
 #: TEXT fields a query's terms are matched against: the terms of the text and of the indexed
 #: metadata, and of the written-out date (the same text the in-process backend indexes).
@@ -39,6 +39,8 @@ def escape(value: str) -> str:
     symbols, emoji, control characters) is made literal, so no input can open a field clause,
     a union, a negation, a prefix/wildcard or a KNN clause.
     """
+    if value.isalnum():  # the common case: str.isalnum is exactly "no character _SPECIAL matches"
+        return value
     return _SPECIAL.sub(r"\\\g<0>", value)
 
 
@@ -68,12 +70,39 @@ def render_filter(tag_filter: Mapping[str, Sequence[str]]) -> str:
 
     Args:
         tag_filter: As returned by ``normalize_filter``: a field of
-            :data:`~primitives.memory.backend.FILTER_FIELDS` to a non-empty tuple of values.
+            :data:`~primitives.memory.backend.FILTER_FIELDS` to a non-empty tuple of values, and
+            ``created_at`` to a :class:`~primitives.memory.temporal.TimeRange`, rendered as a
+            NUMERIC range ``@created_at:[1683504000.000000 (1683590400.000000]`` (numbers only:
+            nothing a user typed).
     """
     return " ".join(
+        _render_range(field, values) if field in RANGE_FIELDS else
         "@%s:{%s}" % (TAG_FIELDS[field], " | ".join([encode_tag(v) for v in values]))
         for field, values in tag_filter.items()
     )
+
+
+#: Filter fields that are ranges over a NUMERIC field of the same name (a ``TimeRange``).
+RANGE_FIELDS = frozenset({"created_at"})
+
+
+def decimal_seconds(us: int) -> str:
+    """Microseconds since the epoch as decimal seconds with 6 decimals, the form the NUMERIC
+    timestamps are stored in (:func:`~primitives.memory.redis_backend.codec.seconds`): a bound
+    and a stored time that are equal parse to the same double, and distinct microseconds stay
+    distinct and ordered while ``|seconds| < 2**32`` (years 1834..2106; further out a double's
+    spacing exceeds 1 µs and bounds are exact to that spacing)."""
+    sign = "-" if us < 0 else ""
+    whole, frac = divmod(abs(us), 1_000_000)
+    return f"{sign}{whole}.{frac:06d}"
+
+
+def _render_range(field: str, time_range: object) -> str:
+    """``@created_at:[start (end]``: ``start <= t < end`` (``-inf``/``+inf`` when unbounded)."""
+    start, end = time_range  # type: ignore[misc]  # a TimeRange: (start_us, end_us)
+    low = "-inf" if start is None else decimal_seconds(start)
+    high = "+inf" if end is None else "(" + decimal_seconds(end)
+    return "@%s:[%s %s]" % (field, low, high)
 
 
 def render_query(words: Sequence[str], tag_filter: Mapping[str, Sequence[str]]) -> str:
@@ -87,10 +116,13 @@ def render_query(words: Sequence[str], tag_filter: Mapping[str, Sequence[str]]) 
     recall@10 0.649 with the single intersection; see docs/redis-backend.md). With no words the
     query matches every document the filter allows (``*`` alone when there is no filter either).
     """
-    fields = "@%s:" % "|".join(TEXT_FIELDS)
     if not words:
         return render_filter(tag_filter) if tag_filter else "*"
     if not tag_filter:
-        return "%s(%s)" % (fields, " | ".join(escape(w) for w in words))
-    clause = render_filter(tag_filter)
-    return " | ".join("(%s %s(%s))" % (clause, fields, escape(w)) for w in words)
+        return "%s(%s)" % (_IN_TEXT, " | ".join([escape(w) for w in words]))
+    clause = "(%s %s(" % (render_filter(tag_filter), _IN_TEXT)
+    return " | ".join([clause + escape(w) + "))" for w in words])
+
+
+# ``@terms|date:``: the TEXT_FIELDS clause prefix
+_IN_TEXT = "@%s:" % "|".join(TEXT_FIELDS)

@@ -3,7 +3,30 @@ so a record is never half written, whatever happens to the client or the server 
 
 from __future__ import annotations
 
-__all__ = ["DELETE", "DELETE_IF_OLDER", "HMGET_MANY", "PRUNE_CHANGE", "PUT_IF_NEWER", "TRIM_TOMBSTONES", "UPSERT"]
+from typing import Any
+
+__all__ = ["DELETE", "DELETE_IF_OLDER", "Eval", "HMGET_MANY", "PRUNE_CHANGE", "PUT_IF_NEWER", "TRIM_TOMBSTONES", "UPSERT"]
+
+
+class Eval:
+    """A script sent whole with ``EVAL`` on every call, called like redis-py's registered
+    script (``await script(keys=[...], args=[...], client=pipe)``). For a Redis Cluster: a
+    pipeline there cannot load a script a node has not seen (``EVALSHA`` fails with
+    ``NOSCRIPT`` on a new or failed-over node), while ``EVAL`` always runs; Redis caches the
+    compiled script by its SHA either way. On a pipeline the call queues the command (its reply
+    comes from ``execute``) and returns ``None``."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    async def __call__(self, keys: list[Any], args: list[Any], client: Any) -> Any:
+        from redis.asyncio.cluster import ClusterPipeline
+
+        if isinstance(client, ClusterPipeline):
+            client.eval(self.text, len(keys), *keys, *args)
+            return None
+        return await client.eval(self.text, len(keys), *keys, *args)
+
 
 # Upsert of one record hash (KEYS[1]) that keeps a stored created_at. ARGV[1]: pexpire ms (0:
 # none); ARGV[2]: a JSON array [field, value, ...] starting with created_at_us and created_at (one

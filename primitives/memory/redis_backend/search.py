@@ -11,6 +11,16 @@ hit that does not decode is left out, reported
 hits asked for and the index has more, more rows are fetched (the next page for keyword search;
 for KNN the query again with a larger ``k``; at most :data:`MAX_PAGES` requests per ranking), so
 damaged records cost only themselves. Each damaged record is reported once per search.
+
+The keyword command, the recall step's only round trip, is sent pre-encoded: its fixed
+arguments (``FT.SEARCH index``, ``WITHSCORES ... RETURN n fields``, ``DIALECT 2``) are RESP bytes
+made once per searcher, and only the query string and the row range are encoded per call
+(:meth:`Searcher.keyword_packed`; the same bytes redis-py's ``pack_command`` makes of
+:meth:`Searcher.keyword_args`, asserted by ``tests/test_redis_query.py``). On a single Redis
+(``redis.asyncio.Redis``) those bytes go out on a pooled connection with the pool's retry
+(:func:`send_packed`); any other client (a cluster client) gets ``execute_command``. Measured
+in ``docs/redis-backend.md``: redis-py's asyncio ``pack_command`` is pure Python (hiredis parses
+replies but does not pack commands there) and took 20-30 µs of the step's client CPU.
 """
 
 from __future__ import annotations
@@ -18,7 +28,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any
+
+import redis.asyncio as aioredis
 
 from primitives.errors import CorruptRecordError
 from primitives.memory.backend import report_corrupt
@@ -28,10 +41,16 @@ from primitives.memory.redis_backend.codec import decode_record
 from primitives.memory.redis_backend.query import render_filter, render_query
 from primitives.validation import MAX_LIMIT
 
-__all__ = ["MAX_PAGES", "Ranking", "Searcher"]
+__all__ = ["MAX_PAGES", "Ranking", "Searcher", "resp_bulk", "send_packed"]
 
 #: Most ``FT.SEARCH`` requests one ranking makes to make up for damaged hits.
 MAX_PAGES = 4
+
+# SearchHit's slot setters: a hit of a decoded record is built without its dataclass __init__
+# (a frozen dataclass sets each field through object.__setattr__)
+_new = object.__new__
+_set_hit_record, _set_hit_score = (getattr(SearchHit, f.name).__set__ for f in dataclass_fields(SearchHit))
+assert [f.name for f in dataclass_fields(SearchHit)] == ["record", "score"], "update keyword_hits with SearchHit"
 
 
 @dataclass(slots=True)
@@ -72,6 +91,14 @@ class Searcher:
         self.returns = [*returns, *(["vector"] if vector_returned else [])]
         self.vector_returned = vector_returned
         self.dims = dims
+        # the keyword command's fixed parts, RESP-encoded once (keyword_packed); the header counts
+        # the arguments of keyword_args
+        fixed = ["WITHSCORES", "SCORER", "BM25STD", "RETURN", str(len(self.returns)), *self.returns, "LIMIT"]
+        self._keyword_head = b"*%d\r\n%b%b" % (len(fixed) + 7, resp_bulk(b"FT.SEARCH"), resp_bulk(index.encode()))
+        self._keyword_middle = b"".join(resp_bulk(a.encode()) for a in fixed)
+        self._keyword_tail = resp_bulk(b"DIALECT") + resp_bulk(b"2")
+        # pre-encoded commands need a connection pool to send them on (a single Redis)
+        self._pool = client.connection_pool if isinstance(client, aioredis.Redis) and client.connection is None else None
 
     # -- commands --------------------------------------------------------------------------
 
@@ -79,6 +106,13 @@ class Searcher:
         """``FT.SEARCH`` for the BM25 ranking, rows ``offset .. offset + num``."""
         return ["FT.SEARCH", self.index, render_query(words, tag_filter), "WITHSCORES", "SCORER", "BM25STD",
                 "RETURN", str(len(self.returns)), *self.returns, "LIMIT", str(offset), str(num), "DIALECT", "2"]
+
+    def keyword_packed(self, words: Sequence[str], tag_filter: Mapping[str, Sequence[str]], offset: int, num: int) -> bytes:
+        """:meth:`keyword_args` as the RESP bytes sent on the wire (what redis-py's
+        ``pack_command`` makes of them), built from the parts encoded at construction."""
+        query = render_query(words, tag_filter).encode()
+        return b"".join((self._keyword_head, b"$%d\r\n" % len(query), query, b"\r\n", self._keyword_middle,
+                         resp_bulk(b"%d" % offset), resp_bulk(b"%d" % num), self._keyword_tail))
 
     def knn_args(self, vector: bytes, tag_filter: Mapping[str, Sequence[str]], offset: int, num: int) -> list[Any]:
         """``FT.SEARCH`` for the nearest ``offset + num`` vectors (cosine distance), rows
@@ -99,14 +133,17 @@ class Searcher:
         bad: list[tuple[str, str]] = []
         dims, vector = self.dims, self.vector_returned
         for i in range(1, len(raw), 3):
-            values = raw[i + 2]
-            it = iter(values)
-            fields = dict(zip(it, it))
-            key = raw[i]
+            it = iter(raw[i + 2])
             try:
-                hits.append(SearchHit(decode_record(fields, _key(key), dims=dims, vector=vector), float(raw[i + 1])))
+                # the key is decoded only to name a damaged record
+                record = decode_record(dict(zip(it, it)), "", dims=dims, vector=vector)
             except CorruptRecordError as exc:
-                bad.append((exc.key, exc.reason))
+                bad.append((_key(raw[i]), exc.reason))
+                continue
+            hit = _new(SearchHit)
+            _set_hit_record(hit, record)
+            _set_hit_score(hit, float(raw[i + 1]))
+            hits.append(hit)
         return hits, bad
 
     def knn_hits(self, raw: list[Any]) -> tuple[list[SearchHit], list[tuple[str, str]]]:
@@ -136,7 +173,11 @@ class Searcher:
                       first: list[Any] | None = None) -> Ranking:
         """The best ``depth`` keyword hits; ``first`` is the reply to rows ``0 .. depth`` when
         it was already fetched (hybrid pipelines it). Further pages continue at the next row."""
-        return await self._paged(lambda off, num: self.keyword_args(words, tag_filter, off, num),
+        if self._pool is not None:
+            pool = self._pool
+            return await self._paged(lambda off, num: send_packed(pool, self.keyword_packed(words, tag_filter, off, num)),
+                                     self.keyword_hits, 3, depth, first, from_start=False)
+        return await self._paged(lambda off, num: self.client.execute_command(*self.keyword_args(words, tag_filter, off, num)),
                                  self.keyword_hits, 3, depth, first, from_start=False)
 
     async def knn(self, vector: bytes, tag_filter: Mapping[str, Sequence[str]], depth: int,
@@ -144,7 +185,7 @@ class Searcher:
         """The ``depth`` nearest hits; ``first`` as in :meth:`keyword`. Further requests ask for
         more neighbours from the start (HNSW's answer for a larger ``k`` need not extend the
         smaller one, and a NaN distance sorts anywhere), keeping the hits not seen yet."""
-        return await self._paged(lambda off, num: self.knn_args(vector, tag_filter, off, num),
+        return await self._paged(lambda off, num: self.client.execute_command(*self.knn_args(vector, tag_filter, off, num)),
                                  self.knn_hits, 2, depth, first, from_start=True)
 
     async def hybrid(self, words: Sequence[str], vector: bytes, tag_filter: Mapping[str, Sequence[str]],
@@ -169,12 +210,13 @@ class Searcher:
                      [((h.record.namespace, h.record.id), h.score) for h in knn.hits], limit=limit)
         return Ranking([SearchHit(records[k], score) for k, score in fused], {**keyword.damaged, **knn.damaged})
 
-    async def _paged(self, args: Any, parse: Any, per_row: int, depth: int, first: list[Any] | None, *,
+    async def _paged(self, request: Any, parse: Any, per_row: int, depth: int, first: list[Any] | None, *,
                      from_start: bool) -> Ranking:
-        raw = first if first is not None else await self.client.execute_command(*args(0, depth))
+        # request(offset, num): the reply to rows offset .. offset + num
+        raw = first if first is not None else await request(0, depth)
         hits, bad = parse(raw)
         damaged = dict(bad)
-        seen = {(h.record.namespace, h.record.id) for h in hits}
+        seen = {(h.record.namespace, h.record.id) for h in hits} if damaged else set()
         end = asked = depth  # rows covered so far; rows asked for by the last request
         pages = 1
         # a reply shorter than asked for is the last one (a KNN reply's total is capped at k, so
@@ -182,7 +224,7 @@ class Searcher:
         while damaged and len(hits) < depth and pages < MAX_PAGES and (len(raw) - 1) // per_row >= asked:
             num = min(MAX_LIMIT, max(2 * (depth - len(hits)), 10))
             offset, asked = (0, end + num) if from_start else (end, num)
-            raw = await self.client.execute_command(*args(offset, asked))
+            raw = await request(offset, asked)
             end += num
             more, bad = parse(raw)
             damaged.update(bad)
@@ -204,3 +246,32 @@ class Searcher:
 
 def _key(raw: bytes) -> str:
     return raw.decode("utf-8", "backslashreplace")
+
+
+def resp_bulk(value: bytes) -> bytes:
+    """``value`` as a RESP bulk string, ``$<length>\\r\\n<value>\\r\\n``
+    (https://redis.io/docs/latest/develop/reference/protocol-spec/#bulk-strings)."""
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+async def send_packed(pool: Any, packed: bytes) -> Any:
+    """Send one RESP-encoded command on a connection of ``pool`` (a redis-py asyncio
+    ``ConnectionPool``) and return its parsed reply, as ``Redis.execute_command`` does: the
+    connection's ``retry`` governs a failed attempt (the connection is dropped, and with the
+    backend's ``Retry(NoBackoff(), 1)`` sent once more on a fresh one), and the connection goes
+    back to the pool either way.
+
+    Raises:
+        redis.exceptions.ConnectionError, redis.exceptions.TimeoutError: the retries failed.
+        redis.exceptions.ResponseError: the server refused the command.
+    """
+    conn = await pool.get_connection()
+    try:
+        return await conn.retry.call_with_retry(lambda: _round_trip(conn, packed), lambda error: conn.disconnect())
+    finally:
+        await pool.release(conn)
+
+
+async def _round_trip(conn: Any, packed: bytes) -> Any:
+    await conn.send_packed_command(packed)
+    return await conn.read_response()

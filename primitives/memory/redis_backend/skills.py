@@ -6,6 +6,9 @@ Key: ``{prefix}skill:{namespace}:{name}`` with both parts percent-encoded
 ``last_executed_at`` (epoch seconds). The transaction increments, stamps, re-arms the key's
 ``EXPIRE`` and reads the totals back (``HGETALL``) atomically, so concurrent recorders on any
 number of processes never lose an update and each gets the totals its own execution produced.
+On a Redis Cluster the same steps run as one Lua script (:data:`RECORD_SCRIPT`, one key, so one
+slot): redis-py 8.1's asyncio cluster pipeline in transaction mode fails reading the reply of
+``HINCRBYFLOAT`` (``TypeError: <lambda>() got an unexpected keyword argument 'keys'``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,18 @@ from urllib.parse import quote
 from primitives.errors import CorruptRecordError
 from primitives.memory.skills import SkillStats, stats_from_totals
 
-__all__ = ["skill_key", "record_execution", "read_stats"]
+__all__ = ["RECORD_SCRIPT", "skill_key", "record_execution", "read_stats"]
+
+# KEYS[1] the skill hash. ARGV: success (0/1), duration_s, now (epoch seconds, repr), pexpire ms
+# ("inf": PERSIST). Returns HGETALL after the update.
+RECORD_SCRIPT = """
+redis.call('HINCRBY', KEYS[1], 'executions', 1)
+redis.call('HINCRBY', KEYS[1], 'successes', tonumber(ARGV[1]))
+redis.call('HINCRBYFLOAT', KEYS[1], 'total_duration_s', ARGV[2])
+redis.call('HSET', KEYS[1], 'last_executed_at', ARGV[3])
+if ARGV[4] == 'inf' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+return redis.call('HGETALL', KEYS[1])
+"""
 
 
 def skill_key(prefix: str, namespace: str, name: str) -> str:
@@ -26,10 +40,17 @@ def skill_key(prefix: str, namespace: str, name: str) -> str:
 
 
 async def record_execution(
-    client: object, key: str, name: str, namespace: str, success: bool, duration_s: float, ttl: float
+    client: object, key: str, name: str, namespace: str, success: bool, duration_s: float, ttl: float,
+    *, script: bool = False,
 ) -> SkillStats:
     """Fold one execution into the hash at ``key`` (``ttl`` seconds of life after it;
-    ``math.inf``: no expiry) and return the totals, in one round trip."""
+    ``math.inf``: no expiry) and return the totals, in one round trip (``script``: as
+    :data:`RECORD_SCRIPT`, for a Redis Cluster)."""
+    if script:
+        expiry = "inf" if math.isinf(ttl) else str(max(1, int(ttl * 1000)))
+        flat = await client.eval(RECORD_SCRIPT, 1, key, "1" if success else "0", repr(duration_s),  # type: ignore[attr-defined]
+                                 repr(time.time()), expiry)
+        return _stats(key, name, namespace, dict(zip(flat[0::2], flat[1::2])))
     pipe = client.pipeline(transaction=True)  # type: ignore[attr-defined]
     pipe.hincrby(key, "executions", 1)
     pipe.hincrby(key, "successes", 1 if success else 0)
