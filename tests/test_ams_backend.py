@@ -207,6 +207,42 @@ async def test_fields_ams_lacks_round_trip_and_filters_are_exact(ams) -> None:
         await backend.aclose()
 
 
+@pytest.mark.integration
+async def test_speaker_previous_turn_and_date_are_searchable_and_the_record_reads_back_unchanged(ams) -> None:
+    """AMS indexes the contextual text (speaker, previous turn, written-out date), as the other
+    backends do; the record, hostile text and metadata included, reads back as it was given. A
+    record the previous mapping wrote (bare text) reads back and is found by its text."""
+    backend = backend_for(ams, default_mode="keyword")
+    try:
+        turn = MemoryRecord(text='Yes!\x00 sunsets | @x:{y} "quoted" 😀', id="D1:3", session_id="session_1",
+                            metadata={"speaker": "Melanie", "context": "What did you paint recently?", "n": [1, None]},
+                            created_at=T0, updated_at=T0)
+        now = datetime.now(timezone.utc)  # an episodic record's default lifetime runs from updated_at
+        old = through_previous_mapping(MemoryRecord(text="I walked the greyhound", id="D1:4", metadata={
+            "speaker": "Caroline", "context": "Yes"}, created_at=T0, updated_at=now), backend.prefix)
+        (stored,) = await backend.add([turn])
+        await _raw_create(ams, [old])
+        await _until_listed(backend, [old["id"]])
+        assert await backend.get("D1:3") == stored  # add() stamps updated_at; the rest is as given
+        assert (stored.text, stored.metadata, stored.created_at, stored.session_id) == (
+            turn.text, turn.metadata, turn.created_at, turn.session_id)
+        for query in ("Melanie", "paint", "May 2024", "sunsets"):
+            assert [h.record for h in (await backend.search(query)).hits] == [stored], query
+        (hit,) = (await backend.search("greyhound")).hits
+        assert hit.record.text == "I walked the greyhound" and hit.record.metadata == {"speaker": "Caroline", "context": "Yes"}
+        assert await backend.get("D1:4") == hit.record
+    finally:
+        await backend.aclose()
+
+
+def through_previous_mapping(record: MemoryRecord, prefix: str) -> dict:
+    """``record`` as the mapping before the contextual text wrote it: AMS text ``ams_text(text)``,
+    no ``i`` in the carrier (the contextual text does not fit in ``max_chars=0``)."""
+    data = amap.record_to_ams(record, prefix, max_chars=0)
+    assert data["text"] == codec.ams_text(record.text) and "i" not in codec.decode_carrier(data["extracted_from"][0])
+    return data
+
+
 #: Identifiers AMS cannot hold as they are: separators, marks of the encodings, NUL, case, query
 #: syntax RedisVL does not escape (``?``, a backquote, ``_`` alone), and ones whose encoded form
 #: passes RediSearch's 4,096-byte TAG limit (written as digests).

@@ -28,6 +28,7 @@ from primitives.memory.ams_backend import AgentMemoryServerBackend
 from primitives.memory.ams_backend import codec
 from primitives.memory.ams_backend import mapping as amap
 from primitives.memory.ams_backend import session as wm
+from primitives.memory.record import written_date
 from primitives.memory.resilient import ResilientBackend
 from tests.contract import HOSTILE
 
@@ -53,8 +54,8 @@ def through_json(data: dict) -> dict:
     return json.loads(json.dumps(data))
 
 
-def wire(record: MemoryRecord, prefix: str = "p:") -> dict:
-    return through_json(amap.record_to_ams(record, prefix))
+def wire(record: MemoryRecord, prefix: str = "p:", **options: object) -> dict:
+    return through_json(amap.record_to_ams(record, prefix, **options))
 
 
 # -- identity ----------------------------------------------------------------------------------
@@ -178,14 +179,128 @@ def test_hostile_identifiers_in_every_field_round_trip(value: str) -> None:
 def test_the_text_ams_indexes_splits_words_where_the_in_process_analyzer_does(text: str, sent: str) -> None:
     assert codec.ams_text(text) == sent
     record = MemoryRecord(text=text, id="t", created_at=T0, updated_at=T0)
-    data = wire(record)
+    data = wire(record, index_dates=False)  # no speaker, context or date: the bare text
     assert data["text"] == sent and amap.record_from_ams(data, "p:") == record
     assert ("t" in codec.decode_carrier(data["extracted_from"][0])) == (sent != text)
 
 
 def test_blank_text_is_stored_as_a_placeholder_no_query_can_match() -> None:
-    data = wire(MemoryRecord(text=" ", id="b", created_at=T0, updated_at=T0))
+    data = wire(MemoryRecord(text=" ", id="b", created_at=T0, updated_at=T0), index_dates=False)
     assert data["text"] == codec.BLANK_PLACEHOLDER and amap.words_for(data["text"]) == ""
+
+
+# -- the contextual text AMS indexes and embeds -------------------------------------------------
+
+#: Records as ``RememberPrimitive`` stores a turn: speaker and previous turn in metadata, the
+#: session date as ``created_at``; their texts, speakers and contexts hostile.
+CONTEXTUAL = [
+    MemoryRecord(text="I adopted a cat", id="c1", metadata={"speaker": "Mel", "context": "Do you have pets?"},
+                 created_at=T0, updated_at=T0),
+    *[MemoryRecord(text=h, id=f"h{i}", metadata={"speaker": h or "x", "context": h or "y", "n": [h]},
+                   created_at=T0, updated_at=T0 + timedelta(seconds=1)) for i, h in enumerate(HOSTILE)],
+    MemoryRecord(text="nul\x00 | \"quoted\" @tag:{x} -not *", id="q", metadata={"speaker": "A\x00B", "context": "c\\'d"},
+                 created_at=datetime(1, 1, 1, tzinfo=timezone.utc), updated_at=T0),
+    MemoryRecord(text="", id="blank", metadata={"speaker": "Ünïcødé 😀"}, created_at=T0, updated_at=T0),
+    MemoryRecord(text="only context", id="oc", metadata={"context": "previous\nturn", "speaker": 7},
+                 created_at=T0, updated_at=T0),
+    MemoryRecord(text="I went there yesterday", id="rd", metadata={"speaker": "Mel", "resolved_dates": "7 May 2024 | \x00"},
+                 created_at=T0, updated_at=T0),
+    MemoryRecord(text="dates only", id="ro", metadata={"resolved_dates": "last week: 1 May 2024", "context": ["not text"]},
+                 created_at=T0, updated_at=T0),
+    MemoryRecord(text="no metadata", id="nm", created_at=datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+                 updated_at=datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)),
+]
+
+
+@pytest.mark.parametrize("index_dates", [True, False])
+@pytest.mark.parametrize("record", CONTEXTUAL, ids=lambda r: short(r.id))
+def test_ams_gets_the_words_the_in_process_backend_indexes_and_the_record_reads_back_exactly(record, index_dates) -> None:
+    from primitives.memory.analysis import Analyzer
+    from primitives.memory.inmemory import InMemoryBackend
+
+    data = wire(record, index_dates=index_dates)
+    assert amap.record_from_ams(data, "p:") == record
+    assert data["text"].strip() and "\x00" not in data["text"]
+    extra = codec.decode_carrier(data["extracted_from"][0])
+    assert extra.get("i", "") == codec.context_parts(record.metadata, index_dates)
+    # the same words (as the in-process analyzer reads them) as the in-process backend indexes
+    analyzer = Analyzer()
+    oracle = InMemoryBackend(index_dates=index_dates).indexed_text(record)
+    assert sorted(analyzer.terms(data["text"].replace("\\'", "'"))) == sorted(analyzer.terms(oracle))
+    if index_dates:
+        assert data["text"].endswith(" " + written_date(record.created_at)) or data["text"].endswith(written_date(record.created_at))
+
+
+def test_the_speaker_leads_and_the_context_and_date_follow() -> None:
+    data = wire(CONTEXTUAL[0])
+    assert data["text"] == "Mel: I adopted a cat Do you have pets? 8 May 2024"
+    assert codec.decode_carrier(data["extracted_from"][0])["t"] == "I adopted a cat"
+
+
+def test_a_contextual_text_over_max_chars_falls_back_to_the_bare_text() -> None:
+    record = MemoryRecord(text="fits", id="long", metadata={"speaker": "S", "context": "x " * 100}, created_at=T0, updated_at=T0)
+    data = wire(record, max_chars=50)
+    assert data["text"] == "fits" and "i" not in codec.decode_carrier(data["extracted_from"][0])
+    assert amap.record_from_ams(data, "p:") == record
+    assert wire(record, max_chars=1_000)["text"].startswith("S: fits")
+
+
+#: Records as the previous mapping wrote them (AMS text = ``ams_text(text)``, no ``i``), captured
+#: from it: they read back unchanged.
+LEGACY = [
+    ({"id": "p:mp.conv-26.~iqytumy", "text": "Yes!  I\\'m painting | \"sunsets\"  ", "namespace": "p:conv-26",
+      "memory_type": "episodic", "created_at": "2024-05-08T13:56:07.123456+00:00",
+      "updated_at": "2024-05-08T13:56:07.123456+00:00", "last_accessed": "2024-05-08T13:56:07.123456+00:00",
+      "discrete_memory_extracted": "t", "entities": ["mp-id:p:mp.conv-26.~iqytumy"], "extracted_from": [
+          "memory-primitives:v1:eyJjIjoxNzE1MTc2NTY3MTIzNDU2LCJ1IjoxNzE1MTc2NTY3MTIzNDU2LCJtZXRhZGF0YSI6eyJzcGVha2VyIjoiTW"
+          "VsYW5pZSIsImNvbnRleHQiOiJXaGF0IGFyZSB5b3UgdXAgdG8_IiwiZGlhX2lkIjoiRDE6MyJ9LCJ0IjoiWWVzIVx1MDAwMCBJJ20gcGFpbnRp"
+          "bmcgfCBcInN1bnNldHNcIiDwn5iAIn0"], "session_id": "session_1"},
+     MemoryRecord(text="Yes!\x00 I'm painting | \"sunsets\" 😀", id="D1:3", namespace="conv-26", session_id="session_1",
+                  metadata={"speaker": "Melanie", "context": "What are you up to?", "dia_id": "D1:3"},
+                  created_at=T0, updated_at=T0)),
+    ({"id": "p:mp.conv-26.~iqytuna", "text": "I went to the park", "namespace": "p:conv-26", "memory_type": "episodic",
+      "created_at": "2024-05-08T13:56:07.123456+00:00", "updated_at": "2024-05-08T13:56:07.123456+00:00",
+      "last_accessed": "2024-05-08T13:56:07.123456+00:00", "discrete_memory_extracted": "t",
+      "entities": ["mp-id:p:mp.conv-26.~iqytuna"], "extracted_from": [
+          "memory-primitives:v1:eyJjIjoxNzE1MTc2NTY3MTIzNDU2LCJ1IjoxNzE1MTc2NTY3MTIzNDU2LCJtZXRhZGF0YSI6eyJzcGVha2VyIjoiQ2"
+          "Fyb2xpbmUiLCJjb250ZXh0IjoiWWVzIn19"]},
+     MemoryRecord(text="I went to the park", id="D1:4", namespace="conv-26",
+                  metadata={"speaker": "Caroline", "context": "Yes"}, created_at=T0, updated_at=T0)),
+]
+
+
+@pytest.mark.parametrize("data,record", LEGACY, ids=["carried text", "plain text"])
+def test_records_of_the_previous_mapping_read_back_unchanged(data: dict, record: MemoryRecord) -> None:
+    assert amap.record_from_ams(through_json(data), "p:") == record
+    assert wire(record)["text"] != data["text"]  # written again, they get the contextual text
+    assert wire(record, max_chars=len(data["text"])) == data  # too long for it: the previous form exactly
+
+
+CONTEXT_DAMAGE = {
+    "parts without the exact text": lambda d, e: d.update(extracted_from=_carrier(i="scd")),
+    "parts not in order": lambda d, e: d.update(extracted_from=_carrier(**{**e, "i": "dcs"})),
+    "parts not letters": lambda d, e: d.update(extracted_from=_carrier(**{**e, "i": 3})),
+    "parts a list": lambda d, e: d.update(extracted_from=_carrier(**{**e, "i": ["s"]})),
+    "empty parts": lambda d, e: d.update(extracted_from=_carrier(**{**e, "i": ""})),
+    "speaker named but absent": lambda d, e: d.update(extracted_from=_carrier(**{**e, "metadata": {"context": "c"}})),
+    "text is the bare text": lambda d, e: d.update(text="fine"),
+    "another date": lambda d, e: d.update(text=d["text"].replace("8 May", "9 May")),
+    "another speaker": lambda d, e: d.update(extracted_from=_carrier(**{**e, "metadata": {"speaker": "T", "context": "c"}})),
+    "resolved dates named but absent": lambda d, e: d.update(extracted_from=_carrier(**{**e, "i": "scrd"})),
+    "parts dropped": lambda d, e: d.update(extracted_from=_carrier(**{k: v for k, v in e.items() if k != "i"})),
+}
+
+
+@pytest.mark.parametrize("damage", CONTEXT_DAMAGE.values(), ids=list(CONTEXT_DAMAGE))
+def test_a_contextual_text_that_does_not_match_its_carrier_is_damaged(damage) -> None:
+    data = wire(MemoryRecord(text="fine", id="r", metadata={"speaker": "S", "context": "c"}, created_at=T0, updated_at=T0))
+    extra = codec.decode_carrier(data["extracted_from"][0])
+    extra.pop("c"), extra.pop("u")
+    assert amap.record_from_ams(dict(data, extracted_from=_carrier(**extra)), "p:")  # the helper rebuilds it
+    damage(data, extra)
+    with pytest.raises(CorruptRecordError) as info:
+        amap.record_from_ams(data, "p:")
+    assert info.value.key == data["id"]
 
 
 def test_the_carrier_is_one_tag_value_and_ams_timestamps_win_when_they_disagree() -> None:

@@ -434,6 +434,29 @@ async def test_a_batch_is_one_script_call_and_the_stream_is_readable_by_other_to
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("decode", [True, False])
+async def test_the_live_publish_path_survives_a_script_flush_and_either_reply_decoding(plain_redis_server, decode) -> None:
+    """One event at a time goes straight to EVALSHA; a server that lost the script (SCRIPT FLUSH,
+    a restart, a failover) gets it loaded again and the event is published once."""
+    client = connect(plain_redis_server.url, decode_responses=decode)
+    feed = RedisChangeFeed(client, prefix=f"t-{uuid.uuid4().hex[:8]}:")
+    try:
+        async with feed.subscribe() as sub:
+            first = await feed.publish([event(0)])
+            await client.script_flush()
+            await client.config_resetstat()
+            second = await feed.publish([event(1)])
+            stats = await client.info("commandstats")
+            assert [e.position for e in await take(sub, 2)] == first + second
+            assert all(isinstance(p, str) for p in first + second)
+            await nothing_more(sub, feed)
+        assert stats["cmdstat_xadd"]["calls"] == 1 and stats["cmdstat_publish"]["calls"] == 1
+    finally:
+        await client.delete(feed.key)
+        await client.aclose()
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("prefix", HOSTILE)
 async def test_hostile_prefix_touches_only_its_own_stream(redis_client, prefix) -> None:
     tag = uuid.uuid4().hex[:6]
@@ -635,6 +658,10 @@ async def test_feed_benchmark_runs_and_counts_catch_up_exactly(plain_redis_serve
 
     report = await run_feed_bench(plain_redis_server.url, rate=200, seconds=0.5, catchup=500)
     assert report["live"]["events"] == report["live"]["received"] == 100
+    for path in ("previous", "pubsub_floor"):  # interleaved with the live path, for comparison
+        assert report["compare"][path]["events"] == report["compare"][path]["received"] == 100
+        assert report["compare"][path]["client_cpu_us_per_publish"] > 0
+    assert report["live"]["server_us_per_publish"] > 0 and set(report["load_1min"]) == {"before", "after"}
     catchup = report["catchup"]
     assert (catchup["received"], catchup["missing"], catchup["duplicated"], catchup["in_order"]) == (500, 0, 0, True)
 

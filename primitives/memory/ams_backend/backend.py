@@ -118,6 +118,9 @@ class AgentMemoryServerBackend(MemoryBackend):
             OpenAI: 8,191 tokens, about 30,000 characters), and then indexes none of that
             request's records; a longer text is refused here instead. ``None``: no limit.
         hybrid_alpha: Weight of vector similarity in hybrid search (``None``: AMS's 0.7).
+        index_dates: Add each record's written-out ``created_at`` date to the text AMS indexes and
+            embeds, after its speaker and previous turn (as the other backends index them; see
+            :func:`~primitives.memory.ams_backend.mapping.record_to_ams`).
         default_ttls: Seconds per memory type when a record's ``ttl`` is ``None`` (``None``: never
             expires); applied when reading, see the module's Limits.
 
@@ -147,6 +150,7 @@ class AgentMemoryServerBackend(MemoryBackend):
         max_text_chars: int | None = 65_536,
         hybrid_alpha: float | None = None,
         default_ttls: Mapping[MemoryType, float | None] = DEFAULT_TTLS,
+        index_dates: bool = True,
     ) -> None:
         if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
             raise ConfigurationError(
@@ -175,6 +179,7 @@ class AgentMemoryServerBackend(MemoryBackend):
         self.batch_size = batch_size
         self.max_text_chars = max_text_chars
         self.hybrid_alpha = hybrid_alpha
+        self.index_dates = index_dates
         self.default_ttls: dict[MemoryType, float | None] = {t: default_ttls.get(t) for t in MemoryType}
         #: Seconds the last write waited until AMS had indexed it (the read-your-writes poll).
         self.last_index_wait: float | None = None
@@ -260,7 +265,8 @@ class AgentMemoryServerBackend(MemoryBackend):
         loop = asyncio.get_running_loop()
         took = 0.0
         for start in range(0, len(records), self.batch_size):
-            body = {"memories": [amap.record_to_ams(r, self.prefix) for r in records[start:start + self.batch_size]],
+            body = {"memories": [amap.record_to_ams(r, self.prefix, index_dates=self.index_dates, max_chars=self.max_text_chars)
+                                 for r in records[start:start + self.batch_size]],
                     "deduplicate": self.deduplicate}
             sent = loop.time()
             await self._request("POST", "/v1/long-term-memory/", json=body)

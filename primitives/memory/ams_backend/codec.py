@@ -35,9 +35,11 @@ AMS stores and returns verbatim. Keys: ``c``/``u`` (``created_at``/``updated_at`
 microseconds since the epoch: AMS's own float seconds come back through RediSearch rounded),
 ``memory_type`` (``"skill"``, which AMS does not know), ``metadata`` (a JSON object), ``ttl``
 (seconds, ``Infinity`` for never), ``t`` (the exact text, only when AMS gets another one, see
-:func:`ams_text`), ``k`` (the exact ``namespace``, ``id``, ``user_id``, ``session_id`` and
-``topics``, only when one of them or the id is written as a digest). Unknown keys are ignored (a
-later version may add some).
+:func:`ams_text` and :func:`contextual_text`), ``i`` (which parts of :func:`contextual_text`
+AMS's text holds besides the text: letters of :data:`CONTEXT_PARTS`, always with ``t``; absent
+in records written by earlier versions, whose AMS text is ``ams_text(text)``), ``k`` (the exact
+``namespace``, ``id``, ``user_id``, ``session_id`` and ``topics``, only when one of them or the
+id is written as a digest). Unknown keys are ignored (a later version may add some).
 """
 
 from __future__ import annotations
@@ -50,14 +52,17 @@ import math
 import re
 import string
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 from primitives.errors import CorruptRecordError, PrimitivesError
+from primitives.memory.record import written_date
 from primitives.validation import check_identifier, check_json_object
 
 __all__ = [
     "BLANK_PLACEHOLDER",
     "CARRIER_PREFIX",
+    "CONTEXT_PARTS",
     "DIGEST_AFTER",
     "DIGEST_MARK",
     "ENCODED_MARK",
@@ -66,6 +71,8 @@ __all__ = [
     "PREFIX_PATTERN",
     "ams_id",
     "ams_text",
+    "context_parts",
+    "contextual_text",
     "corrupt",
     "decode_carrier",
     "encode_carrier",
@@ -145,6 +152,57 @@ def ams_text(text: str) -> str:
         out.append(text[last:])
         text = "".join(out)
     return text if text.strip() else BLANK_PLACEHOLDER
+
+
+#: What a record's AMS text may hold besides its own text, in this order: ``s`` its
+#: ``metadata["speaker"]`` (written ``"<speaker>: <text>"``), ``c`` its ``metadata["context"]``
+#: (the previous turn, set by ``RememberPrimitive``), ``r`` its ``metadata["resolved_dates"]``
+#: (its relative dates written out, set by ``RememberPrimitive``), ``d`` its ``created_at`` date
+#: written out (:func:`~primitives.memory.record.written_date`). The same words the in-process
+#: and Redis backends index (:data:`~primitives.memory.record.INDEXED_METADATA_KEYS` and the
+#: date), so AMS's keyword search finds what theirs find (LoCoMo: docs/ams-backend.md).
+CONTEXT_PARTS = "scrd"
+_PART_KEYS = (("s", "speaker"), ("c", "context"), ("r", "resolved_dates"))
+
+
+def context_parts(metadata: Mapping[str, Any], index_dates: bool = True) -> str:
+    """The letters of :data:`CONTEXT_PARTS` that apply to a record with ``metadata``: ``s``,
+    ``c``, ``r`` when ``speaker``, ``context``, ``resolved_dates`` is a non-empty string, ``d``
+    when ``index_dates``; ``""`` for none."""
+    letters = [letter for letter, key in _PART_KEYS if isinstance(value := metadata.get(key), str) and value]
+    return "".join(letters) + ("d" if index_dates else "")
+
+
+def contextual_text(text: str, metadata: Mapping[str, Any], created_at: datetime, parts: str) -> str:
+    """The text AMS indexes and embeds for a record (before :func:`ams_text`): ``"<speaker>:
+    <text>"`` (``s``) or ``text``, then the ``context`` (``c``), the ``resolved_dates``
+    (``r``) and the written-out ``created_at`` date (``d``, UTC), one per line. The speaker leads as in the in-process
+    backend's embedding text (:func:`~primitives.memory.embedding.embedding_text`): AMS embeds
+    this same text, and an embedding model reads its start first.
+
+    Raises:
+        ValueError: ``parts`` is not letters of :data:`CONTEXT_PARTS` in order, or names a
+            part ``metadata`` lacks (a damaged carrier).
+    """
+    if not isinstance(parts, str) or not parts or parts not in _PART_FORMS:
+        raise ValueError(f"the carrier's context parts {str(parts)[:20]!r} are not letters of {CONTEXT_PARTS!r} in order")
+    lines = [text]
+    for letter, key in _PART_KEYS:
+        if letter in parts:
+            value = metadata.get(key)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"the carrier names the {key} as indexed but its metadata has no {key} string")
+            if letter == "s":
+                lines[0] = f"{value}: {text}"
+            else:
+                lines.append(value)
+    if "d" in parts:
+        lines.append(written_date(created_at.astimezone(timezone.utc)))
+    return "\n".join(lines)
+
+
+#: Every non-empty subsequence of :data:`CONTEXT_PARTS`, in order.
+_PART_FORMS = frozenset("".join(c for i, c in enumerate(CONTEXT_PARTS) if mask >> i & 1) for mask in range(1, 16))
 
 
 def corrupt(key: str, reason: str) -> CorruptRecordError:
@@ -353,6 +411,9 @@ def decode_carrier(value: str) -> dict[str, Any]:
         data["ttl"] = float(ttl)
     if "t" in data and not isinstance(data["t"], str):
         raise ValueError("the carrier's text is not a string")
+    if "i" in data and not ("t" in data and isinstance(data["i"], str) and data["i"] in _PART_FORMS):
+        raise ValueError(f"the carrier's context parts {str(data['i'])[:20]!r} are not letters of {CONTEXT_PARTS!r} "
+                         "in order with the exact text")
     if "k" in data:
         k = data["k"]
         if not isinstance(k, dict):

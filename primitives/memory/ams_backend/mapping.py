@@ -12,9 +12,13 @@ What AMS long-term records lack, and where the backend keeps it:
   1 s in the year 9999). The exact microseconds travel in the carrier; AMS's own value wins when
   the two differ by more than that rounding allows (20 ms at least: another client edited the
   record, e.g. ``PATCH``, which keeps the carrier).
+- Searchable context: AMS indexes and embeds only ``text``, so its ``text`` is the record's
+  text with the speaker, the previous turn (``metadata["context"]``) and the written-out date
+  (``codec.contextual_text``), the words the other backends index beside the text.
 - ``metadata``, a ``ttl``, the ``skill`` memory type and the exact text, when AMS gets another
-  one (``codec.ams_text``: blank, or with characters RediSearch would not split words at),
-  travel in the carrier.
+  one (the contextual text, or ``codec.ams_text``: blank, or with characters RediSearch would
+  not split words at), travel in the carrier. A record written before the contextual text
+  (no ``i`` in its carrier) reads back as it was written.
 - Memory types: ``working`` <-> ``message``, ``episodic`` <-> ``episodic``, ``semantic`` <->
   ``semantic``, ``skill`` -> ``semantic`` plus the carrier (so a ``semantic`` search filter on
   the server is narrowed again here).
@@ -52,6 +56,8 @@ from primitives.memory.ams_backend.codec import (
     ID_MARK,
     ams_id,
     ams_text,
+    context_parts,
+    contextual_text,
     corrupt,
     decode_carrier,
     encode_carrier,
@@ -119,13 +125,25 @@ def _micros(dt: datetime) -> int:
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def record_to_ams(record: MemoryRecord, prefix: str = "") -> dict[str, Any]:
+def record_to_ams(
+    record: MemoryRecord, prefix: str = "", *, index_dates: bool = True, max_chars: int | None = None
+) -> dict[str, Any]:
     """The AMS ``MemoryRecord`` JSON for ``record`` (timestamps must be set).
+
+    AMS's ``text`` (what it indexes for keyword search and embeds for vector search) is the
+    record's text with its speaker, previous turn and written-out date
+    (:func:`~primitives.memory.ams_backend.codec.contextual_text`), passed through
+    :func:`~primitives.memory.ams_backend.codec.ams_text`; the exact text and which parts were
+    added travel in the carrier (``t``, ``i``), so it reads back unchanged.
 
     Args:
         record: What to store; ``created_at`` and ``updated_at`` are sent as given (AMS keeps
             client timestamps; stored as float seconds, exact to the microsecond in the carrier).
         prefix: The store's partition on a shared AMS: starts the AMS id and the namespace.
+        index_dates: Add the written-out ``created_at`` date (as the other backends index it).
+        max_chars: Longest AMS text in characters (the backend's ``max_text_chars``: AMS embeds
+            the whole text); a record whose contextual text would be longer gets its bare text
+            (``ams_text(text)``) instead. ``None``: no limit.
 
     Returns:
         A dict for ``POST /v1/long-term-memory/`` (``memories`` item).
@@ -138,6 +156,13 @@ def record_to_ams(record: MemoryRecord, prefix: str = "") -> dict[str, Any]:
     if record.ttl is not None:
         extra["ttl"] = record.ttl  # math.inf is written as Infinity (Python's json reads it)
     text = ams_text(record.text)
+    parts = context_parts(record.metadata, index_dates)
+    if parts:
+        full = contextual_text(record.text, record.metadata, record.created_at, parts)  # type: ignore[arg-type]
+        indexed = ams_text(full)
+        if max_chars is None or len(indexed) <= max_chars:
+            text = indexed
+            extra["i"] = parts
     if text != record.text:
         extra["t"] = record.text
     key = ams_id(record.namespace, record.id, prefix)
@@ -294,7 +319,13 @@ def record_from_ams(data: Mapping[str, Any], prefix: str = "") -> MemoryRecord |
         text = data.get("text")
         if not isinstance(text, str):
             raise ValueError(f"text is a {type(text).__name__}")
-        if "t" in extra:
+        if "i" in extra:  # decode_carrier has checked that "t" is there too
+            created = _EPOCH + timedelta(microseconds=extra["c"])
+            written = contextual_text(extra["t"], extra.get("metadata") or {}, created, extra["i"])
+            if text != ams_text(written):
+                raise ValueError("its text is not the one written for the carrier's text, speaker, context and date")
+            text = extra["t"]
+        elif "t" in extra:
             if text != ams_text(extra["t"]):
                 raise ValueError("its text is not the one written for the carrier's text")
             text = extra["t"]
@@ -379,14 +410,31 @@ def server_filter(tag_filter: Mapping[str, Sequence[str]], prefix: str = "") -> 
     if "memory_type" in tag_filter:
         types = list(dict.fromkeys(_TO_AMS_TYPE[MemoryType(t)] for t in tag_filter["memory_type"]))
         out["memory_type"] = {"eq": types[0]} if len(types) == 1 else {"any": types}
+    if "created_at" in tag_filter:
+        out["created_at"] = _created_filter(tag_filter["created_at"])  # type: ignore[arg-type]
     return out
+
+
+def _created_filter(time_range: tuple[int | None, int | None]) -> dict[str, Any]:
+    """AMS ``CreatedAt`` for a ``TimeRange``, widened to whole seconds: AMS applies one
+    operator (``between``, else ``gte``/``lte``) to ``int(t.timestamp())`` seconds, so the
+    server returns a superset that :func:`matches` narrows to the exact microseconds."""
+    start, end = time_range
+    low = None if start is None else _iso(_EPOCH + timedelta(seconds=math.floor(start / 1_000_000)))
+    high = None if end is None else _iso(_EPOCH + timedelta(seconds=math.ceil(end / 1_000_000)))
+    if low is not None and high is not None:
+        return {"between": [low, high]}
+    return {"gte": low} if low is not None else {"lte": high}
 
 
 def matches(record: MemoryRecord, tag_filter: Mapping[str, Sequence[str]]) -> bool:
     """Whether ``record`` satisfies a normalised seam filter exactly (case-sensitive; topics:
     any of; the other fields: one of)."""
     for field, values in tag_filter.items():
-        if field == "topics":
+        if field == "created_at":
+            if not values.contains(record.created_at):  # type: ignore[attr-defined]  # a TimeRange
+                return False
+        elif field == "topics":
             if not any(t in values for t in record.topics):
                 return False
         elif field == "memory_type":
@@ -419,6 +467,15 @@ def within_server_filter(data: Mapping[str, Any], tag_filter: Mapping[str, Seque
             return False
     if "memory_type" in tag_filter:
         if data.get("memory_type") not in {_TO_AMS_TYPE[MemoryType(t)] for t in tag_filter["memory_type"]}:
+            return False
+    if "created_at" in tag_filter:
+        start, end = tag_filter["created_at"]  # type: ignore[misc]  # a TimeRange
+        try:
+            seconds = parse_time(data.get("created_at")).timestamp()
+        except (ValueError, TypeError, OverflowError):
+            return False
+        if (start is not None and seconds < math.floor(start / 1_000_000) - 1
+                or end is not None and seconds > math.ceil(end / 1_000_000) + 1):
             return False
     return True
 
