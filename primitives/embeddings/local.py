@@ -82,6 +82,23 @@ def _read_dims(path: Path) -> int | None:
     return None
 
 
+def _read_prompts(path: Path) -> tuple[str, str]:
+    """``(query prefix, document prefix)`` from a model directory's
+    ``config_sentence_transformers.json`` ``prompts`` (keys ``query`` and ``document`` or
+    ``passage``, as sentence-transformers' ``encode_query``/``encode_document`` read them);
+    ``""`` for what it does not give (all-MiniLM-L6-v2 gives neither)."""
+    try:
+        data = json.loads((path / "config_sentence_transformers.json").read_text())
+    except (OSError, ValueError):
+        return "", ""
+    prompts = data.get("prompts") if isinstance(data, dict) else None
+    if not isinstance(prompts, dict):
+        return "", ""
+    query = prompts.get("query")
+    document = prompts.get("document", prompts.get("passage"))
+    return (query if isinstance(query, str) else "", document if isinstance(document, str) else "")
+
+
 class SentenceTransformerEmbedder(Embedder):
     """Embeddings from a sentence-transformers model on this machine.
 
@@ -96,6 +113,9 @@ class SentenceTransformerEmbedder(Embedder):
     ``dims`` comes from the model's config files; the model itself (a few seconds to load) is
     loaded on first use, in the embedder's one worker thread, where ``encode`` runs too, so the
     event loop is never blocked. ``HF_HUB_OFFLINE=1`` is set for the load: nothing is downloaded.
+    A model trained with instructions declares them as ``prompts`` in its
+    ``config_sentence_transformers.json`` (``query``; ``document`` or ``passage``): they become
+    :attr:`query_prefix` and :attr:`document_prefix` (see :class:`Embedder`).
 
     Raises:
         EmbedderUnavailableError: the model cannot be found, or sentence-transformers is not
@@ -103,6 +123,10 @@ class SentenceTransformerEmbedder(Embedder):
         InvalidInputError: ``device``, ``name``, ``batch_size`` or ``cache_size`` is not
             accepted (an ``InvalidInputTypeError``, also a ``TypeError``, for a wrong type).
     """
+
+    #: One model call at a time: ``encode`` runs on the embedder's one worker thread, and texts of
+    #: concurrent callers merge into the next call meanwhile (:mod:`primitives.embeddings.batching`).
+    max_in_flight_default = 1
 
     def __init__(
         self,
@@ -120,6 +144,7 @@ class SentenceTransformerEmbedder(Embedder):
         # one worker thread: torch keeps a thread pool per calling thread, and several pools
         # oversubscribe the cores; batches queue here instead
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self.query_prefix, self.document_prefix = _read_prompts(self._path)
         dims = _read_dims(self._path)
         if dims is None:
             dims = int(self._load().get_sentence_embedding_dimension())

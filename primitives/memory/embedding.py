@@ -21,9 +21,12 @@ __all__ = [
 ]
 
 #: Hits taken from each of the keyword and the vector ranking before fusing (at least ``limit``).
+#: 100 was no better under leave-one-conversation-out on LoCoMo (docs/evaluation.md).
 HYBRID_CANDIDATES = 50
-#: Weights of the keyword and vector scores in :func:`fuse`. Chosen on LoCoMo with
-#: all-MiniLM-L6-v2 (docs/semantic-search.md): 0.3 beat 0.5 and reciprocal-rank fusion.
+#: Weights of the keyword and vector scores in :func:`fuse`, for all-MiniLM-L6-v2. Confirmed on
+#: LoCoMo by leave-one-conversation-out (``eval locomo --cross-validate``, docs/evaluation.md):
+#: chosen on the other four conversations in 4 of 5 folds; 0.2-0.4 are within 0.01 of it, 0.5
+#: and more lose 0.03-0.08, and reciprocal-rank fusion (k=10 or 60) loses 0.03-0.10.
 KEYWORD_WEIGHT = 0.7
 VECTOR_WEIGHT = 0.3
 
@@ -34,8 +37,10 @@ def embedding_text(record: MemoryRecord) -> str:
 
     The previous turn (``metadata["context"]``), which keyword search indexes, is left out: in
     one vector it pulls a short turn's meaning towards the turn before it ("Do I have pets?"
-    then matched "I work as a nurse" stored after "I adopted a cat"). On LoCoMo it would add
-    0.003 to hybrid recall@10 (docs/semantic-search.md)."""
+    then matched "I work as a nurse" stored after "I adopted a cat"). On LoCoMo it adds 0.006
+    to hybrid recall@10 over all five conversations, but choosing it on four conversations
+    did not carry to the fifth (held out it gained -0.006 to +0.010 per conversation;
+    ``eval locomo --cross-validate``, docs/evaluation.md)."""
     metadata = record.metadata
     speaker = metadata.get("speaker") if metadata else None
     return f"{speaker}: {record.text}" if isinstance(speaker, str) and speaker else record.text
@@ -56,7 +61,9 @@ async def check_embeddings(
     embedder: Embedder, records: Sequence[MemoryRecord], text: Callable[[MemoryRecord], str]
 ) -> list[tuple[float, ...]]:
     """One unit vector per record: its own ``embedding`` (checked and normalised) or, for those
-    without one, ``embedder``'s vector of ``text(record)`` (one batched call).
+    without one, ``embedder``'s vector of ``text(record)`` (one batched
+    :meth:`~primitives.embeddings.base.Embedder.embed_documents` call: the model's document
+    prefix applied).
 
     Raises:
         DimensionMismatchError: a given ``embedding`` has another length than ``embedder.dims``.
@@ -77,7 +84,7 @@ async def check_embeddings(
             )
         out.append(normalize(record.embedding))
     if todo:
-        vectors = await embedder.embed_tuples([text(records[i]) for i in todo])
+        vectors = await embedder.embed_documents([text(records[i]) for i in todo])
         for i, vector in zip(todo, vectors):
             out[i] = vector
     return out  # type: ignore[return-value]

@@ -2,8 +2,9 @@
 
 Two methods: :func:`convex_combination` of min-max normalised scores (the default of hybrid
 search, after Bruch, Gai & Ingber, "An Analysis of Fusion Functions for Hybrid Retrieval", ACM
-TOIS 2023, who find it beats RRF; it measured better on LoCoMo too, see docs/semantic-search.md)
-and :func:`reciprocal_rank_fusion`.
+TOIS 2023, who find it beats RRF; it measured better on LoCoMo too, also on conversations left
+out of the tuning: ``eval locomo --cross-validate``, docs/evaluation.md) and
+:func:`reciprocal_rank_fusion`.
 """
 
 from __future__ import annotations
