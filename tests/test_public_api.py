@@ -151,3 +151,26 @@ def test_memory_never_imports_the_layers_above_it() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_command_line_loads_on_the_core_install() -> None:
+    """``pip install .`` has no numpy, torch, redis-py or agent-memory-client: the command line
+    and the in-process memory still load (README set-up command 1 runs ``eval locomo`` on it),
+    and a command that needs an extra says which one."""
+    import subprocess
+    import sys
+
+    blocked = ("numpy", "torch", "sentence_transformers", "redis", "agent_memory_client", "duckdb", "pyarrow", "httpx")
+    code = (
+        "import sys\n"
+        f"for name in {blocked!r}: sys.modules[name] = None\n"
+        "import primitives.cli, primitives.memory\n"
+        "from primitives.cli import main\n"
+        "rc = main(['eval', 'locomo', '--data', sys.argv[1], '--cross-validate'])\n"
+        "print('rc', rc)\n"
+    )
+    from tests.conftest import LOCOMO_DIR
+
+    out = subprocess.run([sys.executable, "-c", code, str(LOCOMO_DIR)], capture_output=True, text=True)
+    assert "Traceback" not in out.stderr, out.stderr
+    assert "memory-primitives[embeddings]" in out.stdout + out.stderr

@@ -252,26 +252,7 @@ async def test_nothing_is_searched_or_counted_on_a_bad_range() -> None:
 # -- created_at ranges on every backend ----------------------------------------------------------------
 
 
-@pytest.fixture(params=[
-    "inmemory",
-    "resilient-inmemory",
-    pytest.param("redis", marks=pytest.mark.integration),
-    pytest.param("ams", marks=pytest.mark.integration),
-])
-async def any_backend(request: pytest.FixtureRequest, tmp_path: Path):
-    from tests.test_differential import ams_spec, inmemory_spec, redis_spec, resilient_spec
-
-    if request.param == "inmemory":
-        spec = inmemory_spec()
-    elif request.param == "resilient-inmemory":
-        spec = resilient_spec(tmp_path)
-    elif request.param == "redis":
-        spec = redis_spec(request.getfixturevalue("redis_server").url)
-    else:
-        spec = ams_spec(request.getfixturevalue("ams_server"))
-    backend = await spec.make()
-    yield backend
-    await spec.close(backend)
+from tests.test_differential import any_backend  # noqa: E402,F401  (a fresh backend of each kind)
 
 
 #: created_at of the records ``r0``..``r5``: before 1970, at the epoch, microseconds apart, in

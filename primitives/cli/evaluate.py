@@ -17,9 +17,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from primitives.errors import InvalidInputError, PrimitivesError
+from primitives.errors import EmbedderUnavailableError, InvalidInputError, PrimitivesError
 from primitives.evaluation.ablation import run_ablation
-from primitives.cli.crossval_report import print_cross_validation, run_cross_validation
 from primitives.evaluation.locomo import evaluate_locomo, load_conversations
 from primitives.memory.backend import SEARCH_MODES
 from primitives.memory.facade import Memory
@@ -121,6 +120,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     elif args.ablation:
         _print_ablation(report, console)
     elif args.cross_validate:
+        from primitives.cli.crossval_report import print_cross_validation
+
         print_cross_validation(report, console)
     else:
         _print_locomo(report, console)
@@ -168,6 +169,12 @@ async def _eval_locomo(args: argparse.Namespace, console: Console) -> dict[str, 
             raise InvalidInputError(
                 f"--cross-validate runs every mode in process with the candidate models; drop {', '.join(clash)}"
             )
+        try:  # numpy and the models come with the embeddings extra; the core install runs without
+            from primitives.cli.crossval_report import run_cross_validation
+        except ImportError as exc:
+            raise EmbedderUnavailableError(
+                f'--cross-validate needs the embeddings extra: pip install "memory-primitives[embeddings]" ({exc})'
+            ) from None
         return await run_cross_validation(conversations, args.models, ks=args.k, texts=args.texts, quiet=args.json)
     if args.ablation:
         return {"variants": await run_ablation(conversations, ks=args.k)}
