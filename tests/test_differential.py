@@ -27,6 +27,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from primitives.memory import MemoryBackend, MemoryRecord, Message
 from primitives.memory.inmemory import InMemoryBackend
+from primitives.memory.filters import RANGE_FIELDS
 from tests.differential import (
     NEAR_ALICE,
     TALLIES,
@@ -176,7 +177,8 @@ class _PlantedLeak(InMemoryBackend):
     whitespace stripped, so ``user_id="alice "`` sees the records of ``"alice"``."""
 
     async def _search(self, query, tag_filter, limit, mode):  # type: ignore[no-untyped-def]
-        widened = {k: tuple(dict.fromkeys(v + tuple(x.strip() for x in v))) for k, v in tag_filter.items()}
+        widened = {k: v if k in RANGE_FIELDS else tuple(dict.fromkeys(v + tuple(x.strip() for x in v)))
+                   for k, v in tag_filter.items()}
         return await super()._search(query, widened, limit, mode)
 
 

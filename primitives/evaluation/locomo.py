@@ -244,7 +244,7 @@ async def evaluate_locomo(
         if embedder is not None:
             # loading the model and its first call stay off the ingest clock (as for the peer
             # driven by benchmarks/mem0_ingest.py); counted in embedding_model_calls
-            await embedder.embed(["warm up"])
+            await embedder.embed_documents(["warm up"])
         for conv in conversations:
             namespace = f"locomo-{conv.name}"
             # one user per conversation: its two speakers share one memory
