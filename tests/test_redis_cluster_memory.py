@@ -249,20 +249,25 @@ async def test_a_node_killed_mid_batch_fails_typed_and_leaves_no_half_record(tmp
         node = next(n for n in cluster.nodes if n.port == victim.port)
         namespaces = [f"k-{i}" for i in range(60)]
 
-        async def write() -> None:
-            for round in range(40):
+        written = [0]
+        started = asyncio.Event()
+
+        async def write() -> None:  # bounded: far more rounds than run before the kill lands
+            for round in range(400):
                 await backend.add([MemoryRecord(text=f"batch {round} note " * 20, id=f"r{round}", namespace=ns)
                                    for ns in namespaces])
+                written[0] = round + 1
+                started.set()
 
         task = asyncio.create_task(write())
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(started.wait(), 60)  # killed mid-run, never before or after it
         node.kill()
         with pytest.raises(BackendUnavailableError):
             await task
         survivors = [ns for ns in namespaces if indexes.node_of(ns).name != victim.name]
         assert survivors
         for ns in survivors:  # whole records or none, never a half-written hash
-            for round in range(40):
+            for round in range(written[0] + 1):
                 got = await backend.get(f"r{round}", namespace=ns)
                 assert got is None or got.text == f"batch {round} note " * 20
         with pytest.raises(BackendUnavailableError):
