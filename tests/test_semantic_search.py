@@ -94,6 +94,23 @@ async def test_get_returns_the_stored_embedding_and_updates_reembed(backend, loc
     assert after[0].score < before.score - 0.1
 
 
+async def test_a_record_with_no_text_is_stored_without_a_vector(backend) -> None:
+    # the agent-memory API's bookkeeping records have empty text: nothing to embed, and the
+    # embedder refuses empty input, so they are stored without a vector (found by id and filters)
+    blank = [MemoryRecord(text="", id="chain", metadata={"kind": "session_chain"}),
+             MemoryRecord(text=" \t\n", id="blank")]
+    await backend.add([*blank, *records()])
+    for record in blank:
+        got = await backend.get(record.id)
+        assert got is not None and got.text == record.text and got.embedding is None
+    for mode in ("vector", "hybrid"):
+        hits = (await backend.search("puppy", limit=10, mode=mode)).hits
+        assert hits and not {h.record.id for h in hits} & {"chain", "blank"}, mode
+    await backend.add([MemoryRecord(text="A dog named Rex", id="chain")])  # later given text: embedded
+    got = await backend.get("chain")
+    assert got.embedding is not None and len(got.embedding) == 384
+
+
 async def test_given_embedding_of_wrong_dims_is_refused_and_nothing_stored(backend) -> None:
     bad = MemoryRecord(text="x", id="bad", embedding=[0.1, 0.2, 0.3])
     with pytest.raises(DimensionMismatchError, match="3 floats.*384"):

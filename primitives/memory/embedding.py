@@ -63,7 +63,9 @@ async def check_embeddings(
     """One unit vector per record: its own ``embedding`` (checked and normalised) or, for those
     without one, ``embedder``'s vector of ``text(record)`` (one batched
     :meth:`~primitives.embeddings.base.Embedder.embed_documents` call: the model's document
-    prefix applied).
+    prefix applied). A record without an embedding whose ``text(record)`` is empty or only
+    whitespace (the agent-memory API's bookkeeping records) gets ``None``: it is stored without
+    a vector, found by filters and never by vector search.
 
     Raises:
         DimensionMismatchError: a given ``embedding`` has another length than ``embedder.dims``.
@@ -74,7 +76,8 @@ async def check_embeddings(
     for i, record in enumerate(records):
         if record.embedding is None:
             out.append(None)
-            todo.append(i)
+            if text(record).strip():
+                todo.append(i)
             continue
         if len(record.embedding) != embedder.dims:
             raise DimensionMismatchError(
