@@ -86,7 +86,10 @@ class AuthenticationFailedError(ConfigurationError):
 
 
 class QueryEngineUnavailableError(ConfigurationError):
-    """The Redis server has no Query Engine (``FT.*`` commands), so it cannot search memories."""
+    """The Redis server has no Query Engine (``FT.*`` commands), so it cannot store or search
+    memories. Every memory call raises it (a configuration error, not an outage: nothing falls
+    back in process); the message names the fix (a Redis 8 / Redis Stack, or
+    ``pip install 'memory-primitives[redis-local]' && memory-primitives redis start``)."""
 
 
 class IndexSchemaMismatchError(ConfigurationError):
@@ -109,7 +112,9 @@ class EmbeddingResponseError(PrimitivesError, ValueError):
 
 class DimensionMismatchError(ConfigurationError):
     """Vectors of one length meet a store, index or embedder of another (e.g. a 384-dims model and
-    a 1536-dims index). The message names both and how to re-embed."""
+    a 1536-dims index, or an index built without a vector field). The message names both and the
+    exact command that re-embeds, with the environment it needs (e.g.
+    ``MEMORY_EMBEDDINGS=local memory-primitives index migrate --prefix memory:``)."""
 
 
 class LongTermMemoryDisabledError(ConfigurationError):

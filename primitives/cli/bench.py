@@ -1,4 +1,4 @@
-"""``memory-primitives bench inmemory|redis|ams|kv|sync|agent|feed|cluster``: speed and memory benchmarks."""
+"""``memory-primitives bench inmemory|redis|ams|kv|sync|agent|feed|cluster|mcp``: speed and memory benchmarks."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from primitives.cli.options import add_json, add_redis_url, deprecated_alias
 from primitives.errors import InvalidInputError
 from primitives.evaluation.bench import run_inmemory_bench
 from primitives.tooling.localredis import LocalRedis
@@ -21,85 +22,129 @@ __all__ = ["add_parser"]
 
 
 def add_parser(sub: Any) -> None:
-    """Register ``bench inmemory``, ``bench redis``, ``bench ams``, ``bench kv``, ``bench sync`` and ``bench feed``."""
+    """Register ``bench inmemory|redis|ams|kv|sync|agent|feed|cluster|mcp``."""
     be = sub.add_parser("bench", help="speed and memory benchmarks")
     be_sub = be.add_subparsers(dest="target", required=True)
     im = be_sub.add_parser("inmemory", help="the in-process backend on synthetic memories")
-    im.add_argument("--memories", type=int, default=100_000, help="records to add (default 100000)")
-    im.add_argument("--queries", type=int, default=1000, help="searches to time (default 1000)")
+    im.add_argument("--memories", type=int, default=100_000, help="records to add")
+    im.add_argument("--queries", type=int, default=1000, help="searches to time")
     im.add_argument(
         "--baseline", action="store_true", help="also run the naive substring store side by side"
     )
-    im.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
-    im.add_argument("--json", action="store_true", help="print one JSON object")
+    im.add_argument("--seed", type=int, default=0, help="workload seed")
+    add_json(im)
     im.set_defaults(run=_run_inmemory)
 
     br = be_sub.add_parser("redis", help="the Redis backend vs the same calls made with redis-py")
-    br.add_argument("--memories", type=int, default=100_000, help="records to add (default 100000)")
-    br.add_argument("--queries", type=int, default=1000, help="searches to time (default 1000)")
-    br.add_argument("--url", default=None, help="Redis URL (default: REDIS_URL, else a local server started for the run)")
-    br.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
-    br.add_argument("--json", action="store_true", help="print one JSON object")
+    br.add_argument("--memories", type=int, default=100_000, help="records to add")
+    br.add_argument("--queries", type=int, default=1000, help="searches to time")
+    add_redis_url(br, "Redis URL (default: REDIS_URL, else a local server started for the run)")
+    br.add_argument("--seed", type=int, default=0, help="workload seed")
+    add_json(br)
     br.add_argument("--storage", action="store_true", help="compare hashes and JSON documents instead")
     br.set_defaults(run=_run_redis)
 
     ba = be_sub.add_parser("ams", help="the Agent Memory Server backend vs the same calls made with agent-memory-client")
-    ba.add_argument("--url", default=None,
+    ba.add_argument("--ams-url", dest="ams_url", default=None, metavar="URL",
                     help="AMS base URL (default: AGENT_MEMORY_SERVER_URL, else a local one started for the run: Redis, embeddings, AMS)")
+    deprecated_alias(ba, "--url", "--ams-url", "ams_url")
     ba.add_argument("--token", default=None, help="bearer token (default: AGENT_MEMORY_SERVER_TOKEN)")
-    ba.add_argument("--memories", type=int, default=1000, help="records to add (default 1000)")
-    ba.add_argument("--queries", type=int, default=100, help="recall steps and searches to time (default 100)")
-    ba.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
+    ba.add_argument("--memories", type=int, default=1000, help="records to add")
+    ba.add_argument("--queries", type=int, default=100, help="recall steps and searches to time")
+    ba.add_argument("--seed", type=int, default=0, help="workload seed")
     ba.add_argument("--no-auth", action="store_true", help="the local server without token auth (AMS's bcrypt check costs ~0.3 s a request)")
-    ba.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json(ba)
     ba.set_defaults(run=_run_ams)
 
     bk = be_sub.add_parser("kv", help="the key-value store vs the same commands made with redis-py")
-    bk.add_argument("--url", default=None, help="Redis URL (default: REDIS_URL, else a plain local server started for the run)")
-    bk.add_argument("--ops", type=int, default=10_000, help="timed get and set pairs (default 10000)")
-    bk.add_argument("--json", action="store_true", help="print one JSON object")
+    add_redis_url(bk, "Redis URL (default: REDIS_URL, else a plain local server started for the run)")
+    bk.add_argument("--ops", type=int, default=10_000, help="timed get and set pairs")
+    add_json(bk)
     bk.set_defaults(run=_run_kv)
 
     bs = be_sub.add_parser("sync", help="export Redis -> DuckDB and import back: full, with vectors, incremental at two store sizes")
-    bs.add_argument("--url", default=None, help="Redis URL (default: REDIS_URL, else a local server started for the run)")
-    bs.add_argument("--memories", type=int, default=100_000, help="records of the full export and import (default 100000)")
-    bs.add_argument("--dims", type=int, default=384, help="vector length of the second full export; 0 skips it (default 384)")
-    bs.add_argument("--small", type=int, default=10_000, help="smaller store of the incremental export (default 10000)")
-    bs.add_argument("--large", type=int, default=500_000, help="larger store of the incremental export (default 500000)")
-    bs.add_argument("--changes", type=int, default=1_000, help="records changed before the incremental export (default 1000)")
-    bs.add_argument("--batch-size", type=int, default=5_000, help="rows per batch (default 5000)")
-    bs.add_argument("--json", action="store_true", help="print one JSON object")
+    add_redis_url(bs, "Redis URL (default: REDIS_URL, else a local server started for the run)")
+    bs.add_argument("--memories", type=int, default=100_000, help="records of the full export and import")
+    bs.add_argument("--dims", type=int, default=384, help="vector length of the second full export; 0 skips it")
+    bs.add_argument("--small", type=int, default=10_000, help="smaller store of the incremental export")
+    bs.add_argument("--large", type=int, default=500_000, help="larger store of the incremental export")
+    bs.add_argument("--changes", type=int, default=1_000, help="records changed before the incremental export")
+    bs.add_argument("--batch-size", type=int, default=5_000, help="rows per batch")
+    add_json(bs)
     bs.set_defaults(run=_run_sync)
 
     bg = be_sub.add_parser("agent", help="the prompt context at scale and extraction's LLM calls, in process")
-    bg.add_argument("--memories", type=int, default=100_000, help="records in the store (default 100000)")
-    bg.add_argument("--queries", type=int, default=1000, help="context calls to time (default 1000)")
-    bg.add_argument("--locomo", default=None, help="directory of LoCoMo *.json files for the extraction workload (default: skip it)")
-    bg.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
-    bg.add_argument("--json", action="store_true", help="print one JSON object")
+    bg.add_argument("--memories", type=int, default=100_000, help="records in the store")
+    bg.add_argument("--queries", type=int, default=1000, help="context calls to time")
+    bg.add_argument("--data", default=None, metavar="DIR",
+                    help="directory of LoCoMo *.json files for the extraction workload (default: skip it)")
+    deprecated_alias(bg, "--locomo", "--data", "data")
+    bg.add_argument("--seed", type=int, default=0, help="workload seed")
+    add_json(bg)
     bg.set_defaults(run=_run_agent)
 
     bf = be_sub.add_parser("feed", help="change feed: publish-to-receive latency and offline catch-up")
-    bf.add_argument("--url", default=None, help="Redis URL (default: REDIS_URL, else a plain local server started for the run)")
-    bf.add_argument("--rate", type=int, default=1000, help="events per second published (default 1000)")
-    bf.add_argument("--seconds", type=float, default=10.0, help="length of the live phase (default 10)")
-    bf.add_argument("--catchup", type=int, default=10_000, help="events an offline reader catches up on (default 10000)")
-    bf.add_argument("--json", action="store_true", help="print one JSON object")
+    add_redis_url(bf, "Redis URL (default: REDIS_URL, else a plain local server started for the run)")
+    bf.add_argument("--rate", type=int, default=1000, help="events per second published")
+    bf.add_argument("--seconds", type=float, default=10.0, help="length of the live phase")
+    bf.add_argument("--catchup", type=int, default=10_000, help="events an offline reader catches up on")
+    add_json(bf)
     bf.set_defaults(run=_run_feed)
 
     bc = be_sub.add_parser("cluster", help="the Redis backend sharded by tenant on a 3-master cluster vs one Redis")
-    bc.add_argument("--memories", type=int, default=30_000, help="records (default 30000)")
-    bc.add_argument("--tenants", type=int, default=30, help="namespaces the records are spread over (default 30)")
-    bc.add_argument("--queries", type=int, default=500, help="tenant searches to time on each store (default 500)")
-    bc.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
-    bc.add_argument("--json", action="store_true", help="print one JSON object")
+    bc.add_argument("--memories", type=int, default=30_000, help="records")
+    bc.add_argument("--tenants", type=int, default=30, help="namespaces the records are spread over")
+    bc.add_argument("--queries", type=int, default=500, help="tenant searches to time on each store")
+    bc.add_argument("--seed", type=int, default=0, help="workload seed")
+    add_json(bc)
     bc.set_defaults(run=_run_cluster)
+
+    # Built when run (the MCP SDK is an optional extra, and slow to import): `bench mcp --help`
+    # reaches the real parser, mcp_parser().
+    bm = be_sub.add_parser("mcp", help=_MCP_HELP, add_help=False, prefix_chars="\0")
+    bm.add_argument("mcp_argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    bm.set_defaults(run=_run_mcp)
+
+
+_MCP_HELP = "the MCP server: a search round trip over stdio and over HTTP vs Memory.search called directly"
+_MCP_MODULE = "primitives.integrations.mcp.bench"
+
+
+def mcp_parser() -> argparse.ArgumentParser:
+    """The parser of ``bench mcp``, from ``primitives.integrations.mcp.bench.add_arguments``.
+
+    Raises:
+        ConfigurationError: the ``mcp`` extra (or that module) is not installed; the message
+            names ``pip install 'memory-primitives[mcp]'``.
+    """
+    import importlib
+
+    from primitives.cli.options import CommandParser
+    from primitives.errors import ConfigurationError
+
+    try:
+        module = importlib.import_module(_MCP_MODULE)
+    except ImportError as exc:
+        raise ConfigurationError(f"bench mcp needs the mcp extra: pip install 'memory-primitives[mcp]' ({exc})") from None
+    parser = CommandParser(prog="memory-primitives bench mcp", description=_MCP_HELP[:1].upper() + _MCP_HELP[1:] + ".")
+    module.add_arguments(parser)
+    if not any("--json" in a.option_strings for a in parser._actions):
+        add_json(parser)
+    parser.set_defaults(run=module.run)
+    return parser
+
+
+def _run_mcp(args: argparse.Namespace, console: Console) -> int:
+    ns = mcp_parser().parse_args(args.mcp_argv)
+    if getattr(ns, "json", False):
+        console = Console(stderr=True, soft_wrap=True)  # stdout carries only the JSON object
+    return int(ns.run(ns, console) or 0)
 
 
 def on_redis(args: argparse.Namespace, run: Callable[[str], dict[str, Any]], *, modules: bool) -> dict[str, Any]:
-    """``run(url)`` on ``--url`` or ``REDIS_URL``; without either, on a local throw-away
+    """``run(url)`` on ``--redis-url`` or ``REDIS_URL``; without either, on a local throw-away
     redis-server (with the Query Engine and JSON when ``modules``), stopped afterwards."""
-    url = args.url or os.environ.get("REDIS_URL")
+    url = args.redis_url or os.environ.get("REDIS_URL")
     if url:
         return run(url)
     with tempfile.TemporaryDirectory(prefix="memory-primitives-bench-") as tmp:
@@ -137,7 +182,7 @@ def _run_agent(args: argparse.Namespace, console: Console) -> int:
     from primitives.evaluation.locomo import load_conversations
 
     check_sizes(args)
-    conversations = load_conversations(args.locomo) if args.locomo else None
+    conversations = load_conversations(args.data) if args.data else None
     report = asyncio.run(run_agent_bench(args.memories, queries=args.queries, seed=args.seed, locomo=conversations))
     if args.json:
         print(json.dumps(report, indent=2))
@@ -220,7 +265,7 @@ def _run_ams(args: argparse.Namespace, console: Console) -> int:
     from primitives.evaluation.bench_ams import local_ams_stack, run_ams_bench
 
     check_sizes(args)
-    url = args.url or os.environ.get("AGENT_MEMORY_SERVER_URL")
+    url = args.ams_url or os.environ.get("AGENT_MEMORY_SERVER_URL")
     token = args.token or os.environ.get("AGENT_MEMORY_SERVER_TOKEN")
 
     def run(url: str, token: str | None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from primitives.cli.options import add_json, deprecated_alias
 from primitives.errors import InvalidInputError
 
 __all__ = ["add_parser"]
@@ -28,25 +29,27 @@ def add_parser(sub: Any) -> None:
     em = sub.add_parser("embeddings", help="a local embedding model behind an OpenAI-compatible /v1/embeddings")
     em_sub = em.add_subparsers(dest="action", required=True)
     sv = em_sub.add_parser("serve", help="serve the model on loopback (for the Agent Memory Server, LiteLLM, OpenAI clients)")
-    sv.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)")
-    sv.add_argument("--host", default=DEFAULT_HOST, help=f"interface (default {DEFAULT_HOST}: this machine only)")
+    sv.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (0 picks a free one)")
+    sv.add_argument("--host", default=DEFAULT_HOST, help="interface (loopback: this machine only)")
     sv.add_argument("--model", default=DEFAULT_LOCAL_MODEL,
-                    help=f"sentence-transformers model directory or installed model package (default {DEFAULT_LOCAL_MODEL})")
-    sv.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    sv.add_argument("--api-key", default=os.environ.get("MEMORY_EMBEDDINGS_SERVE_API_KEY") or None,
+                    help="sentence-transformers model directory or installed model package")
+    sv.add_argument("--device", default="cpu", help="torch device")
+    sv.add_argument("--api-key", default=None,
                     help="require 'Authorization: Bearer KEY' (default: MEMORY_EMBEDDINGS_SERVE_API_KEY, else no key)")
     sv.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
-                    help=f"most texts per request (default {DEFAULT_MAX_BATCH})")
+                    help="most texts per request")
     sv.add_argument("--access-log", action="store_true", help="log one line per request")
+    add_json(sv)
     sv.set_defaults(run=_run_serve)
 
     be = em_sub.add_parser("bench", help="server overhead per request vs the model's own encode time; cache effect")
-    be.add_argument("--requests", type=int, default=300, help="timed requests of each kind (default 300)")
-    be.add_argument("--texts", type=int, default=1000, help="texts re-ingested for the cache measure (default 1000)")
-    be.add_argument("--model", default=DEFAULT_LOCAL_MODEL, help=f"model directory or package (default {DEFAULT_LOCAL_MODEL})")
+    be.add_argument("--requests", type=int, default=300, help="timed requests of each kind")
+    be.add_argument("--cache-texts", type=int, default=1000, help="texts re-ingested for the cache measure")
+    deprecated_alias(be, "--texts", "--cache-texts", "cache_texts")
+    be.add_argument("--model", default=DEFAULT_LOCAL_MODEL, help="model directory or package")
     be.add_argument("--in-process", action="store_true",
                     help="serve from a thread of the bench process instead of a child process (shares one GIL)")
-    be.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json(be)
     be.set_defaults(run=_run_bench)
 
 
@@ -61,6 +64,7 @@ def _run_serve(args: argparse.Namespace, console: Console) -> int:
         raise InvalidInputError(f"--port must be 0..65535, got {args.port}")
     if args.max_batch < 1:
         raise InvalidInputError(f"--max-batch must be >= 1, got {args.max_batch}")
+    args.api_key = args.api_key or os.environ.get("MEMORY_EMBEDDINGS_SERVE_API_KEY") or None
     embedder = _local(args.model, args.device)
     console.print(escape(f"loading {embedder.model} ({embedder.dims} dims) from {embedder.path} ..."))
     _flush()
@@ -87,6 +91,11 @@ async def _serve(embedder: Any, args: argparse.Namespace, console: Console) -> N
                              f"REDISVL_VECTOR_DIMENSIONS={dims} OPENAI_API_KEY={'<the key>' if args.api_key else 'unused'}"))
         if args.host not in _LOOPBACK and not args.api_key:
             console.print("[yellow]warning:[/] listening beyond this machine without --api-key: anyone who can reach it can use it")
+        if args.json:  # one object on stdout once it answers; the server then runs until Ctrl+C
+            print(json.dumps({"serving": True, "url": url, "endpoint": f"{url}/embeddings", "model": name, "dims": dims,
+                              "api_key_required": bool(args.api_key),
+                              "env": {"MEMORY_EMBEDDINGS_URL": url, "MEMORY_EMBEDDINGS_MODEL": name,
+                                      "MEMORY_EMBEDDINGS_DIMS": str(dims)}}))
         _flush()
 
     await serve(embedder, host=args.host, port=args.port, api_key=args.api_key, max_batch=args.max_batch,
@@ -96,9 +105,9 @@ async def _serve(embedder: Any, args: argparse.Namespace, console: Console) -> N
 def _run_bench(args: argparse.Namespace, console: Console) -> int:
     from primitives.evaluation.bench_embeddings import run_embeddings_bench
 
-    if args.requests < 1 or args.texts < 1:
-        raise InvalidInputError("--requests and --texts must be >= 1")
-    report = asyncio.run(run_embeddings_bench(_local(args.model), requests=args.requests, cache_texts=args.texts,
+    if args.requests < 1 or args.cache_texts < 1:
+        raise InvalidInputError("--requests and --cache-texts must be >= 1")
+    report = asyncio.run(run_embeddings_bench(_local(args.model), requests=args.requests, cache_texts=args.cache_texts,
                                               in_process=args.in_process))
     if args.json:
         print(json.dumps(report, indent=2))

@@ -17,9 +17,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from primitives.cli.options import add_json
 from primitives.errors import EmbedderUnavailableError, InvalidInputError, PrimitivesError
 from primitives.evaluation.ablation import run_ablation
-from primitives.evaluation.locomo import evaluate_locomo, load_conversations
+from primitives.evaluation.locomo import evaluate_locomo, load_conversations, remove_throwaway_store
 from primitives.memory.backend import SEARCH_MODES
 from primitives.memory.facade import Memory
 from primitives.memory.registry import BACKEND_CHOICES
@@ -33,7 +34,7 @@ def add_parser(sub: Any) -> None:
     ev_sub = ev.add_subparsers(dest="dataset", required=True)
     lo = ev_sub.add_parser("locomo", help="evidence recall@k on LoCoMo conversation files")
     lo.add_argument("--data", required=True, help="directory of LoCoMo *.json conversation files")
-    lo.add_argument("--k", type=int, nargs="+", default=[5, 10], help="cut-offs (default: 5 10)")
+    lo.add_argument("--k", type=int, nargs="+", default=[5, 10], help="cut-offs")
     lo.add_argument(
         "--backend",
         choices=[c for c in BACKEND_CHOICES if c != "auto"],
@@ -60,9 +61,9 @@ def add_parser(sub: Any) -> None:
         help="add a recency signal to relevance with this half-life in seconds, ages counted from "
         "each conversation's last session (default: off; see primitives.memory.ranking)",
     )
-    lo.add_argument("--recency-weight", type=float, default=1.0, help="weight of the recency signal (default 1.0)")
+    lo.add_argument("--recency-weight", type=float, default=1.0, help="weight of the recency signal")
     lo.add_argument(
-        "--importance-weight", type=float, default=0.0, help="weight of metadata importance (default 0: off)"
+        "--importance-weight", type=float, default=0.0, help="weight of metadata importance (0: off)"
     )
     lo.add_argument(
         "--ingest-concurrency",
@@ -72,7 +73,7 @@ def add_parser(sub: Any) -> None:
         help="sessions of a conversation stored at once, turns of a session in order; concurrent "
         "turns share embedding model calls (default 1: one turn after another)",
     )
-    lo.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    add_json(lo)
     lo.add_argument(
         "--ablation",
         action="store_true",
@@ -196,7 +197,7 @@ async def _eval_locomo(args: argparse.Namespace, console: Console) -> dict[str, 
             return await _run_locomo(args, env, conversations)
         finally:
             try:
-                await probe.backend.drop()
+                await remove_throwaway_store(probe, env)  # the store, then every key left under its prefix
             except PrimitivesError as exc:  # the figures are still good: say what was left behind
                 Console(stderr=True).print(escape(f"warning: the evaluation's store was not deleted: {exc}"))
             await probe.aclose()

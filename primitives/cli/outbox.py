@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from rich.console import Console
 from rich.markup import escape
 
+from primitives.cli.options import add_json
 from primitives.errors import BackendUnavailableError, ConfigurationError, OutboxError
 from primitives.memory.facade import Memory
 from primitives.memory.registry import BACKENDS, choose_backend
@@ -55,7 +56,7 @@ def add_parser(sub: Any) -> None:
     commands = group.add_subparsers(dest="outbox_command", required=True)
 
     ls = commands.add_parser("list", help="every outbox on this machine: store, pending, dead letters, stuck, damage")
-    ls.add_argument("--json", action="store_true", help="print one JSON object (for coding agents)")
+    add_json(ls)
     ls.set_defaults(run=_run_list)
 
     rp = commands.add_parser(
@@ -72,16 +73,17 @@ def add_parser(sub: Any) -> None:
     rp.add_argument("--path", default=None,
                     help="the outbox file (default: MEMORY_OUTBOX_PATH, else the configured store's outbox)")
     rp.add_argument("--url", default=None,
-                    help="the store's URL; needed for an outbox of the first format, which does not record it")
+                    help="the store's URL (Redis or Agent Memory Server, whichever the outbox journals for); "
+                    "needed for an outbox of the first format, which does not record it")
     rp.add_argument("--prefix", default=None,
                     help="the store's key prefix; needed with --url for an outbox of the first format")
-    rp.add_argument("--json", action="store_true", help="print one JSON object (for coding agents)")
+    add_json(rp)
     rp.set_defaults(run=_run_replay)
 
     dl = commands.add_parser("dead-letters", help="the journaled writes that could not be replayed, with why")
     dl.add_argument("--path", required=True, help="the outbox file")
-    dl.add_argument("--limit", type=_positive_int, default=20, help="how many to show, oldest first (default 20)")
-    dl.add_argument("--json", action="store_true", help="print one JSON object (for coding agents)")
+    dl.add_argument("--limit", type=_positive_int, default=20, help="how many to show, oldest first")
+    add_json(dl)
     dl.set_defaults(run=_run_dead_letters)
 
 

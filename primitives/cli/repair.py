@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from primitives.cli.options import add_json
 from primitives.memory.facade import Memory
 from primitives.validation import MAX_LIMIT
 
@@ -32,7 +33,7 @@ def add_parser(sub: Any) -> None:
     )
     rp.add_argument("--prefix", default=None, help="key prefix (default: MEMORY_REDIS_PREFIX or memory:)")
     rp.add_argument("--dry-run", action="store_true", help="only list what would be moved")
-    rp.add_argument("--json", action="store_true", help="print one JSON object (for coding agents)")
+    add_json(rp)
     rp.set_defaults(run=_run)
 
 

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from primitives.cli.options import add_json
 from primitives.errors import InvalidInputError
 from primitives.memory.datasync import StoreSource
 from primitives.memory.facade import Memory
@@ -36,13 +37,19 @@ def _since(text: str) -> datetime:
     return at
 
 
+_ABOUT = """\
+The store is what Memory.from_env() describes (in process, or Redis when REDIS_URL is set); the
+target is --target (a URL such as duckdb:///path or postgresql://..., or a configured name), else
+MEMORY_SYNC_TARGET, else the DuckDB file .memory-primitives/memories.duckdb. Incremental (a cursor
+per direction), idempotent, last writer wins by updated_at; deletes travel as tombstones."""
+
+
 def add_parser(sub: Any) -> None:
     """Register ``sync export``, ``sync import`` and ``sync status``."""
     group = sub.add_parser(
         "sync",
         help="export memories to a warehouse or lake and import them back (incremental, last writer wins)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_ABOUT,
     )
     commands = group.add_subparsers(dest="sync_command", required=True)
     for name, helptext, run in (
@@ -50,13 +57,13 @@ def add_parser(sub: Any) -> None:
         ("import", "apply the target's rows since the last import to the store", _run_import),
         ("status", "each direction's cursor, lag (records and seconds), last run and rejected rows", _run_status),
     ):
-        cmd = commands.add_parser(name, help=helptext)
+        cmd = commands.add_parser(name, help=helptext, description=f"{helptext[:1].upper()}{helptext[1:]}.\n\n{_ABOUT}")
         cmd.add_argument("--target", help="URL or configured name (default: MEMORY_SYNC_TARGET, else .memory-primitives/memories.duckdb)")
-        cmd.add_argument("--json", action="store_true", help="print one JSON object")
+        add_json(cmd)
         if name != "status":
             cmd.add_argument("--since", type=_since, help="start at this time (ISO 8601 with zone) instead of the saved cursor")
             cmd.add_argument("--dry-run", action="store_true", help="report what would move, write nothing")
-            cmd.add_argument("--batch-size", type=int, default=5_000, help="rows per committed batch (1..10000, default 5000)")
+            cmd.add_argument("--batch-size", type=int, default=5_000, help="rows per committed batch (1..10000)")
         if name == "import":
             cmd.add_argument("--include-own", action="store_true", help="also apply rows this store exported (restore an emptied store)")
         cmd.set_defaults(run=run)
@@ -95,7 +102,7 @@ def _run_transfer(args: argparse.Namespace, console: Console, direction: str) ->
     report = asyncio.run(_with(args, work))
     data = report.to_dict()
     if args.json:
-        console.print_json(json.dumps(data))
+        print(json.dumps(data, indent=2))
         return 0
     verb = "would move" if args.dry_run else "moved"
     if direction == "export":
@@ -127,7 +134,7 @@ def _run_import(args: argparse.Namespace, console: Console) -> int:
 def _run_status(args: argparse.Namespace, console: Console) -> int:
     status = asyncio.run(_with(args, sync_status))
     if args.json:
-        console.print_json(json.dumps(status, default=str))
+        print(json.dumps(status, indent=2, default=str))
         return 0
     console.print(f"store  {escape(status['source'])}\ntarget {escape(status['target'])}")
     for direction in ("export", "import"):

@@ -128,7 +128,7 @@ def _redis_target(env: Mapping[str, str]) -> tuple[str, str]:
     if not url:
         raise ConfigurationError(
             "MEMORY_BACKEND=redis needs REDIS_URL (redis://host:port); to run one locally: "
-            "memory-primitives redis start"
+            "pip install 'memory-primitives[redis-local]' && memory-primitives redis start"
         )
     return url, env.get("MEMORY_REDIS_PREFIX") or "memory:"
 
@@ -145,7 +145,7 @@ def _redis(env: Mapping[str, str], settings: BackendSettings) -> MemoryBackend:
         from primitives.memory.redis_backend.backend import RedisBackend
         from primitives.redis_connection import cluster_from_env
     except ImportError as exc:
-        raise ConfigurationError(str(exc)) from exc
+        raise ConfigurationError(_extra_needed("the Redis backend", "redis", exc)) from exc
     return RedisBackend(
         url,
         prefix=prefix,
@@ -175,7 +175,7 @@ def _ams(env: Mapping[str, str], settings: BackendSettings) -> MemoryBackend:
     try:
         from primitives.memory.ams_backend.backend import AgentMemoryServerBackend
     except ImportError as exc:
-        raise ConfigurationError(str(exc)) from exc
+        raise ConfigurationError(_extra_needed("the Agent Memory Server backend", "ams", exc)) from exc
     return AgentMemoryServerBackend(
         url,
         token=(env.get("AGENT_MEMORY_SERVER_TOKEN") or "").strip() or None,
@@ -250,3 +250,11 @@ def backend_from_env(env: Mapping[str, str]) -> MemoryBackend:
         )
         backend = ResilientBackend(backend, outbox=outbox)
     return backend
+
+
+def _extra_needed(what: str, extra: str, exc: ImportError) -> str:
+    """One line naming the extra to install, whatever the import failure said."""
+    text = str(exc)
+    if f"memory-primitives[{extra}]" in text:
+        return text
+    return f"{what} needs the {extra} extra: pip install 'memory-primitives[{extra}]' ({text})"

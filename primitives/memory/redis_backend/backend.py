@@ -56,6 +56,7 @@ from primitives.memory.redis_backend.codec import (
     unpack_vector,
     us,
 )
+from primitives.memory.redis_backend.fixes import START_FIX, describe_embedder, migrate_command, query_engine_missing
 from primitives.memory.redis_backend.keys import KeyLayout, split_record_key
 from primitives.memory.redis_backend.query import query_terms, render_query
 from primitives.memory.redis_backend.schema import IndexSpec
@@ -76,7 +77,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 __all__ = ["RedisBackend"]
 
-_START_FIX = "start one with: memory-primitives redis start"
+_START_FIX = f"start a local one with: {START_FIX}"
 _REPAIR_FIX = "list damaged records with `memory-primitives doctor`, move them aside with `memory-primitives repair`"
 
 
@@ -244,11 +245,7 @@ class RedisBackend(MaintenanceMethods, SessionMethods, MemoryBackend):
                     await self._client.execute_command("FT._LIST")
                 except redis_errors.ResponseError as exc:
                     if "unknown command" in str(exc).lower():
-                        raise QueryEngineUnavailableError(
-                            "this Redis has no Query Engine (FT.* commands are unknown), so it "
-                            "cannot search memories. Use Redis 8 or Redis Stack, or run a local "
-                            f"one ({_START_FIX}), or set MEMORY_BACKEND=inmemory"
-                        ) from exc
+                        raise QueryEngineUnavailableError(query_engine_missing()) from exc
                     raise
                 info = await maintenance.index_info(self._client, self.spec.name)
                 if info is None:
@@ -263,17 +260,16 @@ class RedisBackend(MaintenanceMethods, SessionMethods, MemoryBackend):
         vector_problems = [p for p in problems if "field vector " in p]
         if vector_problems and len(vector_problems) == len(problems):
             raise DimensionMismatchError(
-                f"index {spec.name!r}: {'; '.join(vector_problems)} "
-                f"({self.embedder.model if self.embedder else 'no embedder'}). "
-                "Re-embed every record and rebuild the index (records are kept): "
-                f"memory-primitives index migrate --prefix {self.prefix}"
+                f"index {spec.name!r}: {'; '.join(vector_problems)}; the embedder is "
+                f"{describe_embedder(self.embedder)}. Re-embed every record with this embedder "
+                f"and rebuild the index (records are kept): {migrate_command(self.prefix, self.embedder)}"
             )
         if problems:
             raise IndexSchemaMismatchError(
                 f"index {spec.name!r} exists with a different schema: "
                 f"{'; '.join(problems)}. Expected: {self.spec.describe()}. Migrate "
                 "(drops the index, converts records of the previous layout, keeps every record, "
-                f"re-indexes them): memory-primitives index migrate --prefix {self.prefix}"
+                f"re-indexes them): {migrate_command(self.prefix, self.embedder)}"
             )
 
     async def embedding_meta(self) -> dict[str, str] | None:
@@ -303,8 +299,8 @@ class RedisBackend(MaintenanceMethods, SessionMethods, MemoryBackend):
         elif model != self.embedder.model or dims != str(self.embedder.dims):
             raise DimensionMismatchError(
                 f"the store under {self.prefix!r} was embedded with {model} ({dims} dims) but the "
-                f"embedder is {self.embedder.model} ({self.embedder.dims} dims); re-embed every "
-                f"record (records are kept): memory-primitives index migrate --prefix {self.prefix}"
+                f"embedder is {describe_embedder(self.embedder)}; re-embed every record with it "
+                f"(records are kept): {migrate_command(self.prefix, self.embedder)}"
             )
 
     async def index_info(self) -> dict[str, Any] | None:
