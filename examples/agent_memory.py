@@ -5,23 +5,52 @@ Runs on the core install with no server (``python examples/agent_memory.py``); s
 the same code on a server. With ``MEMORY_LLM_URL`` and ``MEMORY_LLM_MODEL`` set (any
 OpenAI-compatible endpoint: OpenAI, Ollama, vLLM, LiteLLM), it also extracts facts from a short
 conversation.
+
+It writes only under its own namespace (:data:`NAMESPACE`; each run is a new agent, so a new
+user). Re-running it does not add to what an earlier run stored: it first deletes every record of
+its namespace (:func:`clear_namespace`; on the Agent Memory Server, which cannot list records,
+earlier runs' records stay). A missing extra or a configuration error prints
+one line and exits with status 2.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 from typing import Any
 
-from primitives.memory import Message, create_memory_adapter
+from primitives.errors import BackendUnavailableError, ConfigurationError, OutboxError
+from primitives.memory import Memory, Message, create_memory_adapter
+from primitives.memory.changes import Tombstone
+
+#: Where this example's memories live.
+NAMESPACE = "examples.agent_memory"
+
+
+async def clear_namespace(memory: Memory, namespace: str) -> int:
+    """Delete every record of ``namespace`` (episodes, facts, skills and their bookkeeping), found
+    in the store's change list; returns how many. The Agent Memory Server cannot list its records:
+    there nothing is deleted (0)."""
+    ids: list[str] = []
+    after = None
+    try:
+        while page := await memory.backend.changes(after, limit=1000):
+            ids += [c.id for _, c in page if c.namespace == namespace and not isinstance(c, Tombstone)]
+            after = page[-1].position
+    except NotImplementedError:
+        return 0
+    return await memory.delete(ids, namespace=namespace) if ids else 0
 
 
 async def main(backend: str | None = None) -> dict[str, Any]:
     """Run the tour; returns what it printed, for tests."""
-    # a fresh agent id per run: re-running the example never doubles its records
-    memory = await create_memory_adapter(backend=backend, agent_id=f"planner-{uuid.uuid4().hex[:8]}", session_id=None)
+    env = {**os.environ, "MEMORY_NAMESPACE": NAMESPACE}
+    # a fresh agent (and so user, session chain and skill statistics) per run
+    memory = await create_memory_adapter(backend=backend, agent_id=f"planner-{uuid.uuid4().hex[:8]}", env=env)
     try:
+        await clear_namespace(memory.memory, NAMESPACE)  # start clean: earlier runs' records go
         await memory.add_step("search flights", "3 flights to Lisbon on Friday", reasoning="the user asked for Friday")
         await memory.add_step("book hotel", "Hotel Alfama is full", success=False)
         episode_id = await memory.save_episode(
@@ -62,4 +91,9 @@ async def main(backend: str | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(os.environ.get("EXAMPLE_BACKEND")))
+    try:
+        asyncio.run(main(os.environ.get("EXAMPLE_BACKEND")))
+    except (ImportError, ConfigurationError, BackendUnavailableError, OutboxError) as exc:
+        # a missing extra, a configuration the store refuses, Redis down with no fallback, an outbox of another store
+        print(f"agent_memory.py: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)

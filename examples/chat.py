@@ -15,17 +15,23 @@ Each turn runs the pipeline ``RateLimitPrimitive >> load history >> reply >> sav
   bound is visible: asked what it remembers first, it answers with the oldest message kept.
 
 At the end the session is rotated (a new session linked to the old one) and the chain printed.
+
+Its history and limiter live under their own names (namespace :data:`NAMESPACE`, limiter key
+``chat:<user>`` under the limiter's prefix); each run is a new session whose history expires an
+hour after its last message, so re-runs do not pile up. A missing extra (``REDIS_URL`` set on the
+core install) or an unreachable Redis prints one line and exits with status 2.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 from typing import Any
 
 from primitives import LambdaPrimitive, WorkflowContext
-from primitives.errors import RateLimitExceededError
+from primitives.errors import BackendUnavailableError, ConfigurationError, OutboxError, RateLimitExceededError
 from primitives.store.ratelimit import (
     BaseRateLimiter,
     InMemoryRateLimiter,
@@ -33,6 +39,8 @@ from primitives.store.ratelimit import (
 )
 from primitives.store.session import BaseSessionHistory, InMemorySessionHistory
 
+#: The session history's namespace.
+NAMESPACE = "examples.chat"
 #: Messages kept per session (two per turn: the user's and the assistant's).
 MAX_MESSAGES = 4
 #: Turns allowed per user per WINDOW seconds.
@@ -122,11 +130,11 @@ async def main() -> None:
 
         client = connect(url)
         backend = f"redis ({url.rsplit('@', 1)[-1]})"
-        history: BaseSessionHistory = SessionHistory(client, namespace="chat-example", max_messages=MAX_MESSAGES, ttl=3600)
+        history: BaseSessionHistory = SessionHistory(client, namespace=NAMESPACE, max_messages=MAX_MESSAGES, ttl=3600)
         limiter: BaseRateLimiter = RateLimiter(client, limit=LIMIT, window=WINDOW, algorithm="sliding")
     else:
         backend = "in-memory"
-        history = InMemorySessionHistory(namespace="chat-example", max_messages=MAX_MESSAGES, ttl=3600)
+        history = InMemorySessionHistory(namespace=NAMESPACE, max_messages=MAX_MESSAGES, ttl=3600)
         limiter = InMemoryRateLimiter(limit=LIMIT, window=WINDOW, algorithm="sliding")
     try:
         result = await run_chat(history, limiter, TURNS, session_id=session_id)
@@ -145,4 +153,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (ImportError, ConfigurationError, BackendUnavailableError, OutboxError) as exc:
+        # a missing extra, a configuration the store refuses, Redis unreachable
+        print(f"chat.py: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)

@@ -6,16 +6,30 @@ Pipeline per turn: ``MemoryPrimitive >> responder >> RememberPrimitive``. The re
 function that answers a question with the best memory of what the user said earlier; pass
 ``llm=`` to :func:`make_responder` to have a model answer from the same retrieved memories.
 The backend is whatever ``Memory.from_env()`` gives: in-process unless configured otherwise.
+
+It writes only under its own namespace and user (:data:`NAMESPACE`, :data:`USER_ID`), so other
+examples' memories never answer its questions, and re-running it on the same Redis leaves the
+same records: it clears its session first and gives each turn a fixed record id (``turn-N``), so
+a second run replaces the first run's records instead of adding to them. A missing extra or a
+configuration error (Redis without the Query Engine, an index of another dimension) prints one
+line and exits with status 2.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from primitives import LambdaPrimitive, WorkflowContext
+from primitives.errors import BackendUnavailableError, ConfigurationError, OutboxError
 from primitives.memory import Memory, MemoryPrimitive, RememberPrimitive
+
+#: Where this example's memories live: its own namespace, user and session.
+NAMESPACE = "examples.memory_workflow"
+USER_ID = "examples.memory_workflow.alice"
+SESSION_ID = "examples.memory_workflow"
 
 TURNS = [
     "My favourite colour is blue",
@@ -35,7 +49,8 @@ def _prompt(recalled: dict[str, Any]) -> str:
 def make_responder(
     llm: Callable[[str], str | Awaitable[str]] | None = None,
 ) -> Callable[[dict[str, Any]], Any]:
-    """A responder step: ``MemoryPrimitive`` output in, ``{"response": str, ...}`` out.
+    """A responder step: ``MemoryPrimitive`` output in, ``{"response": str, "id": str | None,
+    "memory_backend": str, "degraded": bool}`` out (``id``: the input's, for ``RememberPrimitive``).
 
     Without ``llm``: a question is answered with the best-scoring thing the user said before (not
     the question itself); anything else is acknowledged. With ``llm``: the model gets a prompt
@@ -55,8 +70,9 @@ def make_responder(
             response = f'You told me: "{said[0]["text"]}".' if said else "I don't know yet."
         else:
             response = "Noted."
-        return {"response": response, "memory_backend": recalled["memory_backend"],
-                "degraded": recalled["degraded"]}
+        # "id" is passed on so that RememberPrimitive stores the turn under it (None: a new id)
+        return {"response": response, "id": recalled["input"].get("id"),
+                "memory_backend": recalled["memory_backend"], "degraded": recalled["degraded"]}
 
     return respond
 
@@ -64,16 +80,18 @@ def make_responder(
 async def run_conversation(
     memory: Memory, turns: list[str], *, llm: Callable[[str], Any] | None = None
 ) -> list[dict[str, Any]]:
-    """Run each turn through the pipeline in one session; returns each turn's responder output."""
+    """Run each turn through the pipeline in this example's session (cleared first), namespace
+    and user; turn ``i`` is stored as record ``turn-i``. Returns each turn's responder output."""
     pipeline = (
         MemoryPrimitive(memory)
         >> LambdaPrimitive(make_responder(llm), name="responder")
         >> RememberPrimitive(memory, remember_response=False)
     )
-    context = WorkflowContext(session_id="demo-session", metadata={"user_id": "alice"})
+    await memory.clear_session(SESSION_ID, namespace=NAMESPACE)
+    context = WorkflowContext(session_id=SESSION_ID, metadata={"user_id": USER_ID, "namespace": NAMESPACE})
     outputs = []
-    for text in turns:
-        outputs.append(await pipeline.execute({"query": text}, context))
+    for i, text in enumerate(turns):
+        outputs.append(await pipeline.execute({"query": text, "id": f"turn-{i}"}, context))
     return outputs
 
 
@@ -87,4 +105,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (ImportError, ConfigurationError, BackendUnavailableError, OutboxError) as exc:
+        # a missing extra, a configuration the store refuses, Redis down with no fallback, an outbox of another store
+        print(f"memory_workflow.py: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)

@@ -12,18 +12,29 @@ listener's iterator yields the event.
 With ``REDIS_URL`` set, each agent is built by ``Memory.from_env()`` (the Redis backend and a
 ``RedisChangeFeed`` on the same server and key prefix), as two processes on two machines would
 be. Without it, the two agents share one in-process backend and one ``InMemoryChangeFeed``.
+
+The notes live only in this example's namespace and user (:data:`NAMESPACE`, :data:`USER_ID`)
+under fixed ids (``note-<agent>``), so a re-run replaces them instead of adding two more, and
+each agent listens to this namespace only. A missing extra or a configuration error prints one
+line and exits with status 2.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from primitives.errors import BackendUnavailableError, ConfigurationError, OutboxError
 from primitives.memory import InMemoryBackend, Memory
 from primitives.sync.feed import ChangeSubscription, InMemoryChangeFeed
+
+#: Where this example's memories live.
+NAMESPACE = "examples.multi_agent"
+USER_ID = "examples.multi_agent.team"
 
 NOTES = {
     "planner": "The release freeze starts on Thursday at 18:00 UTC",
@@ -50,7 +61,8 @@ async def tell(writer: Memory, listener: Memory, hears: ChangeSubscription) -> d
     """``writer`` remembers its note; ``listener`` waits for the change and reads the memory."""
     heard = asyncio.create_task(anext(hears))
     started = time.perf_counter()
-    written = await writer.remember(NOTES[writer.agent_id], user_id="team")
+    written = await writer.remember(NOTES[writer.agent_id], user_id=USER_ID, namespace=NAMESPACE,
+                                    id=f"note-{writer.agent_id}")
     async with asyncio.timeout(10):
         event = await heard
     latency_ms = (time.perf_counter() - started) * 1000
@@ -71,7 +83,10 @@ async def run(env: Mapping[str, str]) -> list[dict[str, Any]]:
     """Each agent tells the other one thing; returns what each listener heard and read."""
     planner, researcher = make_agents(env)
     try:
-        async with planner.subscribe() as planner_hears, researcher.subscribe() as researcher_hears:
+        async with (
+            planner.subscribe(namespace=NAMESPACE) as planner_hears,
+            researcher.subscribe(namespace=NAMESPACE) as researcher_hears,
+        ):
             return [
                 await tell(planner, researcher, researcher_hears),
                 await tell(researcher, planner, planner_hears),
@@ -92,4 +107,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (ImportError, ConfigurationError, BackendUnavailableError, OutboxError) as exc:
+        # a missing extra, a configuration the store refuses, Redis down with no fallback, an outbox of another store
+        print(f"multi_agent.py: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)

@@ -35,7 +35,7 @@ async def test_on_redis(redis_server, tmp_path) -> None:
     from primitives.memory import Memory
 
     async with Memory.from_env(env) as memory:  # both notes are in Redis, and both changes in its stream
-        assert await memory.count() == 2
+        assert await memory.count(namespace=multi_agent.NAMESPACE) == 2 and await memory.count() == 0
         assert [e.origin for e in await memory.feed.read("0")] == ["planner", "researcher"]
         await memory.backend.drop()
         await memory.feed.client.delete(memory.feed.key)

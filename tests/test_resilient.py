@@ -188,3 +188,90 @@ async def test_fault_sigkill_during_10000_writes_loses_and_duplicates_nothing(ki
     assert worst < 4 * connect_timeout
     await direct.aclose()
     await backend.aclose()
+
+
+@pytest.mark.integration
+async def test_an_outage_is_one_line_down_and_one_line_back(killable_redis, tmp_path: Path, caplog) -> None:
+    """The issue's rough edge: six turns with Redis stopped printed fifteen lines and nothing said
+    the waiting writes were replayed. Now: one WARNING when the memory degrades (backend, reason,
+    outbox path), nothing above DEBUG per call, one WARNING when it is back with the count replayed;
+    the change feed's own outage lines are INFO."""
+    import logging
+
+    from examples.memory_workflow import TURNS, run_conversation
+
+    outbox = tmp_path / "outbox.sqlite3"
+    env = {"REDIS_URL": killable_redis.url, "MEMORY_REDIS_PREFIX": "oneline:", "MEMORY_OUTBOX_PATH": str(outbox),
+           "MEMORY_REDIS_CONNECT_TIMEOUT": "0.25"}
+    caplog.set_level(logging.DEBUG, logger="primitives")
+
+    def loud() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("primitives")]
+
+    memory = Memory.from_env(env)
+    try:
+        assert (await run_conversation(memory, TURNS[:1]))[0]["degraded"] is False
+        assert loud() == []
+        killable_redis.kill()
+        outputs = await run_conversation(memory, TURNS)
+        assert all(o["degraded"] for o in outputs)
+        (down,) = loud()
+        text = down.getMessage()
+        assert "memory backend redis at redis://" in text and "unreachable" in text and str(outbox) in text
+        assert "\n" not in text
+        waiting = memory.backend.outbox.pending_count()
+        assert waiting == 2 * len(TURNS)  # each turn: one record and one working-memory append
+
+        killable_redis.start()
+        deadline = time.monotonic() + 40
+        while (await memory.search("colour", user_id="alice")).degraded:  # the breaker's next probe
+            assert time.monotonic() < deadline, "Redis did not come back"
+            await asyncio.sleep(0.2)
+        await wait_for(lambda: _pending_is(memory.backend, 0))
+        await wait_for(lambda: _async(len(loud()) == 2))
+        back = loud()[1].getMessage()
+        assert f"replayed {waiting} journalled writes" in back and "reachable again" in back
+        assert "dead-letter" not in back
+    finally:
+        await memory.aclose()
+    assert len(loud()) == 2  # closing published what the feed held: no line at exit
+    feed_lines = [r.getMessage() for r in caplog.records if r.name == "primitives.sync.feed_redis"
+                  and r.levelno == logging.INFO]
+    assert len(feed_lines) == 2 and "unreachable" in feed_lines[0]
+    assert f"published {len(TURNS)} held event(s)" in feed_lines[1]
+    direct = RedisBackend(killable_redis.url, prefix="oneline:")
+    assert await direct.count() == len(TURNS)  # the first turn was stored again as turn-0
+    await direct.drop()
+    await direct.aclose()
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+@pytest.mark.integration
+async def test_the_recovery_line_counts_dead_lettered_writes(killable_redis, tmp_path: Path, caplog) -> None:
+    import logging
+
+    backend = resilient(killable_redis.url, tmp_path / "outbox.sqlite3")
+    memory = Memory(backend)
+    caplog.set_level(logging.DEBUG, logger="primitives")
+    await memory.remember("before the outage", id="before", user_id="u")
+    killable_redis.kill()
+    for i in range(3):
+        await memory.remember(f"while down {i}", id=f"down{i}", user_id="u")
+    with backend.outbox._db as db:  # a journal row damaged on disk: it cannot be replayed
+        db.execute("UPDATE outbox SET payload = 'not json' WHERE key = 'down1'")
+    killable_redis.start()
+    deadline = time.monotonic() + 40
+    while (await memory.search("while down", user_id="u")).degraded:
+        assert time.monotonic() < deadline, "Redis did not come back"
+        await asyncio.sleep(0.2)
+    loud = lambda: [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]  # noqa: E731
+    await wait_for(lambda: _async(len(loud()) == 2))
+    down, back = loud()
+    assert "unreachable" in down and "reachable again" in back
+    assert "replayed 2 journalled writes" in back and "1 moved to the dead-letter table" in back
+    assert str(backend.outbox.path) in back
+    await memory.delete(["before", "down0", "down2"], namespace="default")
+    await memory.aclose()

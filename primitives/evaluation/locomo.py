@@ -18,7 +18,7 @@ import dataclasses
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +39,7 @@ __all__ = [
     "load_conversation",
     "load_conversations",
     "percentile",
+    "remove_throwaway_store",
 ]
 
 #: LoCoMo's question categories (see the dataset's README).
@@ -336,3 +337,50 @@ async def evaluate_locomo(
             "importance_weight": ranking.importance_weight,
         },
     }
+
+
+async def remove_throwaway_store(memory: Memory, env: Mapping[str, str]) -> int:
+    """Delete everything an evaluation run stored: the memory's store (``backend.drop()``: the
+    index with its records, the in-process copy, an Agent Memory Server namespace), then, when
+    ``REDIS_URL`` is set, every key left under ``MEMORY_REDIS_PREFIX`` on that Redis (the change
+    feed's stream ``{prefix}changes``, working-memory lists, tombstones, anything else), found by
+    ``SCAN MATCH`` (never ``KEYS``) and removed by ``UNLINK`` in batches of 500. Call it from a
+    ``finally`` so an interrupted run cleans up too.
+
+    Args:
+        memory: A memory made by ``Memory.from_env(env)`` (its backend is dropped; it is not closed).
+        env: The run's environment; its ``MEMORY_REDIS_PREFIX`` must be the run's own prefix.
+
+    Returns:
+        How many keys the scan removed after the drop.
+
+    Raises:
+        InvalidInputError: ``REDIS_URL`` is set but ``MEMORY_REDIS_PREFIX`` is not (refusing to
+            scan-delete the default prefix, which other stores share).
+        BackendUnavailableError, PrimitivesError: the store could not be reached or dropped.
+    """
+    from primitives.redis_connection import cluster_from_env, connect, redis_errors_mapped
+    from primitives.store.keys import glob_escape
+
+    await memory.backend.drop()
+    url = env.get("REDIS_URL")
+    if not url:
+        return 0
+    prefix = env.get("MEMORY_REDIS_PREFIX") or ""
+    if not prefix:
+        raise InvalidInputError("remove_throwaway_store needs the run's own MEMORY_REDIS_PREFIX; none is set")
+    client = connect(url, cluster=cluster_from_env(env))
+    removed = 0
+    try:
+        async with redis_errors_mapped("Redis", client):
+            batch: list[bytes] = []
+            async for key in client.scan_iter(match=glob_escape(prefix) + "*", count=500):
+                batch.append(key)
+                if len(batch) >= 500:
+                    removed += await client.unlink(*batch)
+                    batch = []
+            if batch:
+                removed += await client.unlink(*batch)
+    finally:
+        await client.aclose()
+    return removed

@@ -74,7 +74,9 @@ def _feed_from_env(env: Mapping[str, str], redis_url: str, backend: MemoryBacken
             from primitives.redis_connection import cluster_from_env
             from primitives.sync.feed_redis import DEFAULT_MAXLEN, RedisChangeFeed
         except ImportError as exc:
-            raise ConfigurationError(str(exc)) from exc
+            raise ConfigurationError(
+                f"the change feed on REDIS_URL needs the redis extra: pip install 'memory-primitives[redis]' ({exc})"
+            ) from exc
         return RedisChangeFeed.from_url(
             redis_url,
             cluster=cluster_from_env(env),
@@ -334,14 +336,14 @@ class Memory(AgentMethods):
     async def _announce(self, events: Any) -> None:
         """Publish change events after a successful write. A feed that is unreachable does not
         fail the write: the events stay pending in the feed (bounded) and go out ahead of the
-        next publish (or :meth:`aclose`'s flush); a warning is logged."""
+        next publish (or :meth:`aclose`'s flush); the feed logs the outage once."""
         batch = list(events)
         if self.feed is None or not batch:
             return
         try:
             await self.feed.publish(batch)
         except BackendUnavailableError as exc:
-            logger.warning("change feed unreachable, %d event(s) pending: %s", self.feed.pending, exc)
+            logger.debug("change feed unreachable, %d event(s) pending: %s", self.feed.pending, exc)
 
     def subscribe(self, *, after: str | None = None, namespace: str | None = None) -> ChangeSubscription:
         """Changes made by other agents: an async iterator of
@@ -569,8 +571,9 @@ class Memory(AgentMethods):
                 if self.feed.pending:
                     try:
                         await self.feed.publish([])
-                    except BackendUnavailableError as exc:
-                        logger.warning("change feed: %d event(s) not published: %s", self.feed.pending, exc)
+                    except BackendUnavailableError:
+                        logger.warning("change feed: %d event(s) not published, its Redis is unreachable at exit",
+                                       self.feed.pending)
                 await self.feed.aclose()
         finally:
             await self.backend.aclose()

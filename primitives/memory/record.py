@@ -367,7 +367,8 @@ class SearchHit:
 
     def to_dict(self) -> dict[str, Any]:
         """``{"id", "text", "score", "metadata", "memory_type", "namespace", "user_id",
-        "session_id", "topics", "created_at"}``: what ``MemoryPrimitive`` outputs per hit."""
+        "session_id", "topics", "created_at"}``, JSON-ready (``created_at`` ISO 8601 in UTC or
+        ``None``): ``MemoryPrimitive``'s keys per hit plus the record's scope and topics."""
         r = self.record
         return {
             "id": r.id,

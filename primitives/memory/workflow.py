@@ -52,6 +52,22 @@ def _scope(context: WorkflowContext, memory: Memory) -> tuple[str, str | None]:
     return (namespace if namespace is not None else memory.namespace), user_id
 
 
+def _iso_utc(when: datetime | None) -> str | None:
+    """``when`` as an ISO 8601 string in UTC (``+00:00``), ``None`` kept."""
+    return None if when is None else when.astimezone(timezone.utc).isoformat()
+
+
+def _plain(value: Any) -> Any:
+    """A fresh copy of stored JSON (metadata, already validated by
+    :func:`~primitives.validation.check_json_object`): mappings as ``dict``, sequences as
+    ``list``, scalars as they are."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
     """Recalls working memory and relevant long-term memories for the input's query.
 
@@ -62,16 +78,28 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
     rather than returning every user's memories); ``context.metadata["namespace"]`` overrides
     the memory's namespace.
 
-    Output, a plain dict:
-        ``input``: the input, unchanged.
-        ``working_memory``: the session's last ``working_memory_limit`` messages, oldest first,
-        each ``{"role", "content", "created_at" (UTC datetime), "metadata" (read-only mapping)}``.
-        ``relevant_memories``: up to ``limit`` hits, best first, each ``{"id", "text", "score"
-        (higher is better; BM25 for keyword search), "metadata" (read-only mapping), "memory_type",
-        "created_at" (UTC datetime)}``.
-        ``memory_backend``: the backend that actually served the call.
-        ``degraded``: ``True`` when a fallback served it because the configured backend was down.
-        ``skipped``: damaged stored records the search left out (0 normally).
+    Output, a plain dict that survives ``json.dumps`` (``json.loads(json.dumps(out)) == out``
+    whenever the input itself is JSON: every other value is a ``str``, ``int``, ``float``,
+    ``bool``, ``None``, ``list`` or ``dict`` with ``str`` keys, freshly copied, so changing it
+    changes nothing stored):
+        ``input``: the input, unchanged (the same object).
+        ``working_memory``: ``list[dict]``, the session's last ``working_memory_limit`` messages,
+        oldest first (``[]`` without ``context.session_id``), each ``{"role": str, "content": str,
+        "created_at": str | None (ISO 8601 in UTC, e.g. "2024-05-01T10:00:00.123456+00:00"),
+        "metadata": dict (a JSON object, nested lists and objects as ``list``/``dict``)}``.
+        ``relevant_memories``: ``list[dict]``, up to ``limit`` hits, best first, each
+        ``{"id": str, "text": str, "score": float (higher is better; BM25 for keyword search,
+        comparable only within one output), "metadata": dict (as above), "memory_type": str
+        ("working", "episodic", "semantic" or "skill"), "created_at": str | None (ISO 8601 in
+        UTC)}``.
+        ``memory_backend``: ``str``, the backend that actually served the call (``"in-memory"``,
+        ``"redis"`` or ``"agent-memory-server"``).
+        ``degraded``: ``bool``, ``True`` when a fallback served it because the configured backend
+        was down.
+        ``skipped``: ``int``, damaged stored records the search left out (0 normally).
+        With ``context_budget_tokens``: ``context`` (``str``) and ``context_items``
+        (``list[dict]``, each ``{"section": str, "id": str | None, "line": str, "tokens": int,
+        "reason": str, "score": float | None}``).
 
     Args:
         memory: The memory to read.
@@ -149,8 +177,8 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
                 {
                     "role": m.role,
                     "content": m.content,
-                    "created_at": m.created_at,
-                    "metadata": m.metadata,
+                    "created_at": _iso_utc(m.created_at),
+                    "metadata": _plain(m.metadata),
                 }
                 for m in recall.working_memory
             ],
@@ -158,16 +186,16 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
                 {
                     "id": h.record.id,
                     "text": h.record.text,
-                    "score": h.score,
-                    "metadata": h.record.metadata,
+                    "score": float(h.score),
+                    "metadata": _plain(h.record.metadata),
                     "memory_type": h.record.memory_type.value,
-                    "created_at": h.record.created_at,
+                    "created_at": _iso_utc(h.record.created_at),
                 }
                 for h in recall.hits
             ],
-            "memory_backend": recall.backend,
-            "degraded": recall.degraded,
-            "skipped": recall.skipped,
+            "memory_backend": str(recall.backend),
+            "degraded": bool(recall.degraded),
+            "skipped": int(recall.skipped),
         }
         if self.context_budget_tokens is not None:
             built = await self.memory.context(
@@ -176,7 +204,9 @@ class MemoryPrimitive(InstrumentedPrimitive[Any, dict[str, Any]]):
                 limit_per_type=self.limit, mode=self.mode,
             )
             out["context"] = built.text
-            out["context_items"] = [i.to_dict() for i in built.items]
+            out["context_items"] = [
+                {**i.to_dict(), "score": None if i.score is None else float(i.score)} for i in built.items
+            ]
         return out
 
 
@@ -190,7 +220,10 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
         The response (optional): the input when it is a ``str`` and a user message came from
         the state, or the input's ``response_key`` when it is a mapping.
         A mapping input may also give ``"speaker"`` (str), ``"metadata"`` (dict, merged into each
-        record's metadata) and ``"created_at"`` (aware ``datetime``, when the turn happened).
+        record's metadata), ``"created_at"`` (aware ``datetime``, when the turn happened) and
+        ``"id"`` (an identifier: the user message's long-term record id, so storing the same turn
+        again replaces its record instead of adding one; the response's record, with
+        ``remember_response=True``, gets ``id + ".response"``; default: new random ids).
 
     Each message is appended to the session's working memory (when ``context.session_id`` is set).
     The user message (and the response only with ``remember_response=True``) is stored as a
@@ -216,8 +249,9 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
             ``metadata["resolved_dates"]`` (on by default; ``False`` stores the metadata without it).
 
     Raises:
-        InvalidInputError: (from ``execute``) there is no user message to store, or the
-            context's ``user_id``/``namespace`` is not an identifier.
+        InvalidInputError: (from ``execute``) there is no user message to store, a given ``id``
+            is not an identifier, or the context's ``user_id``/``namespace`` is not an identifier;
+            nothing is stored.
         UnscopedAccessError: (from ``execute``) no ``user_id`` on a multi-user memory (the same
             policy as :class:`MemoryPrimitive`).
     """
@@ -250,10 +284,11 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
 
     def _turn(
         self, input: Any, state_query: str | None
-    ) -> tuple[str, str | None, str | None, dict[str, Any], datetime | None]:
+    ) -> tuple[str, str | None, str | None, dict[str, Any], datetime | None, str | None]:
         speaker: str | None = None
         extra: dict[str, Any] = {}
         created_at: datetime | None = None
+        record_id: str | None = None
         if isinstance(input, str):
             user, response = (input, None) if state_query is None else (state_query, input)
         elif isinstance(input, Mapping):
@@ -262,6 +297,9 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
             speaker = input.get("speaker")
             extra = dict(input.get("metadata") or {})
             created_at = input.get("created_at")
+            record_id = input.get("id")
+            if record_id is not None:
+                record_id = check_identifier(record_id, "input['id']", errors=INPUT)
         else:
             user, response = state_query, None
         if not isinstance(user, str):
@@ -273,11 +311,14 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
             response = None  # a structured output is passed on, not stored as text
         if speaker is not None and not isinstance(speaker, str):
             raise InvalidInputError(f"speaker must be a str, got {type(speaker).__name__}")
-        return user, response, speaker, extra, created_at
+        return user, response, speaker, extra, created_at, record_id
 
     async def _execute_impl(self, input: Any, context: WorkflowContext) -> Any:
         state_query = context.state.get(QUERY_STATE_KEY)
-        user, response, speaker, extra, created_at = self._turn(input, state_query)
+        user, response, speaker, extra, created_at, record_id = self._turn(input, state_query)
+        ids: tuple[dict[str, str], dict[str, str]] = (
+            ({}, {}) if record_id is None else ({"id": record_id}, {"id": f"{record_id}.response"})
+        )
         memory = self.memory
         namespace, user_id = _scope(context, memory)
         session_id = context.session_id
@@ -302,6 +343,7 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
                 memory_type=self.memory_type,
                 metadata=self._with_dates(user_meta, user, created_at),
                 created_at=created_at,
+                **ids[0],
             )
         ]
         if response is not None and self.remember_response:
@@ -314,6 +356,7 @@ class RememberPrimitive(InstrumentedPrimitive[Any, Any]):
                     memory_type=self.memory_type,
                     metadata=self._with_dates({**extra, "role": "assistant", "context": user}, response, created_at),
                     created_at=created_at,
+                    **ids[1],
                 )
             )
         await memory.add(records)

@@ -141,6 +141,8 @@ class RedisChangeFeed(ChangeFeed):
         )
         self.dropped = 0
         self._pending: deque[ChangeEvent] = deque()
+        self._unreachable = False  # an outage is going on (said once at INFO; a drop once at WARNING)
+        self._dropped_before = 0
         self._script = client.register_script(_PUBLISH)
         self._cluster = is_cluster(client)
         self._head = [self.channel, str(self.maxlen), str(trim_slack(self.maxlen))]
@@ -198,6 +200,9 @@ class RedisChangeFeed(ChangeFeed):
         except BackendUnavailableError:
             self._keep(batch)
             raise
+        if self._unreachable:
+            self._unreachable = False
+            logger.info("change feed %s reachable again: published %d held event(s)", self.key, len(batch) - len(events))
         return positions[len(positions) - len(events) :] if events else []
 
     async def flush(self) -> int:
@@ -217,11 +222,19 @@ class RedisChangeFeed(ChangeFeed):
         while len(self._pending) > self.max_pending:
             self._pending.popleft()
             self.dropped += 1
-        logger.warning(
-            "change feed: Redis unreachable, %d event(s) pending (%d dropped so far)",
-            len(self._pending),
-            self.dropped,
-        )
+        # one line per outage (INFO: the memory's own degrade warning names the outage); a
+        # WARNING once when held events start being dropped; DEBUG for every other failed publish
+        if not self._unreachable:
+            self._unreachable, self._dropped_before = True, self.dropped
+            logger.info("change feed %s unreachable: holding up to %d event(s) in memory until it returns",
+                        self.key, self.max_pending)
+        elif self.dropped > self._dropped_before and self._dropped_before >= 0:
+            self._dropped_before = -1
+            logger.warning("change feed %s still unreachable: more than %d events held, dropping the oldest",
+                           self.key, self.max_pending)
+        else:
+            logger.debug("change feed: Redis unreachable, %d event(s) pending (%d dropped so far)",
+                         len(self._pending), self.dropped)
 
     async def _send(self, batch: list[ChangeEvent]) -> list[str]:
         if len(batch) <= _CHUNK and not self._cluster:

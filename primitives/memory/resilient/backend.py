@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
@@ -89,6 +90,9 @@ class ResilientBackend(MemoryBackend):
         self._needs_replay = outbox.pending_count() > 0  # a previous process died degraded
         # writes made while healthy, replayed into the fallback when it takes over
         self._recent: deque[tuple[str, Any, Any]] = deque(maxlen=warm_size)
+        # the outage being served degraded (monotonic start), announced once, closed by a replay
+        self._outage_since: float | None = None
+        self._outage_writes = 0
 
     @property
     def default_search_mode(self) -> str:
@@ -113,7 +117,7 @@ class ResilientBackend(MemoryBackend):
                 result = await primary()
             except BackendUnavailableError as exc:
                 self.breaker.failure()
-                log.warning("memory backend %s unreachable, serving from %s: %s", self.name, self.fallback.name, exc)
+                self._degraded(exc)
             except BaseException:
                 self.breaker.success()  # it answered (with a refusal): reachable, so not stuck half-open
                 raise
@@ -124,6 +128,20 @@ class ResilientBackend(MemoryBackend):
         if self._recent:
             await self._warm_fallback()
         return await fallback(), True
+
+    def _degraded(self, exc: BaseException) -> None:
+        """Say once per outage that the primary is down (one WARNING); each further failed call
+        or probe of the same outage is logged at DEBUG only."""
+        if self._outage_since is not None:
+            log.debug("memory backend %s still unreachable: %s", self.name, exc)
+            return
+        self._outage_since = time.monotonic()
+        self._outage_writes = 0
+        log.warning(
+            "memory backend %s at %s unreachable (%s); serving from %s (degraded) and journalling "
+            "writes to the outbox at %s until it returns",
+            self.name, self.identity, _first_line(exc), self.fallback.name, self.outbox.path,
+        )
 
     async def _warm_fallback(self) -> None:
         """Load the recent healthy writes into the fallback, in order, once per outage."""
@@ -151,7 +169,9 @@ class ResilientBackend(MemoryBackend):
             # caught: its entries stay and replay (idempotently), since the write may have landed.
             self.outbox.discard(seqs)
             raise
-        if not degraded:
+        if degraded:
+            self._outage_writes += len(seqs)
+        else:
             self.outbox.acknowledge(seqs)
         return result
 
@@ -298,14 +318,19 @@ class ResilientBackend(MemoryBackend):
         never in a loop.
         """
         async with self._replay_lock:
+            dead_before = self._dead_letter_count()
             entries = [e for e in self.outbox.replayable() if not (e.op == "append" and e.acked)]
-            done = 0
+            done = waiting = 0
+            dead: set[int] = set()
             try:
                 for batch in _batches(entries):
-                    done += await self._replay_batch(batch)
-                    self.outbox.acknowledge([e.seq for e in batch if not e.acked])
+                    done += await self._replay_batch(batch, dead)
+                    pending = [e.seq for e in batch if not e.acked]
+                    self.outbox.acknowledge(pending)
+                    waiting += sum(seq not in dead for seq in pending)
             except BackendUnavailableError:
-                self.breaker.failure()
+                self.breaker.failure()  # the outage goes on (already announced): said at DEBUG only
+                log.debug("replay to %s stopped after %d entries: unreachable again", self.name, done)
                 return done
             except OutboxError as exc:  # the journal itself failed (disk full...): try at the next recovery
                 log.error("replay to %s stopped after %d entries: %s", self.name, done, exc)
@@ -316,6 +341,7 @@ class ResilientBackend(MemoryBackend):
                 # `memory-primitives outbox replay` once it is fixed, and are not retried on
                 # every call (only at the next recovery or start)
                 self._needs_replay = False
+                self._outage_since = None  # reachable again: this line is the recovery's one line
                 log.error(
                     "replay to %s stopped after %d entries, %d still pending: %s; fix it, then run "
                     "memory-primitives outbox replay --path '%s'",
@@ -323,11 +349,37 @@ class ResilientBackend(MemoryBackend):
                 )
                 return done
             self._needs_replay = False
-            if done:
-                log.info("replayed %d journaled writes to %s", done, self.name)
+            self._recovered(waiting, dead_before)
             return done
 
-    async def _replay_batch(self, batch: list[OutboxEntry]) -> int:
+    def _dead_letter_count(self) -> int | None:
+        try:
+            return self.outbox.stats().dead_letter
+        except OutboxError:
+            return None
+
+    def _recovered(self, waiting: int, dead_before: int | None) -> None:
+        """The one line of a finished replay: a WARNING when it ends an outage this process
+        announced (paired with the degrade line), else INFO when it replayed anything (writes
+        journaled by an earlier process, ``memory-primitives outbox replay``)."""
+        after = self._dead_letter_count()
+        dead = after - dead_before if after is not None and dead_before is not None else 0
+        suffix = (
+            f"; {dead} moved to the dead-letter table (memory-primitives outbox dead-letters --path '{self.outbox.path}')"
+            if dead > 0 else ""
+        )
+        if self._outage_since is not None:
+            seconds = time.monotonic() - self._outage_since
+            self._outage_since = None
+            log.warning(
+                "memory backend %s reachable again after %.1f s: replayed %d journalled writes from the outbox%s",
+                self.name, seconds, waiting, suffix,
+            )
+        elif waiting or dead > 0:
+            log.info("replayed %d journalled writes from the outbox at %s to %s%s",
+                     waiting, self.outbox.path, self.name, suffix)
+
+    async def _replay_batch(self, batch: list[OutboxEntry], dead: set[int]) -> int:
         """Send one batch; returns how many entries reached the primary. Entries that cannot be
         decoded, and entries the primary refuses one by one, go to the dead-letter table."""
         decoded: list[tuple[OutboxEntry, Any]] = []
@@ -336,6 +388,7 @@ class ResilientBackend(MemoryBackend):
                 decoded.append((entry, _decode(entry)))
             except (PrimitivesError, KeyError, TypeError, ValueError) as exc:
                 self.outbox.dead_letter([(entry.seq, f"unreadable {entry.op} entry: {exc}")])
+                dead.add(entry.seq)
         if not decoded:
             return 0
         if batch[0].op != "append":  # appends go one by one: a partial batch must not repeat
@@ -345,7 +398,7 @@ class ResilientBackend(MemoryBackend):
             except (BackendUnavailableError, ConfigurationError, PermissionDeniedError):
                 raise
             except PrimitivesError as exc:
-                log.warning("replay: %s refused a batch of %d (%s); retrying one by one", self.name, len(decoded), exc)
+                log.debug("replay: %s refused a batch of %d (%s); retrying one by one", self.name, len(decoded), exc)
         sent = 0
         for entry, item in decoded:  # find the entries the primary refuses, one at a time
             try:
@@ -355,6 +408,7 @@ class ResilientBackend(MemoryBackend):
                 raise
             except PrimitivesError as exc:
                 self.outbox.dead_letter([(entry.seq, f"refused by {self.name}: {type(exc).__name__}: {exc}")])
+                dead.add(entry.seq)
         return sent
 
     async def _send(self, items: list[Any], op: str) -> None:
@@ -432,6 +486,12 @@ class ResilientBackend(MemoryBackend):
 
 async def _none() -> None:
     return None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error's message, without a trailing full stop."""
+    text = str(exc).strip().splitlines()
+    return text[0].rstrip(".") if text else type(exc).__name__
 
 
 def _decode(entry: OutboxEntry) -> Any:

@@ -297,7 +297,8 @@ class Outbox:
                     db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
                     moved += 1
         if moved:
-            log.warning("outbox %s: %d entries moved to the dead-letter table", self.path, moved)
+            # debug only: the replay that moved them says how many in its one line
+            log.debug("outbox %s: %d entries moved to the dead-letter table", self.path, moved)
         return moved
 
     # -- reading -------------------------------------------------------------------------------
