@@ -19,15 +19,17 @@ from primitives.integrations.mcp import DEFAULT_PORT, HTTP_PATH
 
 __all__ = ["add_parser"]
 
-_DESCRIPTION = (
-    "Serve the memory tools (remember, search_memory, recall, get_memory, delete_memory, memory_prompt) over "
-    "the Model Context Protocol, on the memory Memory.from_env() describes (in-process by default; REDIS_URL or "
-    "AGENT_MEMORY_SERVER_URL for a persistent one). stdio: for a client that starts the server itself (Claude "
-    "Code, Claude Desktop, Cursor); stdout carries the protocol and logs go to stderr; it exits when stdin "
-    f"closes. http: Streamable HTTP at http://HOST:PORT{HTTP_PATH}; with MEMORY_MCP_TOKEN set every request needs "
-    "'Authorization: Bearer <token>' (else 401); without one it binds only a loopback address. Needs the mcp "
-    "extra: pip install 'memory-primitives[mcp]'. Configuration snippets: docs/mcp.md."
-)
+_DESCRIPTION = f"""\
+Serve the memory tools (remember, search_memory, recall, get_memory, delete_memory,
+memory_prompt) over the Model Context Protocol, on the memory Memory.from_env() describes
+(in-process by default; REDIS_URL or AGENT_MEMORY_SERVER_URL for a persistent one).
+
+stdio: for a client that starts the server itself (Claude Code, Claude Desktop, Cursor);
+stdout carries the protocol and logs go to stderr; it exits when stdin closes.
+http: Streamable HTTP at http://HOST:PORT{HTTP_PATH}; with MEMORY_MCP_TOKEN set every request
+needs 'Authorization: Bearer <token>' (else 401); without one it binds only a loopback address.
+
+Needs the mcp extra: pip install 'memory-primitives[mcp]'. Configuration snippets: docs/mcp.md."""
 
 
 def add_parser(sub: Any) -> None:
