@@ -53,6 +53,13 @@ _SECTIONS = (("embeddings", "embeddings (the embedder)"), ("redis", "redis"), ("
              ("outbox", "outbox (of this store)"))
 
 
+# why there is no embedder in this process, by configured backend
+_NO_EMBEDDER = {
+    "agent-memory-server": " in this process (the Agent Memory Server embeds on its side: see its vector search line)",
+    None: " (keyword search only; MEMORY_EMBEDDINGS=local adds vector and hybrid search)",
+}
+
+
 def _print_doctor(report: dict[str, Any], console: Console) -> None:
     """Everything ``--json`` holds, for people: a status line, each section as an indented
     tree (labels are the JSON keys with spaces), every outbox, then the problems with their fix."""
@@ -65,8 +72,8 @@ def _print_doctor(report: dict[str, Any], console: Console) -> None:
             continue
         value = report[key]
         if value is None:
-            console.print(f"[bold]{title}:[/] none (keyword search only; MEMORY_EMBEDDINGS=local adds vector and hybrid search)"
-                          if key == "embeddings" else f"[bold]{title}:[/] none")
+            console.print(f"[bold]{title}:[/] none" + (_NO_EMBEDDER.get(report["configured"], _NO_EMBEDDER[None])
+                                                         if key == "embeddings" else ""))
             continue
         console.print(f"[bold]{title}:[/]")
         _tree(console, value, "  ")
