@@ -153,6 +153,14 @@ def test_memory_never_imports_the_layers_above_it() -> None:
     assert out.stdout.strip() == "[]"
 
 
+#: What ``pip install .`` (no extras) lacks: the modules of every extra.
+CORE_INSTALL_BLOCKED = (
+    "numpy", "torch", "sentence_transformers", "redis", "hiredis", "agent_memory_client", "duckdb", "pyarrow",
+    "httpx", "mcp", "langgraph", "langchain_core", "starlette", "uvicorn", "msgpack", "psycopg", "deltalake",
+    "snowflake", "pydantic",
+)
+
+
 def test_the_command_line_loads_on_the_core_install() -> None:
     """``pip install .`` has no numpy, torch, redis-py or agent-memory-client: the command line
     and the in-process memory still load (README set-up command 1 runs ``eval locomo`` on it),
@@ -160,7 +168,7 @@ def test_the_command_line_loads_on_the_core_install() -> None:
     import subprocess
     import sys
 
-    blocked = ("numpy", "torch", "sentence_transformers", "redis", "agent_memory_client", "duckdb", "pyarrow", "httpx")
+    blocked = CORE_INSTALL_BLOCKED
     code = (
         "import sys\n"
         f"for name in {blocked!r}: sys.modules[name] = None\n"
@@ -174,3 +182,34 @@ def test_the_command_line_loads_on_the_core_install() -> None:
     out = subprocess.run([sys.executable, "-c", code, str(LOCOMO_DIR)], capture_output=True, text=True)
     assert "Traceback" not in out.stderr, out.stderr
     assert "memory-primitives[embeddings]" in out.stdout + out.stderr
+
+
+def test_readme_main_job_runs_on_the_core_install(tmp_path) -> None:
+    """README set-up command 1 without its install step: ``examples/memory_workflow.py`` then
+    ``eval locomo`` (here on one conversation), with every extra's modules blocked, exit 0 and
+    no traceback (an ``eval locomo`` clean-up that imported redis-py once broke it)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import LOCOMO_DIR
+
+    data = tmp_path / "locomo"
+    data.mkdir()
+    shutil.copy(sorted(Path(LOCOMO_DIR).glob("*.json"))[0], data)
+    root = Path(__file__).resolve().parents[1]
+    block = f"import sys\nfor name in {CORE_INSTALL_BLOCKED!r}: sys.modules[name] = None\n"
+    env = {k: v for k, v in __import__("os").environ.items()
+           if not k.startswith(("MEMORY_", "REDIS_URL", "AGENT_MEMORY_SERVER"))}
+    example = subprocess.run(
+        [sys.executable, "-c", block + "import runpy; runpy.run_path(sys.argv[1], run_name='__main__')",
+         str(root / "examples" / "memory_workflow.py")],
+        capture_output=True, text=True, cwd=root, env=env, timeout=120)
+    assert example.returncode == 0 and "Traceback" not in example.stderr, example.stdout + example.stderr
+    evaluation = subprocess.run(
+        [sys.executable, "-c", block + "from primitives.cli import main\nraise SystemExit(main(['eval', 'locomo', "
+         "'--data', sys.argv[1], '--json']))", str(data)],
+        capture_output=True, text=True, cwd=root, env=env, timeout=300)
+    assert evaluation.returncode == 0 and "Traceback" not in evaluation.stderr, evaluation.stdout + evaluation.stderr
+    assert "recall" in evaluation.stdout

@@ -359,13 +359,14 @@ async def remove_throwaway_store(memory: Memory, env: Mapping[str, str]) -> int:
             scan-delete the default prefix, which other stores share).
         BackendUnavailableError, PrimitivesError: the store could not be reached or dropped.
     """
-    from primitives.redis_connection import cluster_from_env, connect, redis_errors_mapped
-    from primitives.store.keys import glob_escape
-
     await memory.backend.drop()
     url = env.get("REDIS_URL")
     if not url:
         return 0
+    # imported only now: the core install (no redis-py) runs the evaluation in process
+    from primitives.redis_connection import cluster_from_env, connect, redis_errors_mapped
+    from primitives.store.keys import glob_escape
+
     prefix = env.get("MEMORY_REDIS_PREFIX") or ""
     if not prefix:
         raise InvalidInputError("remove_throwaway_store needs the run's own MEMORY_REDIS_PREFIX; none is set")
