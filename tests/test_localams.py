@@ -175,3 +175,34 @@ def test_cli_start_status_stop(ams_server, tmp_path: Path, capsys: pytest.Captur
         assert main(["ams", "stop", *common]) == 0
     assert "stopped" in capsys.readouterr().out
     assert main(["ams", "status", *common]) == 1
+
+
+def test_start_waits_for_an_embeddings_endpoint_that_is_still_loading(tmp_path: Path) -> None:
+    """``embeddings serve & ams start``: the model takes seconds to load, so start polls the
+    endpoint for ``embeddings_wait`` seconds before giving up."""
+    import socket
+
+    ams = _fake_installed(tmp_path / "cache")
+    port = free_port()
+    ams.embeddings_url = f"http://127.0.0.1:{port}/v1"
+    ams.port = free_port()
+    ams.run_dir = tmp_path / "run"
+    with pytest.raises(BackendUnavailableError, match=r"no embeddings endpoint answers .*waited 0\.3 s"):
+        ams.start(timeout=5, embeddings_wait=0.3)
+    ams.executable.chmod(0o755)  # a fake AMS that exits at once: start gets past the endpoint wait
+    listener = socket.socket()
+
+    def open_later() -> None:
+        time.sleep(0.6)
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+
+    opener = threading.Thread(target=open_later)
+    opener.start()
+    try:
+        with pytest.raises(BackendUnavailableError, match="exited") as raised:
+            ams.start(timeout=5, embeddings_wait=10)
+        assert "embeddings endpoint" not in str(raised.value)
+    finally:
+        opener.join()
+        listener.close()

@@ -335,23 +335,33 @@ class LocalAMS:
         except OSError:
             return None
 
-    def start(self, *, timeout: float = 120.0) -> str:
+    def start(self, *, timeout: float = 120.0, embeddings_wait: float = 60.0) -> str:
         """Start ``agent-memory api --host 127.0.0.1 --port P --task-backend asyncio`` (stdout and
         stderr to :attr:`logfile`, in its own session so it outlives a CLI that started it) and wait
         until ``GET /v1/health`` answers 200; returns :attr:`url`.
 
+        The embeddings endpoint is waited for first, up to ``embeddings_wait`` seconds (polled
+        every 0.25 s), so ``memory-primitives embeddings serve & memory-primitives ams start``
+        works while the model is still loading.
+
         Raises:
             ConfigurationError: not installed, or the port already answers.
-            BackendUnavailableError: the embeddings endpoint does not accept connections, or AMS
-                exited or did not answer within ``timeout`` seconds (the log's tail is in the message).
+            BackendUnavailableError: the embeddings endpoint did not accept connections within
+                ``embeddings_wait`` seconds, or AMS exited or did not answer within ``timeout``
+                seconds (the log's tail is in the message).
         """
         self._require_install()
         if self._accepts(self.port):
             raise ConfigurationError(f"port {self.port} is already in use; pick another --port")
         parts = urlsplit(self.embeddings_url)
-        if not self._accepts(parts.port or (443 if parts.scheme == "https" else 80), parts.hostname or "127.0.0.1"):
-            raise BackendUnavailableError(f"no embeddings endpoint answers at {self.embeddings_url}; start one with "
-                                          "`memory-primitives embeddings serve --port <port>`")
+        endpoint = (parts.port or (443 if parts.scheme == "https" else 80), parts.hostname or "127.0.0.1")
+        deadline = time.monotonic() + embeddings_wait
+        while not self._accepts(*endpoint):
+            if time.monotonic() >= deadline:
+                raise BackendUnavailableError(
+                    f"no embeddings endpoint answers at {self.embeddings_url} (waited {embeddings_wait:g} s); "
+                    "start one with `memory-primitives embeddings serve --port <port>`")
+            time.sleep(0.25)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         cmd = [str(self.executable), "api", "--host", "127.0.0.1", "--port", str(self.port), "--task-backend", "asyncio"]
         with open(self.logfile, "ab") as log:
