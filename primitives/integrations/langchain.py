@@ -31,7 +31,6 @@ from primitives.errors import (
     ConfigurationError,
     InvalidFilterError,
     InvalidInputTypeError,
-    UnscopedAccessError,
 )
 from primitives.integrations._sync import LoopBridge, SyncCallInEventLoopError
 from primitives.memory.facade import Memory
@@ -104,11 +103,7 @@ class MemoryRetriever(BaseRetriever):
         self._check()
 
     def _check(self) -> None:
-        if self.user_id is None and not self.memory.single_user:
-            raise UnscopedAccessError(
-                "a retriever without a user_id on a multi-user memory would return every user's memories; "
-                "pass user_id=..., or declare the memory single-user (Memory(..., single_user=True))"
-            )
+        self.memory.require_scope(self.user_id, "a retriever")
         if self.user_id is not None:
             check_identifier(self.user_id, "user_id")
         if self.namespace is not None:

@@ -103,12 +103,23 @@ class AgentMethods:
             self._context_cache.put(key, built)
         return built
 
-    def _require_scope(self, user_id: str | None, what: str) -> None:
+    def require_scope(self, user_id: str | None, what: str) -> None:
+        """The scope policy of every per-user read: a ``user_id`` is required unless the memory
+        is ``single_user``. ``what`` names the call in the error (an adapter's tool or method).
+        The value itself is checked where it is used.
+
+        Raises:
+            UnscopedAccessError: ``user_id`` is ``None`` and the memory is not ``single_user``.
+        """
         if user_id is None and not self.single_user:
             raise UnscopedAccessError(
                 f"{what} without a user_id on a multi-user memory would mix every user's memories; pass "
                 "user_id, or declare the memory single-user (single_user=True, MEMORY_SINGLE_USER=1)"
             )
+
+    def _require_scope(self, user_id: str | None, what: str) -> None:
+        """:meth:`require_scope`, then ``user_id`` checked as an identifier (``InvalidInputError``)."""
+        self.require_scope(user_id, what)
         if user_id is not None:
             check_identifier(user_id, "user_id")
 

