@@ -82,8 +82,38 @@ async def initialize_cluster(client: object) -> None:
     command, none failed. Every store and sync primitive calls this (through
     :func:`redis_errors_mapped`) before its commands.
     """
-    if isinstance(client, aioredis.RedisCluster):
+    if not isinstance(client, aioredis.RedisCluster):
+        return
+    try:
         await client.initialize()
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError):
+        if not await _initialize_past_a_dead_default_node(client):
+            raise
+
+
+async def _initialize_past_a_dead_default_node(client: aioredis.RedisCluster) -> bool:
+    """Finish a cluster client's initialisation through any primary that answers; ``False`` when
+    none does.
+
+    redis-py 8.1.0's ``RedisCluster.initialize`` loads the slot map from any reachable startup
+    node, then sends ``COMMAND`` to the default node, which it resets to the first primary listed.
+    While a killed primary is still listed (until ``cluster-node-timeout`` marks it failed), that
+    ``COMMAND`` fails whenever the dead node sorts first, and with it every command of the client,
+    also to the primaries that answer (seen here: reads of a surviving node's tenants failing
+    after another node was killed). This loads the map the same way, takes the first primary
+    that answers ``COMMAND`` as the default node, and marks the client initialised as
+    ``initialize`` does on success.
+    """
+    await client.nodes_manager.initialize()
+    for node in client.get_primaries():
+        try:
+            await client.commands_parser.initialize(node)
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
+            continue
+        client.set_default_node(node)
+        client._initialize = False  # what initialize() sets once both steps succeed
+        return True
+    return False
 
 
 def is_cluster(client: object) -> bool:
@@ -116,8 +146,8 @@ async def redis_errors_mapped(
         unreachable_fix: Appended to the unreachable message (e.g. how to start a server).
     """
     try:
-        if client is not None and isinstance(client, aioredis.RedisCluster):
-            await client.initialize()
+        if client is not None:
+            await initialize_cluster(client)
         yield
     except redis_errors.AuthenticationError as exc:
         raise AuthenticationFailedError(

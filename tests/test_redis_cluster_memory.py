@@ -40,8 +40,9 @@ def fresh_prefix() -> str:
     return f"c{os.getpid()}-{next(_prefixes)}:"
 
 
-def start_search_cluster(tmp: Path) -> LocalRedisCluster:
-    return _start(lambda: LocalRedisCluster(dir=tmp, modules=True), lambda c: c.start(), "a Redis Cluster with the Query Engine")
+def start_search_cluster(tmp: Path, node_timeout_ms: int = 5000) -> LocalRedisCluster:
+    return _start(lambda: LocalRedisCluster(dir=tmp, modules=True, node_timeout_ms=node_timeout_ms), lambda c: c.start(),
+                  "a Redis Cluster with the Query Engine")
 
 
 @pytest.fixture(scope="module")
@@ -273,6 +274,63 @@ async def test_a_node_killed_mid_batch_fails_typed_and_leaves_no_half_record(tmp
         with pytest.raises(BackendUnavailableError):
             await backend.search("note", filter={"namespace": next(ns for ns in namespaces if ns not in survivors)})
     finally:
+        await backend.aclose()
+        cluster.stop()
+
+
+async def test_surviving_nodes_answer_when_the_client_reinitialises_with_the_first_listed_primary_down(tmp_path: Path) -> None:
+    """redis-py 8.1 (re)initialises a cluster client by sending ``COMMAND`` to the first primary
+    it lists (the owner of slot 0 until a failure reorders them). While that node is down (before
+    ``cluster-node-timeout``, 30 s here, marks it failed), every command of the client then failed,
+    also to the nodes that answer: a survivor's read after a node was killed mid-batch (CI run of
+    stop 18). redis-py re-initialises after ``CLUSTERDOWN``, after every few ``MOVED`` replies, and
+    after ``aclose()``, which is what this test does. Both the memory backend and a client started
+    fresh while the node is down (key-value store) serve the survivors; the dead node's keys fail
+    typed (see ``initialize_cluster``)."""
+    from primitives.redis_connection import connect
+    from primitives.store.kv_redis import RedisKeyValueStore
+
+    cluster = start_search_cluster(tmp_path / "first-primary", node_timeout_ms=30_000)
+    backend = RedisBackend(cluster.url, prefix="dflt:", cluster=True, socket_timeout=2.0)
+    namespaces = [f"d-{i}" for i in range(30)]
+    fresh = None
+    try:
+        await backend.add([MemoryRecord(text=f"note {ns}", id="r", namespace=ns) for ns in namespaces])
+        client = backend._indexes.client
+        first = client.nodes_manager.slots_cache[0][0]
+        assert client.get_primaries()[0].name == first.name
+        kv = RedisKeyValueStore(client, namespace="kv")
+        ids = [str(i) for i in range(30)]
+        for id in ids:
+            await kv.set("e", id, {"n": id})
+        kv_lost = [id for id in ids if client.get_node_from_key(kv.keys.key("kv", "e", id)).name == first.name]
+        lost = [ns for ns in namespaces if backend._indexes.node_of(ns).name == first.name]
+        survivors = [ns for ns in namespaces if ns not in lost]
+        assert lost and survivors and kv_lost and len(kv_lost) < len(ids)
+        live_url = next(url for url in cluster.urls if not url.endswith(f":{first.port}"))
+
+        next(n for n in cluster.nodes if n.port == first.port).kill()
+        await client.aclose()  # the next command re-initialises, with the dead node listed first
+        for ns in survivors:
+            got = await backend.get("r", namespace=ns)
+            assert got is not None and got.text == f"note {ns}"
+        assert [h.record.id for h in (await backend.search("note", filter={"namespace": survivors[0]})).hits] == ["r"]
+        with pytest.raises(BackendUnavailableError):
+            await backend.get("r", namespace=lost[0])
+
+        fresh = connect(live_url, cluster=True, socket_timeout=2.0)
+        kv_fresh = RedisKeyValueStore(fresh, namespace="kv")
+        for id in ids:
+            if id in kv_lost:
+                with pytest.raises(BackendUnavailableError):
+                    await kv_fresh.get("e", id)
+            else:
+                assert await kv_fresh.get("e", id) == {"n": id}
+                await kv_fresh.set("e", id, {"n": id, "again": True})
+                assert await kv_fresh.get("e", id) == {"n": id, "again": True}
+    finally:
+        if fresh is not None:
+            await fresh.aclose()
         await backend.aclose()
         cluster.stop()
 

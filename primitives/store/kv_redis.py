@@ -14,7 +14,7 @@ from typing import Final, NoReturn
 from redis import exceptions as redis_errors
 
 from primitives.errors import ConfigurationError
-from primitives.redis_connection import RedisClient, is_cluster, redis_errors_mapped
+from primitives.redis_connection import RedisClient, initialize_cluster, is_cluster, redis_errors_mapped
 from primitives.store.keys import DEFAULT_PREFIX
 from primitives.store.kv import DEFAULT_NAMESPACE, KeyValueStore, ttl_ms
 from primitives.store.serialization import Serializer
@@ -76,7 +76,7 @@ class RedisKeyValueStore(KeyValueStore):
     async def _raw_get(self, key: str) -> bytes | None:
         try:
             if self._cluster:
-                await self.client.initialize()  # see initialize_cluster
+                await initialize_cluster(self.client)
             return await self.client.get(key)
         except _FAILURES as exc:
             await _raise_mapped(exc)
@@ -84,7 +84,7 @@ class RedisKeyValueStore(KeyValueStore):
     async def _raw_mget(self, keys: list[str]) -> list[bytes | None]:
         try:
             if self._cluster:
-                await self.client.initialize()  # see initialize_cluster
+                await initialize_cluster(self.client)
             if self._cluster:
                 return await self.client.mget_nonatomic(keys)
             return await self.client.mget(keys)
@@ -94,7 +94,7 @@ class RedisKeyValueStore(KeyValueStore):
     async def _raw_set(self, key: str, data: bytes, ttl: float | None, nx: bool) -> bool:
         try:
             if self._cluster:
-                await self.client.initialize()  # see initialize_cluster
+                await initialize_cluster(self.client)
             if ttl is None:
                 done = await self.client.set(key, data, nx=nx)
             else:

@@ -36,6 +36,7 @@ from primitives.errors import (
 from primitives.redis_connection import (
     RedisClient,
     connect,
+    initialize_cluster,
     is_cluster,
     redis_errors_mapped,
 )
@@ -372,7 +373,7 @@ class _RedisSubscription(ChangeSubscription):
         client = self._feed.client
         if is_cluster(client):  # its pub/sub routes by the slot map, loaded on first use
             async with redis_errors_mapped(_WHAT):
-                await client.initialize()
+                await initialize_cluster(client)
         pubsub = client.pubsub()
         try:
             async with redis_errors_mapped(_WHAT):

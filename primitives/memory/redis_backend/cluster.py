@@ -55,6 +55,7 @@ from primitives.memory.redis_backend.keys import KeyLayout, tenant_tag
 from primitives.memory.redis_backend.query import render_query
 from primitives.memory.redis_backend.schema import IndexSpec
 from primitives.memory.redis_backend.search import Ranking, Searcher
+from primitives.redis_connection import initialize_cluster
 
 __all__ = ["ClusterIndexes", "check_cluster_names", "count", "missing_index", "read_changes", "search"]
 
@@ -201,7 +202,7 @@ class ClusterIndexes:
         Raises:
             QueryEngineUnavailableError: a primary has no Query Engine.
         """
-        await self.client.initialize()
+        await initialize_cluster(self.client)
         for node in self.primaries():
             try:
                 await self.client.execute_command("FT._LIST", target_nodes=node)
