@@ -85,9 +85,13 @@ def test_bench_redis_reports_both_sides(redis_server, capsys: pytest.CaptureFixt
     for key in ("ingest_per_s", "ingest_per_s_backend", "ingest_per_s_redis_py", "recall_step_ms", "direct_ft_search_ms"):
         assert report[key] > 0, key
     assert report["recall_step_ratio"] == pytest.approx(report["recall_step_ms"] / report["direct_ft_search_ms"], rel=0.01)
-    assert main(["bench", "redis", "--redis-url", redis_server.url, "--storage", "--memories", "500", "--queries", "20"]) == 0
+    assert main(["bench", "redis", "--redis-url", redis_server.url, "--storage", "--memories", "500", "--queries", "20",
+                 "--json"]) == 0
     storage = json.loads(capsys.readouterr().out)
     assert set(storage) >= {"hash", "json"} and storage["hash"]["writes_per_s"] > 0
+    assert main(["bench", "redis", "--redis-url", redis_server.url, "--storage", "--memories", "300", "--queries", "10"]) == 0
+    table = capsys.readouterr().out  # without --json: a table for people, not JSON
+    assert "JSON documents" in table and "server bytes per record" in table and not table.lstrip().startswith("{")
 
 
 def test_bench_redis_leaves_no_keys_behind(redis_server) -> None:

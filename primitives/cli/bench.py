@@ -204,11 +204,24 @@ def _run_agent(args: argparse.Namespace, console: Console) -> int:
 def _run_redis(args: argparse.Namespace, console: Console) -> int:
     check_sizes(args)
     report = _bench_redis(args)
-    if args.json or args.storage:
+    if args.json:
         print(json.dumps(report, indent=2))
+    elif args.storage:
+        _print_storage(report, console)
     else:
         _print_bench_redis(report, console)
     return 0
+
+
+def _print_storage(report: dict[str, Any], console: Console) -> None:
+    table = Table("measure", "hashes", "JSON documents")
+    hashes, docs = report["hash"], report["json"]
+    table.add_row("memories", str(report["memories"]), str(report["memories"]))
+    table.add_row("writes/s", f"{hashes['writes_per_s']:.0f}", f"{docs['writes_per_s']:.0f}")
+    table.add_row("FT.SEARCH p50, ms", f"{hashes['search_p50_ms']:.3f}", f"{docs['search_p50_ms']:.3f}")
+    table.add_row("server bytes per record", f"{hashes['server_bytes_per_record']:.0f}",
+                  f"{docs['server_bytes_per_record']:.0f}")
+    console.print(table)
 
 
 def _print_bench(report: dict[str, Any], console: Console) -> None:
