@@ -6,10 +6,12 @@ Nothing here imports the ``mcp`` SDK, so the tools are plain async functions ove
 
 Arguments reach ``Memory``'s public methods exactly as the client sent them: the package's own
 validation (``primitives.validation``, ``MemoryRecord``) is the only check of their values, so a
-bad value raises the same typed error here as from Python, and nothing is stored. Only the
-argument *names* are checked here (an unknown or missing argument is an
+bad value raises the same typed error here as from Python, and nothing is stored. Checked here:
+the argument *names* (an unknown or missing argument is an
 :class:`~primitives.errors.InvalidInputError`): a misspelt ``userid`` must never turn into a
-call without a user.
+call without a user; and the scope, with ``primitives.validation.check_identifier``: ``user_id``
+and ``namespace`` are each one identifier (a list would reach a search filter and read several
+users or namespaces at once; ``""`` would answer "not found" instead of an error).
 
 Scope: every tool works in one namespace (``namespace``, else the memory's) and for one
 ``user_id``, required unless the memory is single-user (``MEMORY_SINGLE_USER=1``): an unscoped
@@ -34,6 +36,7 @@ from primitives.errors import InvalidInputError
 from primitives.memory.facade import Memory
 from primitives.memory.record import MemoryRecord
 from primitives.memory.resilient import BreakerState, ResilientBackend
+from primitives.validation import check_identifier
 
 __all__ = ["ToolSpec", "TOOLS", "TOOL_NAMES", "call_tool"]
 
@@ -122,6 +125,16 @@ def _served(memory: Memory) -> dict[str, Any]:
     return {"backend": memory.backend_name, "degraded": False}
 
 
+def _scope(memory: Memory, a: dict[str, Any], tool: str) -> None:
+    """A per-user call's scope: ``user_id`` required unless the memory is single-user
+    (``UnscopedAccessError``); ``user_id`` and ``namespace`` each one identifier
+    (``InvalidInputError``): a list would reach a filter and read several users or namespaces."""
+    memory.require_scope(a.get("user_id"), tool)
+    for name in ("user_id", "namespace"):
+        if name in a:
+            check_identifier(a[name], name)
+
+
 def _record(record: MemoryRecord) -> dict[str, Any]:
     out = record.to_dict()
     del out["embedding"]  # hundreds of floats a model cannot use
@@ -139,7 +152,7 @@ async def _remember(memory: Memory, a: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _search(memory: Memory, a: dict[str, Any]) -> dict[str, Any]:
-    memory.require_scope(a.get("user_id"), "search_memory")
+    _scope(memory, a, "search_memory")
     result = await memory.search(
         a["query"], user_id=a.get("user_id"), session_id=a.get("session_id"), namespace=a.get("namespace"),
         memory_type=a.get("memory_type"), topics=a.get("topics"),
@@ -150,6 +163,7 @@ async def _search(memory: Memory, a: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _recall(memory: Memory, a: dict[str, Any]) -> dict[str, Any]:
+    _scope(memory, a, "recall")
     recall = await memory.recall(
         a["query"], session_id=a.get("session_id"), user_id=a.get("user_id"), namespace=a.get("namespace"),
         limit=a.get("limit", 5), mode=a.get("mode"),
@@ -164,8 +178,8 @@ async def _recall(memory: Memory, a: dict[str, Any]) -> dict[str, Any]:
 async def _owned(memory: Memory, a: dict[str, Any], tool: str) -> MemoryRecord | None:
     """The record ``id`` of the namespace when it belongs to ``user_id`` (any, on a
     single-user memory called without one); ``None`` otherwise, as for a missing record."""
+    _scope(memory, a, tool)  # user_id is only compared below: "" or 7 must be refused, not "not found"
     user_id = a.get("user_id")
-    memory.require_scope(user_id, tool)
     record = await memory.get(a["id"], namespace=a.get("namespace"))
     if record is None or (user_id is not None and record.user_id != user_id):
         return None
@@ -184,6 +198,7 @@ async def _delete(memory: Memory, a: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _prompt(memory: Memory, a: dict[str, Any]) -> dict[str, Any]:
+    _scope(memory, a, "memory_prompt")
     built = await memory.context(
         a["query"], session_id=a.get("session_id"), user_id=a.get("user_id"), namespace=a.get("namespace"),
         budget_tokens=a.get("budget_tokens", 1000), mode=a.get("mode"),
