@@ -129,7 +129,11 @@ async def test_concurrent_requests_are_embedded_together_and_each_gets_its_own_v
 
 
 async def test_encoding_blocks_neither_the_event_loop_nor_small_requests(url: str, model: Any) -> None:
-    texts = [f"a batch to keep the model busy for a while, sentence number {i} " * 4 for i in range(96)]
+    # 8 model calls of 64 texts (the embedder's batch_size): the small request joins the call after
+    # the one running when it arrives, and the bulk request still has calls to make. (With 96
+    # texts, 2 calls, the small request could share the bulk's last call, and which answer came
+    # back first was a race: CI of stop 19 lost it.)
+    texts = [f"a batch to keep the model busy for a while, sentence number {i} " * 4 for i in range(512)]
     async with httpx.AsyncClient(timeout=120) as client:
         calls = model.stats.model_calls
         big = asyncio.create_task(client.post(f"{url}/embeddings", json={"input": texts, "model": "m"}))
@@ -138,7 +142,7 @@ async def test_encoding_blocks_neither_the_event_loop_nor_small_requests(url: st
         health = await client.get(url.removesuffix("/v1") + "/health")
         answered_while_busy = not big.done()
         small = await client.post(f"{url}/embeddings", json={"input": "a query while a bulk batch runs", "model": "m"})
-        small_first = not big.done()  # not queued behind the 96 texts
+        small_first = not big.done()  # not queued behind the 512 texts
         assert (await big).status_code == 200
     assert health.status_code == 200 and answered_while_busy
     assert small.status_code == 200 and small_first
