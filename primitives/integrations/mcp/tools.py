@@ -128,7 +128,8 @@ def _served(memory: Memory) -> dict[str, Any]:
 def _scope(memory: Memory, a: dict[str, Any], tool: str) -> None:
     """A per-user call's scope: ``user_id`` required unless the memory is single-user
     (``UnscopedAccessError``); ``user_id`` and ``namespace`` each one identifier
-    (``InvalidInputError``): a list would reach a filter and read several users or namespaces."""
+    (``InvalidInputTypeError`` for a non-string, ``InvalidInputError`` for ``""`` or an overlong
+    one): a list would reach a filter and read several users or namespaces."""
     memory.require_scope(a.get("user_id"), tool)
     for name in ("user_id", "namespace"):
         if name in a:
