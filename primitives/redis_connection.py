@@ -81,6 +81,10 @@ async def initialize_cluster(client: object) -> None:
     'writelines'`` (and a few dropped connections); with ``initialize()`` awaited before each
     command, none failed. Every store and sync primitive calls this (through
     :func:`redis_errors_mapped`) before its commands.
+
+    When ``initialize()`` fails on a connection error while some primaries answer, the client is
+    initialised through one of them (:func:`_initialize_past_a_dead_default_node`); otherwise
+    redis-py's error is raised as it came.
     """
     if not isinstance(client, aioredis.RedisCluster):
         return
@@ -104,7 +108,10 @@ async def _initialize_past_a_dead_default_node(client: aioredis.RedisCluster) ->
     that answers ``COMMAND`` as the default node, and marks the client initialised as
     ``initialize`` does on success.
     """
-    await client.nodes_manager.initialize()
+    try:
+        await client.nodes_manager.initialize()
+    except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError):  # none answers: caller re-raises
+        return False
     for node in client.get_primaries():
         try:
             await client.commands_parser.initialize(node)
@@ -134,8 +141,10 @@ async def redis_errors_mapped(
     ``AuthenticationError`` / ``NOAUTH`` / ``WRONGPASS`` become :class:`AuthenticationFailedError`;
     an ACL ``NOPERM`` (also inside a Lua script: ``ACL failure in script``) becomes
     :class:`PermissionDeniedError`; connection errors, timeouts and ``OSError`` become
-    :class:`BackendUnavailableError`. Other ``ResponseError``\\ s propagate unchanged (they are
-    bugs or bad input the caller should see).
+    :class:`BackendUnavailableError`, as do a cluster's outages (``CLUSTERDOWN`` / ``MASTERDOWN``
+    replies, no node reachable, a slot no node serves), so the resilient wrapper falls back on a
+    cluster as on one Redis. Other ``ResponseError``\\ s propagate unchanged (they are bugs or bad
+    input the caller should see).
 
     Args:
         what: Names the server in messages (``"Redis (key-value store)"``).
@@ -155,6 +164,15 @@ async def redis_errors_mapped(
         ) from exc
     except redis_errors.NoPermissionError as exc:
         raise PermissionDeniedError(f"{what} ACL refused the command: {exc}") from exc
+    except redis_errors.ClusterDownError as exc:  # CLUSTERDOWN / MASTERDOWN: an outage, not a refusal
+        raise BackendUnavailableError(
+            f"{what} cluster is down ({exc}): a primary holding some hash slots is unreachable"
+        ) from exc
+    except redis_errors.RedisClusterException as exc:  # not a RedisError in redis-py
+        if isinstance(exc, redis_errors.SlotNotCoveredError) or "cannot be connected" in str(exc):
+            fix = f"; {unreachable_fix}" if unreachable_fix else ""
+            raise BackendUnavailableError(f"{what} is unreachable: {exc}{fix}") from exc
+        raise
     except redis_errors.ResponseError as exc:
         text = str(exc)
         if "NOAUTH" in text or "WRONGPASS" in text:

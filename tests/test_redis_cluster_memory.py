@@ -335,6 +335,55 @@ async def test_surviving_nodes_answer_when_the_client_reinitialises_with_the_fir
         cluster.stop()
 
 
+async def test_a_cluster_that_goes_down_costs_no_memory_and_fails_typed(tmp_path: Path) -> None:
+    """Every node killed: redis-py raises ``RedisClusterException`` ("cannot be connected"), not a
+    ``RedisError``, and a cluster whose surviving nodes have marked a dead primary failed answers
+    ``CLUSTERDOWN`` (a ``ResponseError``). Both are outages: ``BackendUnavailableError``, so the
+    resilient wrapper serves and journals as on one Redis (both propagated untyped before, and a
+    memory call failed instead of falling back)."""
+    from primitives.memory.resilient import ResilientBackend
+    from primitives.memory.resilient.breaker import CircuitBreaker
+    from primitives.memory.resilient.outbox import Outbox
+
+    cluster = start_search_cluster(tmp_path / "down", node_timeout_ms=1000)
+    plain = RedisBackend(cluster.url, prefix="down:", cluster=True, socket_timeout=2.0)
+    backend = ResilientBackend(RedisBackend(cluster.url, prefix="down:", cluster=True, socket_timeout=2.0),
+                               outbox=Outbox(tmp_path / "outbox.sqlite3"), breaker=CircuitBreaker(reset_timeout=0.2))
+    try:
+        namespaces = [f"n-{i}" for i in range(12)]
+        await backend.add([MemoryRecord(text=f"kept {ns}", id="r", namespace=ns) for ns in namespaces])
+        # `plain` has its own client, so it sees CLUSTERDOWN itself, not the wrapper's open breaker
+        assert (await plain.get("r", namespace=namespaces[0])).text == f"kept {namespaces[0]}"
+        victim = backend.primary._indexes.primaries()[0]
+        next(n for n in cluster.nodes if n.port == victim.port).kill()
+        survivor = next(ns for ns in namespaces if plain._indexes.node_of(ns).name != victim.name)
+        survivor_port = plain._indexes.node_of(survivor).port
+        for _ in range(600):  # bounded: the survivors mark the node failed after ~1-3 s
+            if b"cluster_state:fail" in redis_command(survivor_port, "CLUSTER", "INFO"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the surviving nodes never marked the dead primary failed")
+        # whether redis-py's own retries end on the CLUSTERDOWN reply or on the dead node, typed
+        with pytest.raises(BackendUnavailableError, match="cluster is down|unreachable"):
+            await plain.get("r", namespace=survivor)
+        await backend.add([MemoryRecord(text="written while a primary is down", id="d", namespace=survivor)])
+        assert backend.outbox.pending_count() == 1
+
+        for node in cluster.nodes:
+            node.kill()
+        with pytest.raises(BackendUnavailableError, match="unreachable"):
+            await plain.get("r", namespace=survivor)
+        await backend.add([MemoryRecord(text="written while the cluster is down", id="w", namespace=survivor)])
+        assert backend.outbox.pending_count() == 2
+        found = await backend.search("written while", filter={"namespace": survivor})
+        assert found.degraded and {h.record.id for h in found.hits} == {"d", "w"}
+    finally:
+        await plain.aclose()
+        await backend.aclose()
+        cluster.stop()
+
+
 async def test_differential_against_the_in_process_oracle(search_cluster) -> None:
     from tests.differential import BackendSpec, machine_for
     from tests.test_differential import WORKING_MEMORY_SIZE, _close, _run

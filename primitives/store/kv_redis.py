@@ -25,7 +25,7 @@ __all__ = ["RedisKeyValueStore"]
 SCAN_BATCH: Final = 500
 
 _WHAT: Final = "Redis (key-value store)"
-_FAILURES: Final = (redis_errors.RedisError, OSError)
+_FAILURES: Final = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError)
 
 
 async def _raise_mapped(exc: BaseException) -> NoReturn:
